@@ -1,0 +1,235 @@
+"""``modstream`` command line: run the broker and workers, manage banks, try the engine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging.config
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import orjson
+
+from pipeline.contracts import ContractError, UploadEvent, bank_key, dumps
+from pipeline.settings import Settings
+
+
+class UserError(Exception):
+    """Printed as one line, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return int(args.run(args, settings) or 0)
+    except (UserError, ContractError, ValueError, OSError) as exc:
+        print(f"modstream: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modstream", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    kafka = commands.add_parser("kafka", help="run a local Apache Kafka broker (KRaft)")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.set_defaults(run=cmd_kafka)
+
+    worker = commands.add_parser("worker", help="run a pipeline worker")
+    worker.add_argument("--web-port", type=int, help="metrics/health port (MODSTREAM_WEB_PORT)")
+    worker.set_defaults(run=cmd_worker)
+
+    bank = commands.add_parser("bank", help="publish bank entries to the hashbank topic")
+    bank_commands = bank.add_subparsers(required=True, metavar="ACTION")
+    imp = bank_commands.add_parser("import", help="import a CSV or JSON-lines bank file")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--bank", required=True)
+    imp.add_argument("--action-hint", choices=["takedown", "review"], default="takedown")
+    imp.set_defaults(run=cmd_bank_import)
+    rem = bank_commands.add_parser("remove", help="remove entries (publishes tombstones)")
+    rem.add_argument("--bank", required=True)
+    rem.add_argument("--signal-type", required=True)
+    rem.add_argument("entry_ids", nargs="+")
+    rem.set_defaults(run=cmd_bank_remove)
+
+    produce = commands.add_parser("produce", help="publish upload events from a JSON-lines file")
+    produce.add_argument("file", type=Path)
+    produce.set_defaults(run=cmd_produce)
+
+    tail = commands.add_parser("tail", help="print a topic's records as JSON lines")
+    tail.add_argument("topic")
+    tail.add_argument("--max", type=int, default=None)
+    tail.add_argument("--timeout", type=float, default=None, help="stop after S idle seconds")
+    tail.set_defaults(run=cmd_tail)
+
+    hash_ = commands.add_parser("hash", help="print the signals of local files (no broker)")
+    hash_.add_argument("files", nargs="+", type=Path)
+    hash_.set_defaults(run=cmd_hash)
+
+    scan = commands.add_parser("scan", help="decide local files and texts in-process (no broker)")
+    scan.add_argument("files", nargs="*", type=Path, help="images; .txt files are scanned as text")
+    scan.add_argument("--bank", type=Path, required=True, help="bank file (CSV or JSON lines)")
+    scan.add_argument("--bank-name", default="local")
+    scan.add_argument("--text", action="append", default=[], help="a text post to scan")
+    scan.set_defaults(run=cmd_scan)
+
+    demo = commands.add_parser("demo", help="the end-to-end demo on the local broker")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.localkafka import KafkaError, LocalKafka
+
+    kafka = LocalKafka.from_env(settings.bootstrap)
+    try:
+        if args.action == "start":
+            print(kafka.start())
+        elif args.action == "stop":
+            print(kafka.stop())
+        else:
+            answering, pid = kafka.status()
+            state = "running" if answering else "not running"
+            print(f"Kafka {state} on 127.0.0.1:{kafka.port}" + (f" (pid {pid})" if pid else ""))
+            return 0 if answering else 3
+    except KafkaError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from faust import Worker
+
+    from pipeline.logs import logging_config
+    from pipeline.stream.app import build_app
+    from pipeline.stream.topics import ensure_topics
+
+    if args.web_port:
+        settings = Settings.from_env(web_port=args.web_port)
+    config = logging_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(config)
+    _run(ensure_topics(settings))
+    app = build_app(settings)
+    worker = Worker(app, loglevel=settings.log_level, logging_config=config, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_bank_import(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.matching.bankfile import read_bank_file
+
+    entries = list(read_bank_file(args.file, args.bank, args.action_hint))
+    count = _publish(settings, "hashbank", [(e.key.encode(), dumps(e)) for e in entries])
+    print(f"published {count} entries to bank {args.bank!r}")
+    return 0
+
+
+def cmd_bank_remove(args: argparse.Namespace, settings: Settings) -> int:
+    keys = [bank_key(args.bank, args.signal_type, entry_id).encode() for entry_id in args.entry_ids]
+    count = _publish(settings, "hashbank", [(key, None) for key in keys])
+    print(f"removed {count} entries from bank {args.bank!r}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    """Lines are sent as they are (invalid ones too: the pipeline dead-letters them)."""
+    records = []
+    for line in args.file.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            key = UploadEvent.parse(line).content_id.encode()
+        except ContractError:
+            key = None
+        records.append((key, line))
+    print(f"published {_publish(settings, 'uploads', records)} events")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.stream.client import read_topic
+
+    async def run() -> None:
+        async for key, value in read_topic(
+            settings.bootstrap,
+            settings.topic(args.topic),
+            max_records=args.max,
+            timeout_s=args.timeout,
+        ):
+            out = {"key": key.decode(errors="replace") if key is not None else None}
+            try:
+                out["value"] = orjson.loads(value) if value is not None else None
+            except orjson.JSONDecodeError:
+                out["value_raw"] = value.decode(errors="replace")
+            sys.stdout.write(orjson.dumps(out).decode() + "\n")
+            sys.stdout.flush()
+
+    _run(run())
+    return 0
+
+
+def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.engine import hash_media
+
+    for path in args.files:
+        result = hash_media(str(path), "image", path.read_bytes(), settings.max_image_pixels)
+        sys.stdout.write(orjson.dumps({"file": str(path), **asdict(result)}).decode() + "\n")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.engine import hash_media
+    from pipeline.matching.bankfile import read_bank_file
+    from pipeline.scan import local_engine, local_event
+
+    engine = local_engine(settings, list(read_bank_file(args.bank, args.bank_name)))
+    items: list[tuple[str, str | None, list]] = []
+    for path in args.files:
+        if path.suffix == ".txt":
+            items.append((str(path), path.read_text(encoding="utf-8"), []))
+        else:
+            media = hash_media("0", "image", path.read_bytes(), settings.max_image_pixels)
+            items.append((str(path), None, [media]))
+    items.extend((f"text:{i}", text, []) for i, text in enumerate(args.text))
+    if not items:
+        raise UserError("nothing to scan: give files or --text")
+    for name, text, media in items:
+        decision = engine.decide(local_event(name, text, len(media)), media, decided_at=time.time())
+        sys.stdout.write(decision.to_json().decode() + "\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(settings)
+
+
+def _publish(settings: Settings, topic: str, records: list) -> int:
+    from pipeline.stream.client import publish
+    from pipeline.stream.topics import ensure_topics
+
+    async def run() -> int:
+        await ensure_topics(settings)
+        return await publish(settings.bootstrap, settings.topic(topic), records)
+
+    return _run(run())
+
+
+def _run(coro):
+    from aiokafka.errors import KafkaConnectionError
+
+    try:
+        return asyncio.run(coro)
+    except KafkaConnectionError as exc:
+        raise UserError(f"cannot reach Kafka at {Settings.from_env().bootstrap}: {exc}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

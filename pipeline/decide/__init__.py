@@ -1,0 +1,1 @@
+"""Stage 4: turn evidence into a verdict (pure functions, versioned)."""

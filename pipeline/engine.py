@@ -1,0 +1,191 @@
+"""The moderation engine without Kafka: hash media, gather evidence, decide.
+
+The Faust shell and the ``modstream scan`` command both call these functions, so what the CLI
+shows for a file is exactly what the stream would decide for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipeline.contracts import (
+    Decision,
+    Evidence,
+    MediaSignals,
+    UploadEvent,
+    decision_id_for,
+)
+from pipeline.decide import policy
+from pipeline.decide.policy import POLICY_VERSION, PolicyConfig
+from pipeline.hashing.decode import MediaError
+from pipeline.hashing.signals import Content, registry
+from pipeline.hashing.signals import get as get_signal_type
+from pipeline.matching.bank import Bank
+from pipeline.settings import Settings
+from pipeline.text.scorer import TextScorer, WeightedTermScorer
+
+
+def hash_media(media_id: str, kind: str, data: bytes, max_pixels: int) -> MediaSignals:
+    """Every applicable signal of one piece of media. CPU-bound: run it in a process pool.
+
+    Byte signals (MD5, SHA-256) are kept even when decoding fails, so a banked copy of a
+    corrupt file still matches; the failure is reported next to them.
+    """
+    content = Content(data, kind, max_pixels)
+    signals: dict[str, dict] = {}
+    for signal_type in registry().values():
+        if signal_type.source not in ("bytes", kind):
+            continue
+        try:
+            value = signal_type.compute(content)
+        except MediaError as exc:
+            return MediaSignals(media_id, kind, signals, str(exc), exc.reason)
+        if value is not None:
+            signals[signal_type.name] = value
+    return MediaSignals(media_id, kind, signals)
+
+
+def failed_media(media_id: str, kind: str, error: MediaError) -> MediaSignals:
+    return MediaSignals(media_id, kind, {}, str(error), error.reason)
+
+
+@dataclass
+class Engine:
+    """Matches signals against the bank, scores text, and applies the policy."""
+
+    bank: Bank
+    scorer: TextScorer
+    config: PolicyConfig
+    pdq_min_quality: int = 50
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bank: Bank) -> Engine:
+        return cls(
+            bank=bank,
+            scorer=WeightedTermScorer.from_file(settings.text_terms_file),
+            config=PolicyConfig(
+                text_review_score=settings.text_review_score,
+                text_takedown_score=settings.text_takedown_score,
+                on_media_error=settings.on_media_error,
+                repeat_strikes=settings.repeat_strikes,
+            ),
+            pdq_min_quality=settings.pdq_min_quality,
+        )
+
+    def evidence(self, event: UploadEvent, media: Sequence[MediaSignals]) -> list[Evidence]:
+        """Every reason for or against action found in the event, most severe first."""
+        found: list[Evidence] = []
+        for item in media:
+            if item.error is not None:
+                found.append(
+                    Evidence(
+                        kind="media_error",
+                        action=self.config.on_media_error,
+                        media_id=item.media_id,
+                        detail=f"{item.error_reason}: {item.error}",
+                    )
+                )
+            for name, computed in item.signals.items():
+                found.extend(self._hash_matches(item.media_id, name, computed))
+        if event.text:
+            found.extend(self._text_evidence(event.text))
+        return sorted(found, key=lambda e: -policy.SEVERITY[e.action])
+
+    def decide(
+        self,
+        event: UploadEvent,
+        media: Sequence[MediaSignals],
+        decided_at: float,
+        prior_strikes: int = 0,
+    ) -> Decision:
+        evidence = self.evidence(event, media)
+        repeat = policy.repeat_action(prior_strikes, self.config)
+        if repeat != "allow":
+            evidence.append(
+                Evidence(
+                    kind="repeat_uploader",
+                    action=repeat,
+                    score=float(prior_strikes),
+                    threshold=self.config.repeat_strikes,
+                    detail=f"{prior_strikes} matched uploads in the recent window",
+                )
+            )
+        return Decision(
+            decision_id=decision_id_for(event.event_id, POLICY_VERSION),
+            event_id=event.event_id,
+            content_id=event.content_id,
+            platform=event.platform,
+            uploader_id=event.uploader_id,
+            verdict=policy.verdict_for(evidence),
+            evidence=tuple(evidence),
+            policy_version=POLICY_VERSION,
+            decided_at=decided_at,
+            media_errors=tuple(
+                {"media_id": m.media_id, "reason": m.error_reason or "", "error": m.error}
+                for m in media
+                if m.error is not None
+            ),
+        )
+
+    def _hash_matches(self, media_id: str, name: str, computed: dict) -> list[Evidence]:
+        if not get_signal_type(name).usable(computed, self.pdq_min_quality):
+            return []
+        out = []
+        for match in self.bank.match(name, computed["value"]):
+            action = policy.hash_action(
+                match.distance,
+                match.thresholds.takedown,
+                match.thresholds.review,
+                match.entry.action_hint,
+            )
+            out.append(
+                Evidence(
+                    kind="hash_match",
+                    action=action,
+                    media_id=media_id,
+                    signal_type=name,
+                    bank=match.entry.bank,
+                    entry_id=match.entry.entry_id,
+                    labels=match.entry.labels,
+                    distance=match.distance,
+                    threshold=match.thresholds.takedown,
+                )
+            )
+        return out
+
+    def _text_evidence(self, text: str) -> list[Evidence]:
+        out = []
+        computed = get_signal_type("text").compute(text)
+        if computed is not None:
+            for match in self.bank.match("text", computed["value"]):
+                out.append(
+                    Evidence(
+                        kind="text_match",
+                        action=match.entry.action_hint,
+                        signal_type="text",
+                        bank=match.entry.bank,
+                        entry_id=match.entry.entry_id,
+                        labels=match.entry.labels,
+                        distance=match.distance,
+                        threshold=0,
+                    )
+                )
+        scored = self.scorer.score(text)
+        if scored.parts:
+            out.append(
+                Evidence(
+                    kind="text_score",
+                    action=policy.text_action(scored.score, self.config),
+                    score=scored.score,
+                    threshold=None,
+                    parts=scored.parts,
+                    detail=f"review at >= {self.config.text_review_score}",
+                )
+            )
+        return out
+
+
+def struck(decision: Decision) -> bool:
+    """Whether the decision counts against the uploader: a takedown on its own evidence."""
+    return any(e.action == "takedown" and e.kind != "repeat_uploader" for e in decision.evidence)

@@ -1,0 +1,5 @@
+"""Signal-type plugins. Each module here registers one type; adding one is adding a module."""
+
+from pipeline.hashing.signals.base import Content, SignalType, Thresholds, get, registry
+
+__all__ = ["Content", "SignalType", "Thresholds", "get", "registry"]

@@ -1,0 +1,141 @@
+"""Fetch media by URL without becoming a proxy into the private network (SSRF).
+
+Every address a name resolves to is checked, and the connection goes to the checked address
+(no second lookup an attacker's DNS could answer differently). Loopback, private, link-local,
+multicast, reserved and unspecified addresses are refused unless allowlisted. Redirects are
+followed by hand so that each hop is checked again. Size and time are capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+
+from pipeline.hashing.decode import MediaError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allow: tuple[str, ...] = ()
+    max_bytes: int = 20 * 1024 * 1024
+    timeout_s: float = 10.0
+    max_redirects: int = 3
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(item, strict=False) for item in self.allow]
+
+
+def address_allowed(address: IPAddress, allow: list[Any]) -> bool:
+    """Public unicast addresses, or anything inside an allowlisted network."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if any(address in network for network in allow):
+        return True
+    return address.is_global and not address.is_multicast
+
+
+class _CheckingResolver(AbstractResolver):
+    """Resolves with the system resolver, then drops every address the policy refuses."""
+
+    def __init__(self, allow: list[Any]) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+        self._allow = allow
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
+        answers = await self._inner.resolve(host, port, family)
+        allowed = [
+            a for a in answers if address_allowed(ipaddress.ip_address(a["host"]), self._allow)
+        ]
+        if not allowed:
+            raise MediaError("blocked_address", f"{host} resolves only to refused addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class Fetcher:
+    """One pooled HTTP client for the worker's lifetime."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self.policy = policy
+        self._allow = policy.networks()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(resolver=_CheckingResolver(self._allow), limit=64)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s),
+                headers={"User-Agent": "modstream-fetcher/0.1"},
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def fetch(self, url: str) -> bytes:
+        """The body at ``url``; raises MediaError with a reason label on any refusal or failure."""
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                return await self._follow(url)
+        except MediaError:
+            raise
+        except TimeoutError:
+            raise MediaError("timeout", f"fetch took over {self.policy.timeout_s:g}s") from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, MediaError):
+                raise exc.os_error from None
+            raise MediaError("unreachable", f"cannot connect: {exc.os_error}") from None
+        except aiohttp.ClientError as exc:
+            raise MediaError("http_error", f"fetch failed: {exc}") from None
+
+    async def _follow(self, url: str) -> bytes:
+        session = await self._client()
+        for _ in range(self.policy.max_redirects + 1):
+            self._check_url(url)
+            async with session.get(url, allow_redirects=False) as response:
+                if response.status in (301, 302, 303, 307, 308):
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise MediaError("http_error", f"redirect without Location from {url}")
+                    url = urljoin(url, location)
+                    continue
+                if response.status != 200:
+                    raise MediaError("http_status", f"HTTP {response.status} from {url}")
+                return await self._read_capped(response)
+        raise MediaError("too_many_redirects", f"more than {self.policy.max_redirects} redirects")
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.policy.max_bytes
+        if response.content_length is not None and response.content_length > limit:
+            raise MediaError("too_large", f"Content-Length {response.content_length} > {limit}")
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(65536):
+            body += chunk
+            if len(body) > limit:
+                raise MediaError("too_large", f"body exceeds {limit} bytes")
+        return bytes(body)
+
+    def _check_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise MediaError("bad_url", f"only http(s) URLs with a host are fetched: {url!r}")
+        try:
+            literal = ipaddress.ip_address(parts.hostname)
+        except ValueError:
+            return  # a name: checked by the resolver at connect time
+        if not address_allowed(literal, self._allow):
+            raise MediaError("blocked_address", f"{parts.hostname} is a refused address")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,93 @@
+"""The replicated bank: every entry from the ``hashbank`` topic, indexed per signal type.
+
+``apply`` takes one change (an entry, or None for a tombstone) and updates the right index in
+place: no rebuild, so a change is live for the next lookup.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass
+
+from pipeline.contracts import BankEntry, parse_bank_key
+from pipeline.hashing.signals import Thresholds
+from pipeline.hashing.signals import get as get_signal_type
+from pipeline.matching.index import MatchIndex
+
+
+@dataclass(frozen=True)
+class Match:
+    entry: BankEntry
+    distance: int
+    thresholds: Thresholds
+
+
+class Bank:
+    """All bank entries of all banks, with one index per signal type."""
+
+    def __init__(self, thresholds: dict[str, dict[str, int]] | None = None) -> None:
+        self._overrides = thresholds or {}
+        self._indexes: dict[str, MatchIndex] = {}
+        self._entries: dict[int, BankEntry] = {}
+        self._ref_by_key: dict[str, int] = {}
+        self._ref_counter = itertools.count()
+        self._sizes: Counter[tuple[str, str]] = Counter()
+
+    def apply(self, key: str, entry: BankEntry | None) -> None:
+        """Add, replace (same key) or, with ``entry=None``, remove one entry."""
+        bank, signal_type, _ = parse_bank_key(key)
+        old_ref = self._ref_by_key.pop(key, None)
+        if old_ref is not None:
+            old = self._entries.pop(old_ref)
+            self._indexes[old.signal_type].remove(old_ref)
+            self._sizes[(old.bank, old.signal_type)] -= 1
+        if entry is None:
+            return
+        if (entry.bank, entry.signal_type) != (bank, signal_type):
+            raise ValueError(f"bank key {key!r} does not match the entry's bank and signal type")
+        kind = get_signal_type(entry.signal_type)
+        signal = kind.normalize(entry.signal)
+        ref = next(self._ref_counter)
+        index = self._indexes.get(entry.signal_type)
+        if index is None:
+            index = self._indexes[entry.signal_type] = kind.new_index()
+        index.add(ref, signal)
+        self._entries[ref] = entry
+        self._ref_by_key[key] = ref
+        self._sizes[(entry.bank, entry.signal_type)] += 1
+
+    def thresholds(self, bank: str, signal_type: str) -> Thresholds:
+        """Per-bank override (``bank/type``), then any-bank (``*/type``), then the type default."""
+        default = get_signal_type(signal_type).thresholds
+        override = self._overrides.get(f"{bank}/{signal_type}") or self._overrides.get(
+            f"*/{signal_type}", {}
+        )
+        takedown = int(override.get("takedown", default.takedown))
+        review = max(takedown, int(override.get("review", default.review)))
+        return Thresholds(takedown=takedown, review=review)
+
+    def widest_review(self, signal_type: str) -> int:
+        """The largest review distance of any bank for this type: the query radius."""
+        banks = {bank for bank, kind in self._sizes if kind == signal_type} or {"*"}
+        return max(self.thresholds(bank, signal_type).review for bank in banks)
+
+    def match(self, signal_type: str, signal: str) -> list[Match]:
+        """Entries within their own bank's review distance of ``signal``."""
+        index = self._indexes.get(signal_type)
+        if index is None or not len(index):
+            return []
+        matches = []
+        for ref, distance in index.query(signal, self.widest_review(signal_type)):
+            entry = self._entries[ref]
+            thresholds = self.thresholds(entry.bank, signal_type)
+            if distance <= thresholds.review:
+                matches.append(Match(entry, distance, thresholds))
+        return matches
+
+    def sizes(self) -> dict[tuple[str, str], int]:
+        """Live entries per (bank, signal_type)."""
+        return {k: v for k, v in self._sizes.items() if v > 0}
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,30 @@
+"""The engine in-process, with a bank from a file: what ``modstream scan`` and tests use."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pipeline.contracts import BankEntry, MediaRef, UploadEvent
+from pipeline.engine import Engine
+from pipeline.matching.bank import Bank
+from pipeline.settings import Settings
+
+
+def local_engine(settings: Settings, entries: list[BankEntry]) -> Engine:
+    bank = Bank(settings.thresholds)
+    for entry in entries:
+        bank.apply(entry.key, entry)
+    return Engine.from_settings(settings, bank)
+
+
+def local_event(name: str, text: str | None, media_count: int) -> UploadEvent:
+    """A synthetic upload for a local file or text, so it can be decided like a real one."""
+    return UploadEvent(
+        event_id=name,
+        platform="local",
+        content_id=name,
+        uploader_id="local",
+        created_at=datetime.now(UTC).isoformat(),
+        text=text,
+        media=tuple(MediaRef(media_id=str(i), kind="image", path=name) for i in range(media_count)),
+    )

@@ -1,0 +1,1 @@
+"""The Faust shell: topics, agents, tables and metrics around the pure stages."""

@@ -1,0 +1,237 @@
+"""The Faust application: every topic, agent and table of the pipeline, in one place.
+
+    uploads --hash stage--> uploads.hashed (keyed by uploader) --decide stage--> decisions
+       |                                                             |-> takedowns, reviews
+       +-> uploads.dlq (unparseable events, original bytes kept)
+
+The stages call the pure core (``pipeline.engine``); this module only moves records, keeps
+per-uploader state in a table, and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from mode import Service
+
+from pipeline.contracts import (
+    ContractError,
+    DeadLetter,
+    HashedUpload,
+    MediaSignals,
+    UploadEvent,
+    dumps,
+    parse_time,
+)
+from pipeline.decide import history
+from pipeline.engine import Engine, failed_media, hash_media, struck
+from pipeline.hashing.decode import MediaError
+from pipeline.ingest.fetch import Fetcher, FetchPolicy
+from pipeline.ingest.sources import load_media
+from pipeline.matching.bank import Bank
+from pipeline.settings import Settings
+from pipeline.stream import metrics, topics
+from pipeline.stream.banksync import BankReplica
+
+log = logging.getLogger("modstream.stream")
+
+
+def build_app(settings: Settings) -> faust.App:
+    datadir = settings.data_dir / f"worker-{settings.web_port}"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=settings.kafka_url,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        datadir=str(datadir),
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        producer_linger=0.005,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+    )
+    setup_prometheus_sensors(app, pattern="/metrics", name_prefix="faust")
+
+    def topic(name: str, partitions: int | None = None) -> faust.TopicT:
+        return app.topic(
+            settings.topic(name),
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions or settings.partitions,
+            internal=False,
+        )
+
+    uploads, hashed = topic(topics.UPLOADS), topic(topics.HASHED)
+    decisions, takedowns, reviews = (
+        topic(topics.DECISIONS),
+        topic(topics.TAKEDOWNS),
+        topic(topics.REVIEWS),
+    )
+    dead_letters = topic(topics.DLQ, partitions=1)
+    uploader_history = app.Table(
+        "uploader_history",
+        default=history.empty,
+        partitions=settings.partitions,
+        key_type=str,
+    )
+
+    bank = Bank(settings.thresholds)
+    replica = BankReplica(bank, settings.bootstrap, settings.topic(topics.HASHBANK), loop=app.loop)
+    app.bank_replica = replica  # for readiness checks and tests
+    engine = Engine.from_settings(settings, bank)
+    fetcher = Fetcher(
+        FetchPolicy(
+            settings.fetch_allow,
+            settings.fetch_max_bytes,
+            settings.fetch_timeout_s,
+            settings.fetch_max_redirects,
+        )
+    )
+    pool = ProcessPoolExecutor(
+        settings.hash_workers, mp_context=multiprocessing.get_context("spawn")
+    )
+
+    @app.service
+    class WorkerResources(Service):
+        """Starts and stops the bank replica, the hashing pool and the fetcher with the worker."""
+
+        async def on_start(self) -> None:
+            await replica.start()
+            await asyncio.gather(
+                *(app.loop.run_in_executor(pool, _warm) for _ in range(settings.hash_workers))
+            )
+
+        async def on_stop(self) -> None:
+            await replica.stop()
+            await fetcher.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    @app.page("/live")
+    async def live(web, request):
+        return web.json({"live": True})
+
+    @app.page("/ready")
+    async def ready(web, request):
+        body = {"ready": replica.ready.is_set(), "bank_entries": len(bank)}
+        return web.json(body, status=200 if replica.ready.is_set() else 503)
+
+    async def send_dead_letter(event: faust.EventT, error: str, reason: str) -> None:
+        message = event.message
+        letter = DeadLetter.of(
+            message.value,
+            message.key,
+            error,
+            stage="ingest",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            failed_at=time.time(),
+        )
+        metrics.DEAD_LETTERS.labels(stage="ingest", reason=reason).inc()
+        log.warning(
+            "dead letter",
+            extra={"topic": message.topic, "offset": message.offset, "error": error[:300]},
+        )
+        await dead_letters.send(key=message.key, value=dumps(letter), force=True)
+
+    async def signals_of(upload: UploadEvent) -> list[MediaSignals]:
+        async def one(ref) -> MediaSignals:
+            try:
+                data = await load_media(ref, fetcher, settings.media_root)
+            except MediaError as exc:
+                metrics.MEDIA_FAILURES.labels(source=ref.source, reason=exc.reason).inc()
+                return failed_media(ref.media_id, ref.kind, exc)
+            result = await app.loop.run_in_executor(
+                pool, hash_media, ref.media_id, ref.kind, data, settings.max_image_pixels
+            )
+            if result.error_reason:
+                metrics.MEDIA_FAILURES.labels(source="decode", reason=result.error_reason).inc()
+            return result
+
+        return list(await asyncio.gather(*(one(ref) for ref in upload.media)))
+
+    async def hash_one(event: faust.EventT) -> tuple[bytes, bytes] | None:
+        started = time.perf_counter()
+        try:
+            upload = UploadEvent.parse(event.message.value or b"")
+        except ContractError as exc:
+            await send_dead_letter(event, str(exc), "invalid_event")
+            return None
+        media = await signals_of(upload)
+        record = HashedUpload(
+            event=asdict(upload), media=tuple(media), received_at=event.message.timestamp
+        )
+        metrics.STAGE_SECONDS.labels(stage="hash").observe(time.perf_counter() - started)
+        metrics.EVENTS.labels(stage="hash", platform=upload.platform, outcome="ok").inc()
+        return upload.uploader_key.encode(), dumps(record)
+
+    @app.agent(uploads, name="hash_stage")
+    async def hash_stage(stream: faust.StreamT) -> None:
+        """Validate, fetch and hash a batch concurrently; forward in the order received."""
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            results = await asyncio.gather(*(hash_one(e) for e in events), return_exceptions=True)
+            for event, result in zip(events, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error("hash stage failed", exc_info=result)
+                    await send_dead_letter(event, f"internal error: {result!r}", "internal_error")
+                elif result is not None:
+                    await hashed.send(key=result[0], value=result[1], force=True)
+
+    @app.agent(hashed, name="decide_stage")
+    async def decide_stage(stream: faust.StreamT) -> None:
+        """Match, score and decide each event; per-uploader history lives in the table."""
+        await replica.ready.wait()
+        async for event in stream.events():
+            started = time.perf_counter()
+            record = HashedUpload.parse(event.message.value)
+            upload = UploadEvent.from_dict(record.event)
+            key = upload.uploader_key
+            past = uploader_history[key]
+            created = parse_time(upload.created_at)
+            decided_at = past["decided"].get(upload.event_id, round(time.time(), 3))
+            prior = history.prior_strikes(past, upload.event_id, created, settings.repeat_window_s)
+            decision = engine.decide(upload, record.media, decided_at, prior)
+            uploader_history[key] = history.record(
+                past, upload.event_id, created, struck(decision), decided_at
+            )
+            payload = decision.to_json()
+            event_key = upload.event_id.encode()
+            await decisions.send(key=event_key, value=payload, force=True)
+            if decision.verdict == "takedown":
+                await takedowns.send(key=event_key, value=payload, force=True)
+            elif decision.verdict == "review":
+                await reviews.send(key=event_key, value=payload, force=True)
+            _count_decision(decision, record.received_at, started)
+
+    return app
+
+
+def _count_decision(decision, received_at: float, started: float) -> None:
+    now = time.time()
+    metrics.STAGE_SECONDS.labels(stage="decide").observe(time.perf_counter() - started)
+    metrics.END_TO_END_SECONDS.observe(max(0.0, now - received_at))
+    metrics.EVENTS.labels(stage="decide", platform=decision.platform, outcome="ok").inc()
+    metrics.DECISIONS.labels(verdict=decision.verdict, platform=decision.platform).inc()
+    for evidence in decision.evidence:
+        if evidence.kind in ("hash_match", "text_match"):
+            metrics.MATCHES.labels(
+                bank=evidence.bank, signal_type=evidence.signal_type, action=evidence.action
+            ).inc()
+
+
+def _warm() -> None:
+    """Import the hashing stack in a pool process before the first event needs it."""
+    from pipeline.hashing.signals import registry
+
+    registry()
+    import imagehash  # noqa: F401
+    import pdqhash  # noqa: F401

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the pipeline (Faust's own sensors are added by the app)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+EVENTS = Counter(
+    "modstream_events_total",
+    "Events handled, by stage and outcome",
+    ["stage", "platform", "outcome"],
+)
+DECISIONS = Counter("modstream_decisions_total", "Decisions emitted", ["verdict", "platform"])
+MATCHES = Counter(
+    "modstream_matches_total", "Hash and text matches found", ["bank", "signal_type", "action"]
+)
+DEAD_LETTERS = Counter(
+    "modstream_dead_letters_total", "Records sent to the dead-letter topic", ["stage", "reason"]
+)
+MEDIA_FAILURES = Counter(
+    "modstream_media_failures_total",
+    "Media that could not be fetched or decoded",
+    ["source", "reason"],
+)
+STAGE_SECONDS = Histogram(
+    "modstream_stage_seconds", "Time spent in a stage per event", ["stage"], buckets=LATENCY_BUCKETS
+)
+END_TO_END_SECONDS = Histogram(
+    "modstream_end_to_end_seconds",
+    "From the upload's Kafka timestamp to its decision being sent",
+    buckets=LATENCY_BUCKETS,
+)
+BANK_ENTRIES = Gauge("modstream_bank_entries", "Live bank entries", ["bank", "signal_type"])
+BANK_LAST_UPDATE = Gauge(
+    "modstream_bank_last_update_timestamp_seconds", "When the last bank change was applied"
+)
+BANK_READY = Gauge("modstream_bank_ready", "1 once the bank has been loaded up to date")

@@ -1,0 +1,67 @@
+"""The Kafka topics modstream reads and writes, and their creation with the right settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pipeline.settings import Settings
+
+UPLOADS = "uploads"
+HASHED = "uploads.hashed"
+DECISIONS = "decisions"
+TAKEDOWNS = "takedowns"
+REVIEWS = "reviews"
+DLQ = "uploads.dlq"
+HASHBANK = "hashbank"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    n = settings.partitions
+    week = str(7 * 24 * 3600 * 1000)
+    return [
+        TopicSpec(settings.topic(UPLOADS), n, {"retention.ms": week}),
+        TopicSpec(settings.topic(HASHED), n, {"retention.ms": week}),
+        TopicSpec(settings.topic(DECISIONS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(TAKEDOWNS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(REVIEWS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(DLQ), 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        # Compacted: the latest entry per key forever, tombstones remove entries.
+        TopicSpec(
+            settings.topic(HASHBANK),
+            1,
+            {
+                "cleanup.policy": "compact",
+                "min.compaction.lag.ms": "60000",
+                "delete.retention.ms": str(24 * 3600 * 1000),
+            },
+        ),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; existing ones are left as they are. Returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in topic_specs(settings) if s.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process created them concurrently
+        return [s.name for s in missing]
+    finally:
+        await admin.close()
