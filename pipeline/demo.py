@@ -158,7 +158,7 @@ def demo_uploads(run: str, media_root: Path) -> list[tuple[str, dict]]:
             event(
                 "known-statement-copy",
                 text="STATEMENT number seven from the media-office: The soldiers"
-                " of of the Caliphate will remain, and the brothers must answer the call!!",
+                " of the Caliphate will remain, and the brothers must answer the call!!",
             ),
         ),
         (

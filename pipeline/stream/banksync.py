@@ -73,7 +73,7 @@ class BankReplica(Service):
         assert self._consumer is not None
         while not self.should_stop:
             batches = await self._consumer.getmany(timeout_ms=200)
-            for tp, records in batches.items():
+            for records in batches.values():
                 for record in records:
                     self._apply(record.key, record.value)
                 await asyncio.sleep(0)  # let the pipeline run between large batches

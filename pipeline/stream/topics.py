@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -56,12 +57,11 @@ async def ensure_topics(settings: Settings) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [s for s in topic_specs(settings) if s.name not in existing]
         if missing:
-            try:
+            # Another process may create them at the same time: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass  # another process created them concurrently
         return [s.name for s in missing]
     finally:
         await admin.close()
