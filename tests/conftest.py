@@ -1,0 +1,119 @@
+"""Shared fixtures: real photos, a real local Kafka broker, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.settings import Settings
+
+BROKER = os.environ.get("MODSTREAM_BROKER", "127.0.0.1:9092")
+
+
+@pytest.fixture(scope="session")
+def kafka() -> str:
+    """A real broker: the local one, started if it is not running yet."""
+    from pipeline.localkafka import LocalKafka
+
+    LocalKafka.from_env(BROKER).start()
+    return BROKER
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Workers:
+    """Starts pipeline workers as real processes on an isolated set of topics."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.procs: list[tuple[subprocess.Popen, int]] = []
+        self.settings = Settings.from_env(env)
+
+    def start(self, **extra_env: str) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        env = dict(os.environ, **self.env, MODSTREAM_WEB_PORT=str(port), **extra_env)
+        log = open(self.tmp / f"worker-{port}.log", "ab")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log
+        )
+        self.procs.append((proc, port))
+        self.wait_ready(proc, port)
+        return proc, port
+
+    def wait_ready(self, proc: subprocess.Popen, port: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker died: {self.log(port)[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready: {self.log(port)[-3000:]}")
+
+    def log(self, port: int) -> str:
+        return (self.tmp / f"worker-{port}.log").read_text(errors="replace")
+
+    def metrics(self, port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def stop_all(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def workers(kafka: str, tmp_path: Path) -> Iterator[Workers]:
+    """Workers on topics and a consumer group of their own, so tests never see each other."""
+    run = uuid.uuid4().hex[:8]
+    media_root = tmp_path / "media"
+    media_root.mkdir()
+    env = {
+        "MODSTREAM_BROKER": kafka,
+        "MODSTREAM_TOPIC_PREFIX": f"t{run}.",
+        "MODSTREAM_APP_ID": f"modstream-test-{run}",
+        "MODSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "MODSTREAM_PARTITIONS": "2",
+        "MODSTREAM_HASH_WORKERS": "1",
+        "MODSTREAM_FETCH_ALLOW": "127.0.0.1/32",
+        "MODSTREAM_MEDIA_ROOT": str(media_root),
+        "MODSTREAM_LOG_FORMAT": "json",
+    }
+    group = Workers(tmp_path, env)
+    from pipeline.stream.topics import ensure_topics
+
+    asyncio.run(ensure_topics(group.settings))
+    yield group
+    group.stop_all()
+
+
+def decode_json(value: bytes | None) -> dict:
+    assert value is not None
+    return orjson.loads(value)

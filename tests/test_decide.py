@@ -1,0 +1,84 @@
+"""Policy, text scoring and uploader history: pure functions."""
+
+import time
+
+from pipeline.contracts import BankEntry, Evidence, MediaSignals, UploadEvent
+from pipeline.decide import history
+from pipeline.decide.policy import PolicyConfig, hash_action, text_action, verdict_for
+from pipeline.engine import struck
+from pipeline.hashing.signals.text import normalize_text
+from pipeline.scan import local_engine
+from pipeline.settings import Settings
+from pipeline.text.scorer import WeightedTermScorer
+
+
+def test_verdict_is_the_most_severe_action():
+    assert verdict_for([]) == "allow"
+    actions = [Evidence(kind="x", action=a) for a in ("allow", "review", "takedown")]
+    assert verdict_for(actions) == "takedown"
+    assert verdict_for(actions[:2]) == "review"
+
+
+def test_hash_action_bands_and_hint():
+    assert hash_action(10, 31, 45, "takedown") == "takedown"
+    assert hash_action(10, 31, 45, "review") == "review"
+    assert hash_action(40, 31, 45, "takedown") == "review"
+    assert hash_action(46, 31, 45, "takedown") == "allow"
+
+
+def test_text_alone_reviews_and_takes_down_only_when_very_high():
+    config = PolicyConfig(text_review_score=0.6, text_takedown_score=4.0)
+    assert text_action(0.5, config) == "allow"
+    assert text_action(1.5, config) == "review"
+    assert text_action(4.0, config) == "takedown"
+
+
+def test_normalization_defeats_case_punctuation_and_zero_width_tricks():
+    assert normalize_text("Join\u200b the  CARAVAN!!") == normalize_text("join the caravan")
+    assert normalize_text("ＦＵＬＬ width") == "full width"
+
+
+def test_term_scorer_tells_news_from_propaganda():
+    scorer = WeightedTermScorer.from_file()
+    propaganda = scorer.score("Glory to the martyrs of the blessed operation, join the caravan")
+    news = scorer.score("Police said the group claimed responsibility; officials condemned it")
+    assert propaganda.score >= 0.6 > news.score
+    assert {p["term"] for p in propaganda.parts} >= {"glory to the martyrs", "join the caravan"}
+
+
+def test_history_counts_only_earlier_strikes_and_is_bounded():
+    past = history.empty()
+    for i in range(200):
+        past = history.record(past, f"e{i}", 1000.0 + i, struck=i % 2 == 0, decided_at=5.0)
+    assert len(past["strikes"]) == history.MAX_REMEMBERED
+    assert len(past["decided"]) <= history.MAX_REMEMBERED
+    assert history.prior_strikes(past, "e199", 1199.0, window_s=10) == 5  # e190..e198
+    assert history.prior_strikes(past, "e198", 1199.0, window_s=10) == 4  # its own strike excluded
+
+
+def event(text=None, media=0):
+    return UploadEvent("e1", "p", "c1", "u1", "2026-11-26T10:00:00Z", text, ())
+
+
+def test_engine_known_text_takes_down_and_decision_is_reproducible():
+    known = "The soldiers of the caliphate will remain"
+    engine = local_engine(
+        Settings(), [BankEntry("tve", "s1", "text", known, ("statement",), "takedown", "")]
+    )
+    upload = event(text="THE soldiers of the Caliphate will remain!!")
+    first = engine.decide(upload, [], decided_at=1.0)
+    again = engine.decide(upload, [], decided_at=1.0)
+    assert first == again and first.to_json() == again.to_json()
+    assert first.verdict == "takedown" and struck(first)
+    assert first.evidence[0].kind == "text_match" and first.evidence[0].entry_id == "s1"
+
+
+def test_engine_media_error_and_repeat_uploader():
+    engine = local_engine(Settings(on_media_error="review", repeat_strikes=2), [])
+    broken = MediaSignals("m1", "image", {}, "truncated", "corrupt")
+    decision = engine.decide(event(), [broken], decided_at=time.time())
+    assert decision.verdict == "review"
+    assert decision.media_errors[0]["reason"] == "corrupt"
+    repeat = engine.decide(event(text="hello"), [], decided_at=1.0, prior_strikes=2)
+    assert repeat.verdict == "review" and repeat.evidence[-1].kind == "repeat_uploader"
+    assert not struck(repeat)
