@@ -35,7 +35,7 @@ def test_text_alone_reviews_and_takes_down_only_when_very_high():
 
 def test_normalization_defeats_case_punctuation_and_zero_width_tricks():
     assert normalize_text("Join\u200b the  CARAVAN!!") == normalize_text("join the caravan")
-    assert normalize_text("ＦＵＬＬ width") == "full width"
+    assert normalize_text("\uff26\uff35\uff2c\uff2c width") == "full width"  # fullwidth letters
 
 
 def test_term_scorer_tells_news_from_propaganda():

@@ -103,7 +103,10 @@ def test_bank_applies_adds_replacements_and_tombstones():
 
 def test_thresholds_per_bank_and_signal_type():
     bank = Bank({"strict/pdq": {"takedown": 10, "review": 20}, "*/phash": {"takedown": 2}})
-    assert (bank.thresholds("strict", "pdq").takedown, bank.thresholds("strict", "pdq").review) == (10, 20)
+    assert (bank.thresholds("strict", "pdq").takedown, bank.thresholds("strict", "pdq").review) == (
+        10,
+        20,
+    )
     assert bank.thresholds("other", "pdq").takedown == 31
     assert bank.thresholds("any", "phash").takedown == 2
     code = "0" * 64

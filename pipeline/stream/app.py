@@ -57,6 +57,9 @@ def build_app(settings: Settings) -> faust.App:
         topic_allow_declare=True,
         producer_linger=0.005,
         broker_commit_interval=1.0,
+        # A crashed worker's partitions move to the others after this long.
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
         stream_wait_empty=False,
     )
     setup_prometheus_sensors(app, pattern="/metrics", name_prefix="faust")

@@ -1,0 +1,209 @@
+"""The whole pipeline on a real Kafka broker with real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import signal
+import time
+
+import orjson
+import pytest
+from aiohttp import web
+
+from pipeline.contracts import BankEntry, dumps
+from pipeline.demo import bank_entries, demo_uploads, encode, resized, sample
+from pipeline.engine import hash_media
+from pipeline.stream.client import end_offsets, publish, read_topic
+
+pytestmark = pytest.mark.kafka
+
+
+async def collect(workers, topic: str, want: set[str], start=None, timeout=60.0) -> dict[str, list]:
+    """Decisions (or other records keyed by event id) until every id in ``want`` is seen."""
+    seen: dict[str, list] = {}
+    deadline = time.monotonic() + timeout
+    async for key, value in read_topic(
+        workers.settings.bootstrap, workers.settings.topic(topic), start=start, timeout_s=timeout
+    ):
+        record = orjson.loads(value)
+        seen.setdefault(record.get("event_id", key.decode() if key else ""), []).append(record)
+        if want <= set(seen) or time.monotonic() > deadline:
+            break
+    return seen
+
+
+async def send(workers, topic: str, records) -> None:
+    await publish(workers.settings.bootstrap, workers.settings.topic(topic), records)
+
+
+def upload(event_id: str, *, text=None, media=None, uploader="u1") -> tuple[bytes, bytes]:
+    body = {
+        "schema": 1,
+        "event_id": event_id,
+        "platform": "test",
+        "content_id": f"c-{event_id}",
+        "uploader_id": uploader,
+        "created_at": "2026-11-26T10:00:00Z",
+    }
+    if text is not None:
+        body["text"] = text
+    if media is not None:
+        body["media"] = media
+    return body["content_id"].encode(), orjson.dumps(body)
+
+
+def inline(data: bytes) -> list[dict]:
+    return [{"media_id": "m1", "kind": "image", "data_b64": base64.b64encode(data).decode()}]
+
+
+async def test_uploads_in_decisions_out_with_dlq_broken_media_and_urls(workers, tmp_path):
+    entries = bank_entries()
+    await send(workers, "hashbank", [(e.key.encode(), dumps(e)) for e in entries])
+    _, port = workers.start()
+
+    photo = encode(resized(sample("rocket"), 0.7), quality=70)
+    routes = web.RouteTableDef()
+
+    @routes.get("/rocket.jpg")
+    async def serve(request):
+        return web.Response(body=photo, content_type="image/jpeg")
+
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    http_port = site._server.sockets[0].getsockname()[1]
+
+    cases = demo_uploads("e2e", workers.settings.media_root)
+    expected = {body["event_id"]: verdict for verdict, body in cases}
+    records = [(body["content_id"].encode(), orjson.dumps(body)) for _, body in cases]
+    url_media = [
+        {"media_id": "m1", "kind": "image", "url": f"http://127.0.0.1:{http_port}/rocket.jpg"}
+    ]
+    records.append(upload("by-url", media=url_media))
+    dead_url = [{"media_id": "m1", "kind": "image", "url": "http://127.0.0.1:9/gone.jpg"}]
+    records.append(upload("dead-url", media=dead_url))
+    expected.update({"by-url": "takedown", "dead-url": "review"})
+    malformed = b'{"schema": 1, "event_id": "bad", "media": "nope"}'
+    records.append((b"bad-key", malformed))
+    await send(workers, "uploads", records)
+
+    decisions = await collect(workers, "decisions", set(expected))
+    await runner.cleanup()
+    got = {event_id: found[0]["verdict"] for event_id, found in decisions.items()}
+    assert got == expected
+
+    rocket = decisions["by-url"][0]
+    pdq = next(e for e in rocket["evidence"] if e["signal_type"] == "pdq")
+    assert (pdq["bank"], pdq["entry_id"], pdq["threshold"]) == ("demo-tve", "rocket", 31)
+    assert pdq["distance"] <= 31
+    assert decisions["dead-url"][0]["media_errors"][0]["reason"] == "unreachable"
+    broken = decisions["e2e-broken-image"][0]
+    assert broken["media_errors"][0]["reason"] == "corrupt"
+
+    takedowns = await collect(workers, "takedowns", {"by-url"}, timeout=10)
+    assert all(r["verdict"] == "takedown" for found in takedowns.values() for r in found)
+
+    letters = [
+        orjson.loads(v)
+        async for _, v in read_topic(
+            workers.settings.bootstrap,
+            workers.settings.topic("uploads.dlq"),
+            max_records=1,
+            timeout_s=10,
+        )
+    ]
+    assert base64.b64decode(letters[0]["original_b64"]) == malformed
+    assert "upload.media: expected list" in letters[0]["error"]
+
+    text = workers.metrics(port)
+    assert re.search(r'modstream_decisions_total\{platform="demo",verdict="takedown"\} [1-9]', text)
+    assert 'modstream_dead_letters_total{reason="invalid_event",stage="ingest"} 1.0' in text
+    assert re.search(r'modstream_media_failures_total\{reason="unreachable",source="url"\} 1', text)
+    assert 'modstream_bank_entries{bank="demo-tve",signal_type="pdq"} 4.0' in text
+    assert "modstream_end_to_end_seconds_bucket" in text
+    assert "faust_" in text  # faust's own sensors
+
+
+async def test_bank_changes_reach_every_worker_within_seconds(workers):
+    await send(workers, "hashbank", [])  # topic exists, bank empty
+    workers.start()
+    workers.start()
+    photo = encode(sample("chelsea"), quality=90)
+    signals = hash_media("m", "image", photo, 10**8).signals
+    entry = BankEntry("live", "cat", "pdq", signals["pdq"]["value"], (), "takedown", "")
+    await asyncio.sleep(3)  # let the two workers settle their partition assignment
+
+    added = time.monotonic()
+    await send(workers, "hashbank", [(entry.key.encode(), dumps(entry))])
+    # Uploaders spread over both partitions, so both workers decide some of these.
+    deadline = time.monotonic() + 20
+    matched_in = 0.0
+    while time.monotonic() < deadline:
+        ids = {f"live-{time.monotonic_ns()}-{i}" for i in range(8)}
+        start = await end_offsets(workers.settings.bootstrap, workers.settings.topic("decisions"))
+        await send(
+            workers, "uploads", [upload(i, media=inline(photo), uploader=i) for i in sorted(ids)]
+        )
+        found = await collect(workers, "decisions", ids, start=start, timeout=20)
+        if all(found[i][0]["verdict"] == "takedown" for i in ids):
+            matched_in = time.monotonic() - added
+            break
+    assert 0 < matched_in <= 8, "bank addition was not live in both workers"
+    per_worker = [
+        re.search(
+            r'modstream_matches_total\{action="takedown",bank="live",signal_type="pdq"\} (\d+)',
+            workers.metrics(port),
+        )
+        for _, port in workers.procs
+    ]
+    assert all(per_worker), "each worker must have matched the new hash"
+
+    await send(workers, "hashbank", [(entry.key.encode(), None)])  # tombstone
+    await asyncio.sleep(2)
+    ids = {f"after-removal-{i}" for i in range(8)}
+    start = await end_offsets(workers.settings.bootstrap, workers.settings.topic("decisions"))
+    await send(
+        workers, "uploads", [upload(i, media=inline(photo), uploader=i) for i in sorted(ids)]
+    )
+    found = await collect(workers, "decisions", ids, start=start)
+    assert {found[i][0]["verdict"] for i in ids} == {"allow"}
+
+
+async def test_killed_worker_loses_no_event_and_redelivery_is_identical(workers):
+    await send(workers, "hashbank", [])
+    proc, _ = workers.start()
+    ids = [f"crash-{i:04d}" for i in range(3000)]
+    texts = ["join the caravan, glory to the martyrs", "a quiet day at the lake"]
+    await send(
+        workers,
+        "uploads",
+        [upload(i, text=texts[n % 2], uploader=f"u{n % 7}") for n, i in enumerate(ids)],
+    )
+    before = 0
+    async for _ in read_topic(
+        workers.settings.bootstrap,
+        workers.settings.topic("decisions"),
+        max_records=300,
+        timeout_s=30,
+    ):
+        before += 1
+    os.kill(proc.pid, signal.SIGKILL)  # mid-stream, no clean shutdown
+    proc.wait()
+    sent = sum(
+        (
+            await end_offsets(workers.settings.bootstrap, workers.settings.topic("decisions"))
+        ).values()
+    )
+    assert before >= 300 and sent < len(ids), "the kill must land mid-stream"
+    workers.start()
+    decisions = await collect(workers, "decisions", set(ids), timeout=120)
+    assert set(ids) <= set(decisions)
+    for event_id, found in decisions.items():
+        assert len({r["decision_id"] for r in found}) == 1
+        assert found[0]["verdict"] == ("review" if int(event_id[-4:]) % 2 == 0 else "allow")
