@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,8 +27,8 @@ class ContractError(ValueError):
 
 
 def dumps(record: Any) -> bytes:
-    """Serialize a contract dataclass (or plain dict) to JSON bytes."""
-    return orjson.dumps(asdict(record) if hasattr(record, "__dataclass_fields__") else record)
+    """Serialize a contract dataclass (or plain dict) to JSON bytes (orjson reads dataclasses)."""
+    return orjson.dumps(record)
 
 
 def _loads_object(raw: bytes | str, what: str) -> dict[str, Any]:
@@ -266,7 +266,7 @@ class MediaSignals:
 class HashedUpload:
     """Intermediate record from the hash stage to the decide stage (keyed by uploader)."""
 
-    event: dict[str, Any]
+    event: UploadEvent
     media: tuple[MediaSignals, ...]
     received_at: float
     schema: int = SCHEMA_VERSION
@@ -275,7 +275,7 @@ class HashedUpload:
     def parse(cls, raw: bytes) -> HashedUpload:
         data = _loads_object(raw, "hashed upload")
         return cls(
-            event=data["event"],
+            event=UploadEvent.from_dict(data["event"]),
             media=tuple(MediaSignals(**m) for m in data["media"]),
             received_at=data["received_at"],
         )
@@ -316,7 +316,7 @@ class Decision:
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)
 
 
 def decision_id_for(event_id: str, policy_version: str) -> str:

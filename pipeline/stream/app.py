@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import replace
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -171,7 +171,9 @@ def build_app(settings: Settings) -> faust.App:
             return None
         media = await signals_of(upload)
         record = HashedUpload(
-            event=asdict(upload), media=tuple(media), received_at=event.message.timestamp
+            event=without_media_bytes(upload),
+            media=tuple(media),
+            received_at=event.message.timestamp,
         )
         metrics.STAGE_SECONDS.labels(stage="hash").observe(time.perf_counter() - started)
         metrics.EVENTS.labels(stage="hash", platform=upload.platform, outcome="ok").inc()
@@ -182,38 +184,47 @@ def build_app(settings: Settings) -> faust.App:
         """Validate, fetch and hash a batch concurrently; forward in the order received."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             results = await asyncio.gather(*(hash_one(e) for e in events), return_exceptions=True)
+            deliveries = []
             for event, result in zip(events, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error("hash stage failed", exc_info=result)
                     await send_dead_letter(event, f"internal error: {result!r}", "internal_error")
                 elif result is not None:
-                    await hashed.send(key=result[0], value=result[1], force=True)
+                    deliveries.append(await hashed.send(key=result[0], value=result[1], force=True))
+            await asyncio.gather(*deliveries)  # at-least-once: acked only once Kafka has them
 
     @app.agent(hashed, name="decide_stage")
     async def decide_stage(stream: faust.StreamT) -> None:
         """Match, score and decide each event; per-uploader history lives in the table."""
         await replica.ready.wait()
-        async for event in stream.events():
-            started = time.perf_counter()
-            record = HashedUpload.parse(event.message.value)
-            upload = UploadEvent.from_dict(record.event)
-            key = upload.uploader_key
-            past = uploader_history[key]
-            created = parse_time(upload.created_at)
-            decided_at = past["decided"].get(upload.event_id, round(time.time(), 3))
-            prior = history.prior_strikes(past, upload.event_id, created, settings.repeat_window_s)
-            decision = engine.decide(upload, record.media, decided_at, prior)
-            uploader_history[key] = history.record(
-                past, upload.event_id, created, struck(decision), decided_at
-            )
-            payload = decision.to_json()
-            event_key = upload.event_id.encode()
-            await decisions.send(key=event_key, value=payload, force=True)
-            if decision.verdict == "takedown":
-                await takedowns.send(key=event_key, value=payload, force=True)
-            elif decision.verdict == "review":
-                await reviews.send(key=event_key, value=payload, force=True)
-            _count_decision(decision, record.received_at, started)
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            deliveries = [await decide_one(stream, event) for event in events]
+            await asyncio.gather(*(d for sent in deliveries for d in sent))  # then the batch acks
+
+    async def decide_one(stream: faust.StreamT, event: faust.EventT) -> list:
+        # The table writes its changelog to the partition of the current event: make that
+        # this event, not the last one buffered.
+        stream._set_current_event(event)
+        started = time.perf_counter()
+        record = HashedUpload.parse(event.message.value)
+        upload = record.event
+        key = upload.uploader_key
+        past = uploader_history[key]
+        created = parse_time(upload.created_at)
+        decided_at = past["decided"].get(upload.event_id, round(time.time(), 3))
+        prior = history.prior_strikes(past, upload.event_id, created, settings.repeat_window_s)
+        decision = engine.decide(upload, record.media, decided_at, prior)
+        uploader_history[key] = history.record(
+            past, upload.event_id, created, struck(decision), decided_at
+        )
+        payload = decision.to_json()
+        event_key = upload.event_id.encode()
+        sent = [await decisions.send(key=event_key, value=payload, force=True)]
+        actionable = {"takedown": takedowns, "review": reviews}.get(decision.verdict)
+        if actionable is not None:
+            sent.append(await actionable.send(key=event_key, value=payload, force=True))
+        _count_decision(decision, record.received_at, started)
+        return sent
 
     return app
 
@@ -229,6 +240,12 @@ def _count_decision(decision, received_at: float, started: float) -> None:
             metrics.MATCHES.labels(
                 bank=evidence.bank, signal_type=evidence.signal_type, action=evidence.action
             ).inc()
+
+
+def without_media_bytes(upload: UploadEvent) -> UploadEvent:
+    """The event as forwarded downstream: inline media are hashed, their bytes are not resent."""
+    media = tuple(replace(m, data_b64="") if m.data_b64 else m for m in upload.media)
+    return replace(upload, media=media)
 
 
 def _warm() -> None:

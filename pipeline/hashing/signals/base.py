@@ -97,8 +97,14 @@ def for_source(source: str) -> list[SignalType]:
     return [t for t in registry().values() if t.source == source]
 
 
+_loaded = False
+
+
 def _load_plugins() -> None:
     """Import every module in this package once; each registers its own signal type."""
+    global _loaded
+    if _loaded:
+        return
     import importlib
     import pkgutil
 
@@ -107,6 +113,7 @@ def _load_plugins() -> None:
     for module in pkgutil.iter_modules(signals.__path__):
         if module.name != "base":
             importlib.import_module(f"{signals.__name__}.{module.name}")
+    _loaded = True
 
 
 class HammingSignal(SignalType):
