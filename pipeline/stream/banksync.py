@@ -19,6 +19,7 @@ from mode import Service
 from pipeline.contracts import BankEntry, ContractError
 from pipeline.matching.bank import Bank
 from pipeline.stream import metrics
+from pipeline.stream.client import topic_partitions
 
 log = logging.getLogger("modstream.bank")
 
@@ -43,7 +44,7 @@ class BankReplica(Service):
             max_poll_records=2000,
         )
         await self._consumer.start()
-        partitions = await self._partitions()
+        partitions = await topic_partitions(self._consumer, self.topic)
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         self._targets = {
@@ -53,16 +54,6 @@ class BankReplica(Service):
             "bank replication started", extra={"topic": self.topic, "partitions": len(partitions)}
         )
         self._check_ready()
-
-    async def _partitions(self) -> list[TopicPartition]:
-        assert self._consumer is not None
-        for _ in range(100):
-            found = self._consumer.partitions_for_topic(self.topic)
-            if found:
-                return [TopicPartition(self.topic, p) for p in sorted(found)]
-            await self._consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"bank topic {self.topic!r} does not exist")
 
     async def on_stop(self) -> None:
         if self._consumer is not None:

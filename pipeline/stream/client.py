@@ -25,18 +25,26 @@ async def publish(
         await producer.stop()
 
 
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topic: str, wait_s: float = 10.0
+) -> list[TopicPartition]:
+    """Every partition of ``topic``, waiting up to ``wait_s`` for a just-created topic."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic!r} does not exist")
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+
+
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [
-                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
+        partitions = await topic_partitions(consumer, topic)
         return {tp.partition: off for tp, off in (await consumer.end_offsets(partitions)).items()}
     finally:
         await consumer.stop()
@@ -59,16 +67,7 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        found = None
-        for _ in range(50):
-            found = consumer.partitions_for_topic(topic)
-            if found:
-                break
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        if not found:
-            raise RuntimeError(f"topic {topic!r} does not exist")
-        partitions = [TopicPartition(topic, p) for p in sorted(found)]
+        partitions = await topic_partitions(consumer, topic)
         consumer.assign(partitions)
         for tp in partitions:
             if start and tp.partition in start:
