@@ -12,11 +12,12 @@ import time
 import orjson
 import pytest
 from aiohttp import web
+from aiokafka import AIOKafkaConsumer
 
 from pipeline.contracts import BankEntry, dumps
 from pipeline.demo import bank_entries, demo_uploads, encode, resized, sample
 from pipeline.engine import hash_media
-from pipeline.stream.client import end_offsets, publish, read_topic
+from pipeline.stream.client import end_offsets, publish, read_topic, topic_partitions
 
 pytestmark = pytest.mark.kafka
 
@@ -173,6 +174,39 @@ async def test_bank_changes_reach_every_worker_within_seconds(workers):
     )
     found = await collect(workers, "decisions", ids, start=start)
     assert {found[i][0]["verdict"] for i in ids} == {"allow"}
+
+
+async def test_every_event_decided_once_and_history_co_partitioned(workers):
+    """Batches of many uploaders: one decision per event, table changelog beside its events."""
+    await send(workers, "hashbank", [])
+    workers.start()
+    ids = [f"batch-{i:04d}" for i in range(1500)]
+    await send(
+        workers, "uploads", [upload(i, text="hello", uploader=f"u{n}") for n, i in enumerate(ids)]
+    )
+    decisions = await collect(workers, "decisions", set(ids))
+    assert {i: len(found) for i, found in decisions.items()} == dict.fromkeys(ids, 1)
+
+    async def partitions_by_key(topic: str) -> dict[bytes, set[int]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=workers.settings.bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            tps = await topic_partitions(consumer, topic)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            found: dict[bytes, set[int]] = {}
+            while batches := await consumer.getmany(timeout_ms=2000):
+                for tp, records in batches.items():
+                    for record in records:
+                        found.setdefault(record.key, set()).add(tp.partition)
+            return found
+        finally:
+            await consumer.stop()
+
+    hashed = await partitions_by_key(workers.settings.topic("uploads.hashed"))
+    changelog = await partitions_by_key(f"{workers.settings.app_id}-uploader_history-changelog")
+    assert set(changelog) == set(hashed) == {f"test/u{n}".encode() for n in range(len(ids))}
+    assert all(changelog[key] == hashed[key] and len(hashed[key]) == 1 for key in hashed)
 
 
 @pytest.mark.xfail(

@@ -80,11 +80,17 @@ def build_app(settings: Settings) -> faust.App:
         topic(topics.REVIEWS),
     )
     dead_letters = topic(topics.DLQ, partitions=1)
+    # Keyed by the very key bytes of uploads.hashed (``platform/uploader``), with the same
+    # partition count, so the producer's partitioner puts each changelog record in the
+    # partition of the events that wrote it. That keeps the table co-partitioned while the
+    # decide stage works on batches, where Faust's "current event" (its default choice of
+    # changelog partition) is not the event being decided.
     uploader_history = app.Table(
         "uploader_history",
         default=history.empty,
         partitions=settings.partitions,
-        key_type=str,
+        key_type=bytes,
+        use_partitioner=True,
     )
 
     bank = Bank(settings.thresholds)
@@ -198,17 +204,14 @@ def build_app(settings: Settings) -> faust.App:
         """Match, score and decide each event; per-uploader history lives in the table."""
         await replica.ready.wait()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            deliveries = [await decide_one(stream, event) for event in events]
+            deliveries = [await decide_one(event) for event in events]
             await asyncio.gather(*(d for sent in deliveries for d in sent))  # then the batch acks
 
-    async def decide_one(stream: faust.StreamT, event: faust.EventT) -> list:
-        # The table writes its changelog to the partition of the current event: make that
-        # this event, not the last one buffered.
-        stream._set_current_event(event)
+    async def decide_one(event: faust.EventT) -> list:
         started = time.perf_counter()
         record = HashedUpload.parse(event.message.value)
         upload = record.event
-        key = upload.uploader_key
+        key = event.message.key
         past = uploader_history[key]
         created = parse_time(upload.created_at)
         decided_at = past["decided"].get(upload.event_id, round(time.time(), 3))
