@@ -20,10 +20,11 @@ import uuid
 from datetime import UTC, datetime
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from pipeline.demo import encode, sample
 from pipeline.settings import Settings
-from pipeline.stream.client import publish, read_topic
+from pipeline.stream.client import end_offsets, publish, read_topic
 from pipeline.stream.topics import ensure_topics
 
 RUN = uuid.uuid4().hex[:8]
@@ -58,10 +59,13 @@ def photos(count: int) -> list[bytes]:
 async def burst(records: list[tuple[bytes, bytes]]) -> float:
     """Events per second from the first publish to the last decision."""
     ids = {key.decode() for key, _ in records}
+    start = await end_offsets(SETTINGS.bootstrap, SETTINGS.topic("decisions"))
     started = time.perf_counter()
     await publish(SETTINGS.bootstrap, SETTINGS.topic("uploads"), records)
     seen = set()
-    async for key, _ in read_topic(SETTINGS.bootstrap, SETTINGS.topic("decisions"), timeout_s=60):
+    async for key, _ in read_topic(
+        SETTINGS.bootstrap, SETTINGS.topic("decisions"), start=start, timeout_s=60
+    ):
         seen.add(key.decode())
         if ids <= seen:
             break
@@ -72,9 +76,6 @@ async def paced(records: list[tuple[bytes, bytes]], rate: float) -> list[float]:
     """End-to-end latencies (s) with events published at ``rate`` per second."""
     sent: dict[str, float] = {}
     latencies: list[float] = []
-    start_offsets = {}
-    from pipeline.stream.client import end_offsets
-
     start_offsets = await end_offsets(SETTINGS.bootstrap, SETTINGS.topic("decisions"))
 
     async def reader() -> None:
@@ -89,8 +90,6 @@ async def paced(records: list[tuple[bytes, bytes]], rate: float) -> list[float]:
 
     task = asyncio.create_task(reader())
     await asyncio.sleep(1)
-    from aiokafka import AIOKafkaProducer
-
     producer = AIOKafkaProducer(
         bootstrap_servers=SETTINGS.bootstrap, linger_ms=0, max_request_size=8 * 1024 * 1024
     )

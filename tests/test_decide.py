@@ -56,7 +56,7 @@ def test_history_counts_only_earlier_strikes_and_is_bounded():
     assert history.prior_strikes(past, "e198", 1199.0, window_s=10) == 4  # its own strike excluded
 
 
-def event(text=None, media=0):
+def event(text=None):
     return UploadEvent("e1", "p", "c1", "u1", "2026-11-26T10:00:00Z", text, ())
 
 

@@ -80,6 +80,7 @@ def build_app(settings: Settings) -> faust.App:
         topic(topics.REVIEWS),
     )
     dead_letters = topic(topics.DLQ, partitions=1)
+    actionable_topics = {"takedown": takedowns, "review": reviews}
     # Keyed by the very key bytes of uploads.hashed (``platform/uploader``), with the same
     # partition count, so the producer's partitioner puts each changelog record in the
     # partition of the events that wrote it. That keeps the table co-partitioned while the
@@ -223,7 +224,7 @@ def build_app(settings: Settings) -> faust.App:
         payload = decision.to_json()
         event_key = upload.event_id.encode()
         sent = [await decisions.send(key=event_key, value=payload, force=True)]
-        actionable = {"takedown": takedowns, "review": reviews}.get(decision.verdict)
+        actionable = actionable_topics.get(decision.verdict)
         if actionable is not None:
             sent.append(await actionable.send(key=event_key, value=payload, force=True))
         _count_decision(decision, record.received_at, started)

@@ -7,6 +7,7 @@ signal types up here by name; nothing else in the code lists them.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -97,14 +98,9 @@ def for_source(source: str) -> list[SignalType]:
     return [t for t in registry().values() if t.source == source]
 
 
-_loaded = False
-
-
+@functools.cache
 def _load_plugins() -> None:
     """Import every module in this package once; each registers its own signal type."""
-    global _loaded
-    if _loaded:
-        return
     import importlib
     import pkgutil
 
@@ -113,7 +109,6 @@ def _load_plugins() -> None:
     for module in pkgutil.iter_modules(signals.__path__):
         if module.name != "base":
             importlib.import_module(f"{signals.__name__}.{module.name}")
-    _loaded = True
 
 
 class HammingSignal(SignalType):
