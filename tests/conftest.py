@@ -71,6 +71,27 @@ class Workers:
             time.sleep(0.3)
         raise AssertionError(f"worker not ready: {self.log(port)[-3000:]}")
 
+    async def wait_split(self, topic: str, timeout: float = 60) -> None:
+        """Wait until every worker owns some partition of ``topic`` and together they own all."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            owned = [
+                {a for a in self.status(port).get("assigned", []) if a.rsplit(":", 1)[0] == topic}
+                for _, port in self.procs
+            ]
+            union = set().union(*owned)
+            if all(owned) and sum(map(len, owned)) == len(union) == self.settings.partitions:
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"partitions of {topic} not split over the workers: {owned}")
+
+    def status(self, port: int) -> dict:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                return orjson.loads(r.read())
+        except OSError:
+            return {}
+
     def log(self, port: int) -> str:
         return (self.tmp / f"worker-{port}.log").read_text(errors="replace")
 

@@ -138,7 +138,7 @@ async def test_bank_changes_reach_every_worker_within_seconds(workers):
     photo = encode(sample("chelsea"), quality=90)
     signals = hash_media("m", "image", photo, 10**8).signals
     entry = BankEntry("live", "cat", "pdq", signals["pdq"]["value"], (), "takedown", "")
-    await asyncio.sleep(3)  # let the two workers settle their partition assignment
+    await workers.wait_split(workers.settings.topic("uploads.hashed"))
 
     added = time.monotonic()
     await send(workers, "hashbank", [(entry.key.encode(), dumps(entry))])

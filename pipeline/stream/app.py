@@ -131,7 +131,12 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.page("/ready")
     async def ready(web, request):
-        body = {"ready": replica.ready.is_set(), "bank_entries": len(bank)}
+        body = {
+            "ready": replica.ready.is_set(),
+            "bank_entries": len(bank),
+            # Which partitions this worker owns now: what on-call needs after a rebalance.
+            "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()),
+        }
         return web.json(body, status=200 if replica.ready.is_set() else 503)
 
     async def send_dead_letter(event: faust.EventT, error: str, reason: str) -> None:
