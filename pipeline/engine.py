@@ -6,7 +6,7 @@ shows for a file is exactly what the stream would decide for it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pipeline.contracts import (
@@ -21,9 +21,12 @@ from pipeline.decide.policy import POLICY_VERSION, PolicyConfig
 from pipeline.hashing.decode import MediaError
 from pipeline.hashing.signals import Content, registry
 from pipeline.hashing.signals import get as get_signal_type
-from pipeline.matching.bank import Bank
+from pipeline.matching.bank import Bank, Match
 from pipeline.settings import Settings
 from pipeline.text.scorer import TextScorer, WeightedTermScorer
+
+# (signal type, signal) -> the bank entries it matched
+Lookups = dict[tuple[str, str], list[Match]]
 
 
 def hash_media(media_id: str, kind: str, data: bytes, max_pixels: int) -> MediaSignals:
@@ -73,8 +76,27 @@ class Engine:
             pdq_min_quality=settings.pdq_min_quality,
         )
 
-    def evidence(self, event: UploadEvent, media: Sequence[MediaSignals]) -> list[Evidence]:
-        """Every reason for or against action found in the event, most severe first."""
+    def lookup(self, batch: Iterable[Sequence[MediaSignals]]) -> Lookups:
+        """Bank matches of every usable hash in a batch of events: one index search per signal
+        type for the whole batch, which is where a large bank's cost is amortized."""
+        wanted: dict[str, dict[str, None]] = {}
+        for media in batch:
+            for item in media:
+                for name, computed in item.signals.items():
+                    if get_signal_type(name).usable(computed, self.pdq_min_quality):
+                        wanted.setdefault(name, {})[computed["value"]] = None
+        found: Lookups = {}
+        for name, values in wanted.items():
+            signals = list(values)
+            for signal, matches in zip(signals, self.bank.match_many(name, signals), strict=True):
+                found[(name, signal)] = matches
+        return found
+
+    def evidence(
+        self, event: UploadEvent, media: Sequence[MediaSignals], lookups: Lookups | None = None
+    ) -> list[Evidence]:
+        """Every reason for or against action found in the event, most severe first.
+        ``lookups`` (from ``lookup``) saves searching the bank again per hash."""
         found: list[Evidence] = []
         for item in media:
             if item.error is not None:
@@ -87,7 +109,7 @@ class Engine:
                     )
                 )
             for name, computed in item.signals.items():
-                found.extend(self._hash_matches(item.media_id, name, computed))
+                found.extend(self._hash_matches(item.media_id, name, computed, lookups or {}))
         if event.text:
             found.extend(self._text_evidence(event.text))
         return sorted(found, key=lambda e: -policy.SEVERITY[e.action])
@@ -98,8 +120,9 @@ class Engine:
         media: Sequence[MediaSignals],
         decided_at: float,
         prior_strikes: int = 0,
+        lookups: Lookups | None = None,
     ) -> Decision:
-        evidence = self.evidence(event, media)
+        evidence = self.evidence(event, media, lookups)
         repeat = policy.repeat_action(prior_strikes, self.config)
         if repeat != "allow":
             evidence.append(
@@ -128,11 +151,16 @@ class Engine:
             ),
         )
 
-    def _hash_matches(self, media_id: str, name: str, computed: dict) -> list[Evidence]:
+    def _hash_matches(
+        self, media_id: str, name: str, computed: dict, lookups: Lookups
+    ) -> list[Evidence]:
         if not get_signal_type(name).usable(computed, self.pdq_min_quality):
             return []
+        matches = lookups.get((name, computed["value"]))
+        if matches is None:
+            matches = self.bank.match(name, computed["value"])
         out = []
-        for match in self.bank.match(name, computed["value"]):
+        for match in matches:
             action = policy.hash_action(
                 match.distance,
                 match.thresholds.takedown,

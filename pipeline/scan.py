@@ -11,7 +11,7 @@ from pipeline.settings import Settings
 
 
 def local_engine(settings: Settings, entries: list[BankEntry]) -> Engine:
-    bank = Bank(settings.thresholds)
+    bank = Bank(settings.thresholds, settings.index_layout)
     for entry in entries:
         bank.apply(entry.key, entry)
     return Engine.from_settings(settings, bank)

@@ -44,6 +44,7 @@ class Settings:
     max_image_pixels: int = 64_000_000
     # Matching and policy
     pdq_min_quality: int = 50
+    index_layout: str = "fast"
     thresholds: dict[str, dict[str, int]] = field(default_factory=dict)
     text_terms_file: Path | None = None
     text_review_score: float = 0.6
@@ -69,6 +70,8 @@ class Settings:
     def validate(self) -> None:
         if self.on_media_error not in ("review", "allow", "takedown"):
             raise ValueError("MODSTREAM_ON_MEDIA_ERROR must be review, allow or takedown")
+        if self.index_layout not in ("fast", "compact"):
+            raise ValueError("MODSTREAM_INDEX_LAYOUT must be fast or compact")
         if self.log_format not in ("json", "text"):
             raise ValueError("MODSTREAM_LOG_FORMAT must be json or text")
         if self.partitions < 1 or self.hash_workers < 1 or self.batch_size < 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.contracts import BankEntry, parse_bank_key
@@ -26,8 +27,11 @@ class Match:
 class Bank:
     """All bank entries of all banks, with one index per signal type."""
 
-    def __init__(self, thresholds: dict[str, dict[str, int]] | None = None) -> None:
+    def __init__(
+        self, thresholds: dict[str, dict[str, int]] | None = None, index_layout: str = "fast"
+    ) -> None:
         self._overrides = thresholds or {}
+        self._index_layout = index_layout
         self._indexes: dict[str, MatchIndex] = {}
         self._entries: dict[int, BankEntry] = {}
         self._ref_by_key: dict[str, int] = {}
@@ -51,7 +55,7 @@ class Bank:
         ref = next(self._ref_counter)
         index = self._indexes.get(entry.signal_type)
         if index is None:
-            index = self._indexes[entry.signal_type] = kind.new_index()
+            index = self._indexes[entry.signal_type] = kind.new_index(self._index_layout)
         index.add(ref, signal)
         self._entries[ref] = entry
         self._ref_by_key[key] = ref
@@ -69,17 +73,28 @@ class Bank:
 
     def widest_review(self, signal_type: str) -> int:
         """The largest review distance of any bank for this type: the query radius."""
-        banks = {bank for bank, kind in self._sizes if kind == signal_type} or {"*"}
+        # tuple(): lookups run on a thread while the event loop applies bank changes
+        banks = {bank for bank, kind in tuple(self._sizes) if kind == signal_type} or {"*"}
         return max(self.thresholds(bank, signal_type).review for bank in banks)
 
     def match(self, signal_type: str, signal: str) -> list[Match]:
         """Entries within their own bank's review distance of ``signal``."""
+        return self.match_many(signal_type, [signal])[0]
+
+    def match_many(self, signal_type: str, signals: Sequence[str]) -> list[list[Match]]:
+        """``match`` for a batch in one index search: what the pipeline's batches use."""
         index = self._indexes.get(signal_type)
-        if index is None or not len(index):
-            return []
+        if index is None or not len(index) or not signals:
+            return [[] for _ in signals]
+        found = index.query_many(signals, self.widest_review(signal_type))
+        return [self._matches(signal_type, hits) for hits in found]
+
+    def _matches(self, signal_type: str, hits: list[tuple[int, int]]) -> list[Match]:
         matches = []
-        for ref, distance in index.query(signal, self.widest_review(signal_type)):
-            entry = self._entries[ref]
+        for ref, distance in hits:
+            entry = self._entries.get(ref)
+            if entry is None:  # removed while the search ran
+                continue
             thresholds = self.thresholds(entry.bank, signal_type)
             if distance <= thresholds.review:
                 matches.append(Match(entry, distance, thresholds))

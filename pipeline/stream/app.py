@@ -31,10 +31,11 @@ from pipeline.contracts import (
     parse_time,
 )
 from pipeline.decide import history
-from pipeline.engine import Engine, failed_media, hash_media, struck
+from pipeline.engine import Engine, Lookups, failed_media, hash_media, struck
 from pipeline.hashing.decode import MediaError
 from pipeline.ingest.fetch import Fetcher, FetchPolicy
 from pipeline.ingest.sources import load_media
+from pipeline.matching import hamming
 from pipeline.matching.bank import Bank
 from pipeline.settings import Settings
 from pipeline.stream import metrics, topics
@@ -94,7 +95,7 @@ def build_app(settings: Settings) -> faust.App:
         use_partitioner=True,
     )
 
-    bank = Bank(settings.thresholds)
+    bank = Bank(settings.thresholds, settings.index_layout)
     replica = BankReplica(bank, settings.bootstrap, settings.topic(topics.HASHBANK), loop=app.loop)
     app.bank_replica = replica  # for readiness checks and tests
     engine = Engine.from_settings(settings, bank)
@@ -110,6 +111,8 @@ def build_app(settings: Settings) -> faust.App:
         settings.hash_workers, mp_context=multiprocessing.get_context("spawn")
     )
 
+    warmed = asyncio.Event()  # index kernels compiled, hashing pool started
+
     @app.service
     class WorkerResources(Service):
         """Starts and stops the bank replica, the hashing pool and the fetcher with the worker."""
@@ -117,8 +120,10 @@ def build_app(settings: Settings) -> faust.App:
         async def on_start(self) -> None:
             await replica.start()
             await asyncio.gather(
-                *(app.loop.run_in_executor(pool, _warm) for _ in range(settings.hash_workers))
+                app.loop.run_in_executor(None, hamming.warm_up),
+                *(app.loop.run_in_executor(pool, _warm) for _ in range(settings.hash_workers)),
             )
+            warmed.set()
 
         async def on_stop(self) -> None:
             await replica.stop()
@@ -131,13 +136,14 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.page("/ready")
     async def ready(web, request):
+        is_ready = replica.ready.is_set() and warmed.is_set()
         body = {
-            "ready": replica.ready.is_set(),
+            "ready": is_ready,
             "bank_entries": len(bank),
             # Which partitions this worker owns now: what on-call needs after a rebalance.
             "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()),
         }
-        return web.json(body, status=200 if replica.ready.is_set() else 503)
+        return web.json(body, status=200 if is_ready else 503)
 
     async def send_dead_letter(event: faust.EventT, error: str, reason: str) -> None:
         message = event.message
@@ -210,19 +216,29 @@ def build_app(settings: Settings) -> faust.App:
         """Match, score and decide each event; per-uploader history lives in the table."""
         await replica.ready.wait()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            deliveries = [await decide_one(event) for event in events]
+            started = time.perf_counter()
+            records = [HashedUpload.parse(event.message.value) for event in events]
+            # One index search for the whole batch, on a thread: the kernels release the GIL,
+            # so a large bank never stalls the event loop.
+            lookups = await app.loop.run_in_executor(
+                None, engine.lookup, [record.media for record in records]
+            )
+            deliveries = [
+                await decide_one(event, record, lookups, started)
+                for event, record in zip(events, records, strict=True)
+            ]
             await asyncio.gather(*(d for sent in deliveries for d in sent))  # then the batch acks
 
-    async def decide_one(event: faust.EventT) -> list:
-        started = time.perf_counter()
-        record = HashedUpload.parse(event.message.value)
+    async def decide_one(
+        event: faust.EventT, record: HashedUpload, lookups: Lookups, started: float
+    ) -> list:
         upload = record.event
         key = event.message.key
         past = uploader_history[key]
         created = parse_time(upload.created_at)
         decided_at = past["decided"].get(upload.event_id, round(time.time(), 3))
         prior = history.prior_strikes(past, upload.event_id, created, settings.repeat_window_s)
-        decision = engine.decide(upload, record.media, decided_at, prior)
+        decision = engine.decide(upload, record.media, decided_at, prior, lookups)
         uploader_history[key] = history.record(
             past, upload.event_id, created, struck(decision), decided_at
         )

@@ -63,8 +63,9 @@ class SignalType(ABC):
         """Distance between two canonical values (0 means identical)."""
 
     @abstractmethod
-    def new_index(self) -> MatchIndex:
-        """An empty index that finds values within a distance of a query."""
+    def new_index(self, layout: str = "fast") -> MatchIndex:
+        """An empty index that finds values within a distance of a query; ``layout`` picks
+        the memory/speed trade-off where an index has one."""
 
     def usable(self, computed: dict[str, Any], min_quality: int) -> bool:
         """Whether a computed signal is good enough to match on (PDQ quality, for one)."""
@@ -129,10 +130,10 @@ class HammingSignal(SignalType):
     def distance(self, a: str, b: str) -> int:
         return (int(a, 16) ^ int(b, 16)).bit_count()
 
-    def new_index(self) -> MatchIndex:
-        from pipeline.matching.index import HammingIndex
+    def new_index(self, layout: str = "fast") -> MatchIndex:
+        from pipeline.matching.hamming import HammingIndex
 
-        return HammingIndex(self.bits)
+        return HammingIndex(self.bits, layout=layout)
 
 
 class ExactSignal(SignalType):
@@ -141,7 +142,7 @@ class ExactSignal(SignalType):
     def distance(self, a: str, b: str) -> int:
         return 0 if a == b else 1
 
-    def new_index(self) -> MatchIndex:
+    def new_index(self, layout: str = "fast") -> MatchIndex:
         from pipeline.matching.index import ExactIndex
 
         return ExactIndex()
