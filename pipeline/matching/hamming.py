@@ -103,6 +103,7 @@ class Segment:
             [[0], np.cumsum((1 << lengths.astype(np.int64)) + 1)[:-1]]
         ).astype(np.int64)
         self.live = int(len(refs) - deleted.sum())
+        self.first_ref, self.last_ref = int(refs[0]), int(refs[-1])
         self._plans: dict[tuple[int, bool], Plan | None] = {}
 
     @classmethod
@@ -133,6 +134,13 @@ class Segment:
         pos = np.minimum(pos, len(self.refs) - 1)
         found = (self.refs[pos] == refs) & (self.deleted[pos] == 0)
         return np.where(found, pos, -1)
+
+    def find_one(self, ref: int) -> int:
+        """The position of one live ref, or -1: the scalar path costs a microsecond."""
+        if not self.first_ref <= ref <= self.last_ref:
+            return -1
+        pos = int(np.searchsorted(self.refs, ref))
+        return pos if self.refs[pos] == ref and not self.deleted[pos] else -1
 
     def delete(self, positions: np.ndarray) -> None:
         positions = positions[self.deleted[positions] == 0]
@@ -260,6 +268,7 @@ class HammingIndex:
         self._segments: list[Segment] = []
         self._delta = Delta(self.words, delta_capacity)
         self._live = 0
+        self._max_ref = -1  # refs above it are new: no need to look for an old copy
         self._lock = threading.RLock()
         self._merging: Future | None = None
         self._merger = ThreadPoolExecutor(1, thread_name_prefix="index-merge")
@@ -273,8 +282,12 @@ class HammingIndex:
     def add_many(self, refs: Sequence[int] | np.ndarray, codes: np.ndarray) -> None:
         """Add entries (an existing ref is replaced); ``codes`` as from ``hex_to_codes``."""
         refs = np.asarray(refs, dtype=np.int64)
+        if not len(refs):
+            return
         with self._lock:
-            self._remove_locked(refs)
+            if int(refs.min()) <= self._max_ref:  # some may be replacements
+                self._remove_locked(refs.tolist())
+            self._max_ref = max(self._max_ref, int(refs.max()))
             for ref, code in zip(refs.tolist(), codes, strict=True):
                 if ref in self._delta.position:  # the same ref twice in one batch
                     self._delta.remove(ref)
@@ -289,29 +302,31 @@ class HammingIndex:
 
     def remove_many(self, refs: Iterable[int]) -> None:
         with self._lock:
-            self._remove_locked(np.fromiter(refs, dtype=np.int64))
+            self._remove_locked(list(refs))
 
-    def _remove_locked(self, refs: np.ndarray) -> None:
-        pending = []
-        for ref in refs.tolist():
-            if self._delta.remove(ref):
-                self._live -= 1
-            else:
-                pending.append(ref)
+    def _remove_locked(self, refs: list[int]) -> None:
+        pending = [ref for ref in refs if not self._delta.remove(ref)]
+        self._live -= len(refs) - len(pending)
         if not pending or not self._segments:
             return
-        remaining = np.array(pending, dtype=np.int64)
         for segment in self._segments:
-            pos = segment.find(remaining)
-            hit = pos >= 0
-            if hit.any():
-                before = segment.live
-                segment.delete(pos[hit])
-                self._live -= before - segment.live
-                remaining = remaining[~hit]
-                if not len(remaining):
-                    break
-        self._schedule_merge()
+            if len(pending) == 1:  # the common case: one tombstone from the bank topic
+                pos = segment.find_one(pending[0])
+                positions = np.array([pos] if pos >= 0 else [], dtype=np.int64)
+            else:
+                found = segment.find(np.array(pending, dtype=np.int64))
+                positions = found[found >= 0]
+            if not len(positions):
+                continue
+            before = segment.live
+            segment.delete(positions)
+            self._live -= before - segment.live
+            if segment.live * 2 < len(segment.refs):
+                self._schedule_merge()  # mostly deleted: rewrite it
+            if len(positions) == len(pending):
+                return
+            gone = set(segment.refs[positions].tolist())
+            pending = [ref for ref in pending if ref not in gone]
 
     def _freeze_delta(self) -> None:
         codes, refs = self._delta.live_entries()
@@ -472,6 +487,7 @@ class HammingIndex:
                 segment = Segment(**{name: arrays[name] for name in arrays.files})
             index._segments.append(segment)
             index._live += segment.live
+            index._max_ref = max(index._max_ref, segment.last_ref)
         with np.load(path / "delta.npz") as delta:
             if len(delta["refs"]):
                 index.add_many(delta["refs"], delta["codes"])
