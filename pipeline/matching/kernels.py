@@ -94,14 +94,32 @@ def build_slot(codes, start, length, offsets, ids):
     for i in range(n):
         key = slot_key(codes[i], start, length)
         keys[i] = key
-        offsets[key + ONE] += 1
+    for i in range(n):
+        if i + 16 < n:
+            prefetch(offsets, keys[i + 16] + ONE)
+        offsets[keys[i] + ONE] += 1
     for k in range(1, offsets.shape[0]):
         offsets[k] += offsets[k - 1]
     cursor = offsets[:-1].copy()
     for i in range(n):
+        if i + 16 < n:
+            prefetch(cursor, keys[i + 16])
         key = keys[i]
         ids[cursor[key]] = i
         cursor[key] += 1
+
+
+@njit(nogil=True, cache=True)
+def gather_rows(codes, ids, out):
+    """``out[j] = codes[ids[j]]``: a slot's codes in bucket order."""
+    flat = codes.reshape(-1)
+    words = codes.shape[1]
+    n = ids.shape[0]
+    for j in range(n):
+        if j + 16 < n:
+            prefetch(flat, np.int64(ids[j + 16]) * words)
+        for w in range(words):
+            out[j, w] = codes[ids[j], w]
 
 
 @njit(nogil=True, cache=True)
@@ -112,6 +130,54 @@ def _grow(buffer, size):
 
 
 GROUP = 4  # queries whose memory loads are interleaved
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _bucket_bounds(
+    queries, first, group, slot_starts, slot_lengths, offsets, offset_bases, masks, mask_starts,
+    query_keys, bucket_lo, bucket_hi,
+):  # fmt: skip
+    """Bounds of every bucket a group of queries probes: all keys first, each bucket's offset
+    prefetched, then the bounds read, so the misses overlap."""
+    slots = slot_starts.shape[0]
+    probes = mask_starts[slots]
+    for g in range(group):
+        for s in range(slots):
+            query_keys[g, s] = slot_key(queries[first + g], slot_starts[s], slot_lengths[s])
+            base = offset_bases[s]
+            for m in range(mask_starts[s], mask_starts[s + 1]):
+                key = base + np.int64(query_keys[g, s] ^ masks[m])
+                bucket_lo[g * probes + m] = key
+                prefetch(offsets, key)
+    for m in range(group * probes):
+        key = bucket_lo[m]
+        bucket_lo[m] = offsets[key]
+        bucket_hi[m] = offsets[key + 1]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _found_earlier(code, s, slot_starts, slot_lengths, slot_radii, query_keys, g):
+    """Whether a slot before ``s`` also probes this code: then that slot reports it."""
+    for e in range(s):
+        if slot_radii[e] >= 0:
+            key = slot_key(code, slot_starts[e], slot_lengths[e])
+            if popcount(key ^ query_keys[g, e]) <= np.uint64(slot_radii[e]):
+                return True
+    return False
+
+
+@njit(nogil=True, cache=True)
+def _append(hit_query, hit_pos, hit_dist, hits, q, pos, d):
+    if hits == hit_query.shape[0]:
+        hit_query, hit_pos, hit_dist = (
+            _grow(hit_query, hits),
+            _grow(hit_pos, hits),
+            _grow(hit_dist, hits),
+        )
+    hit_query[hits] = q
+    hit_pos[hits] = pos
+    hit_dist[hits] = d
+    return hit_query, hit_pos, hit_dist
 
 
 @njit(nogil=True, cache=True)
@@ -143,25 +209,16 @@ def search_buckets(
     words = codes.shape[1]
     for first in range(0, queries.shape[0], GROUP):
         group = min(GROUP, queries.shape[0] - first)
-        # Pass 1: every bucket's key; prefetch its bounds.
-        for g in range(group):
-            for s in range(slots):
-                query_keys[g, s] = slot_key(queries[first + g], slot_starts[s], slot_lengths[s])
-                base = offset_bases[s]
-                for m in range(mask_starts[s], mask_starts[s + 1]):
-                    key = base + np.int64(query_keys[g, s] ^ masks[m])
-                    bucket_lo[g * probes + m] = key
-                    prefetch(offsets, key)
-        # Pass 2: read the bounds; prefetch each non-empty bucket's ids.
+        _bucket_bounds(
+            queries, first, group, slot_starts, slot_lengths, offsets, offset_bases, masks,
+            mask_starts, query_keys, bucket_lo, bucket_hi,
+        )  # fmt: skip
         for g in range(group):
             for s in range(slots):
                 for m in range(g * probes + mask_starts[s], g * probes + mask_starts[s + 1]):
-                    key = bucket_lo[m]
-                    bucket_lo[m] = offsets[key]
-                    bucket_hi[m] = offsets[key + 1]
                     if bucket_hi[m] > bucket_lo[m]:
                         prefetch(ids[s], bucket_lo[m])
-        # Pass 3: collect candidate positions; prefetch each candidate's code.
+        # Candidate positions, prefetching each candidate's code.
         found = 0
         for g in range(group):
             for s in range(slots):
@@ -175,32 +232,70 @@ def search_buckets(
                         candidates[found] = pos
                         candidate_tag[found] = g * slots + s
                         found += 1
-        # Pass 4: verify with the full distance; keep a hit only in the first slot finding it.
+        # Verify with the full distance.
         for c in range(found):
             pos = candidates[c]
             g, s = divmod(candidate_tag[c], slots)
-            query = queries[first + g]
-            d = distance(query, codes, pos)
+            d = distance(queries[first + g], codes, pos)
             if d > radius or deleted[pos]:
                 continue
-            earlier = False
-            for e in range(s):
-                if slot_radii[e] < 0:
-                    continue
-                key_e = slot_key(codes[pos], slot_starts[e], slot_lengths[e])
-                if popcount(key_e ^ query_keys[g, e]) <= np.uint64(slot_radii[e]):
-                    earlier = True
-                    break
-            if earlier:
+            if _found_earlier(codes[pos], s, slot_starts, slot_lengths, slot_radii, query_keys, g):
                 continue
-            if hits == hit_query.shape[0]:
-                hit_query = _grow(hit_query, hits)
-                hit_pos = _grow(hit_pos, hits)
-                hit_dist = _grow(hit_dist, hits)
-            hit_query[hits] = first + g
-            hit_pos[hits] = pos
-            hit_dist[hits] = d
+            hit_query, hit_pos, hit_dist = _append(
+                hit_query, hit_pos, hit_dist, hits, first + g, pos, d
+            )
             hits += 1
+    return hit_query[:hits], hit_pos[:hits], hit_dist[:hits]
+
+
+@njit(nogil=True, cache=True)
+def search_bucket_codes(
+    deleted, slot_starts, slot_lengths, offsets, offset_bases, ids, bucket_codes,
+    slot_radii, masks, mask_starts, queries, radius,
+):  # fmt: skip
+    """``search_buckets`` for the layout that keeps each bucket's codes beside its ids
+    (``bucket_codes[s, j]`` is the code of ``ids[s, j]``): a bucket is verified by one
+    sequential read, and an entry's id is looked up only when it is a hit."""
+    slots = slot_starts.shape[0]
+    probes = mask_starts[slots]
+    bucket_lo = np.empty(GROUP * probes, dtype=np.int64)
+    bucket_hi = np.empty(GROUP * probes, dtype=np.int64)
+    hit_query = np.empty(64, dtype=np.int64)
+    hit_pos = np.empty(64, dtype=np.int64)
+    hit_dist = np.empty(64, dtype=np.int64)
+    hits = 0
+    query_keys = np.empty((GROUP, slots), dtype=np.uint64)
+    words = bucket_codes.shape[2]
+    for first in range(0, queries.shape[0], GROUP):
+        group = min(GROUP, queries.shape[0] - first)
+        _bucket_bounds(
+            queries, first, group, slot_starts, slot_lengths, offsets, offset_bases, masks,
+            mask_starts, query_keys, bucket_lo, bucket_hi,
+        )  # fmt: skip
+        for g in range(group):
+            for s in range(slots):
+                flat = bucket_codes[s].reshape(-1)
+                for m in range(g * probes + mask_starts[s], g * probes + mask_starts[s + 1]):
+                    if bucket_hi[m] > bucket_lo[m]:
+                        prefetch(flat, bucket_lo[m] * words)
+        for g in range(group):
+            query = queries[first + g]
+            for s in range(slots):
+                codes = bucket_codes[s]
+                for m in range(g * probes + mask_starts[s], g * probes + mask_starts[s + 1]):
+                    for j in range(bucket_lo[m], bucket_hi[m]):
+                        d = distance(query, codes, j)
+                        if d > radius:
+                            continue
+                        pos = np.int64(ids[s, j])
+                        if deleted[pos] or _found_earlier(
+                            codes[j], s, slot_starts, slot_lengths, slot_radii, query_keys, g
+                        ):
+                            continue
+                        hit_query, hit_pos, hit_dist = _append(
+                            hit_query, hit_pos, hit_dist, hits, first + g, pos, d
+                        )
+                        hits += 1
     return hit_query[:hits], hit_pos[:hits], hit_dist[:hits]
 
 
@@ -219,12 +314,6 @@ def search_scan(codes, deleted, queries, radius):
             d = distance(query, codes, pos)
             if d > radius:
                 continue
-            if hits == hit_query.shape[0]:
-                hit_query = _grow(hit_query, hits)
-                hit_pos = _grow(hit_pos, hits)
-                hit_dist = _grow(hit_dist, hits)
-            hit_query[hits] = q
-            hit_pos[hits] = pos
-            hit_dist[hits] = d
+            hit_query, hit_pos, hit_dist = _append(hit_query, hit_pos, hit_dist, hits, q, pos, d)
             hits += 1
     return hit_query[:hits], hit_pos[:hits], hit_dist[:hits]
