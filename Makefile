@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup run test lint bench kafka-stop clean
+.PHONY: setup run test lint prometheus bench bench-index kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -17,15 +17,28 @@ run: setup
 	$(BIN)/modstream demo
 
 lint: setup
-	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff check pipeline tests bench grafana
 
-test: setup lint
+# The operations tests run a real Prometheus (Debian package `prometheus`, with promtool).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+	      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
+	  else echo "install the Debian package prometheus (prometheus, promtool)" >&2; exit 1; fi; }
+
+test: setup lint prometheus
 	$(BIN)/modstream kafka start
 	$(BIN)/pytest -q
 
 bench: setup
 	$(BIN)/modstream kafka start
 	$(BIN)/python bench/throughput.py
+
+bench-index: setup
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/match_index.py
 
 kafka-stop: setup
 	$(BIN)/modstream kafka stop

@@ -80,7 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     scan.set_defaults(run=cmd_scan)
 
     demo = commands.add_parser("demo", help="the end-to-end demo on the local broker")
+    demo.add_argument(
+        "--external",
+        action="store_true",
+        help="use the running broker and workers (docker compose) instead of starting them",
+    )
     demo.set_defaults(run=cmd_demo)
+
+    topics_ = commands.add_parser("topics", help="create the pipeline's topics if missing")
+    topics_.set_defaults(run=cmd_topics)
     return parser
 
 
@@ -208,7 +216,16 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.demo import run_demo
 
-    return run_demo(settings)
+    return run_demo(settings, external=args.external)
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.stream.topics import ensure_topics, topic_specs
+
+    asyncio.run(ensure_topics(settings))
+    for spec in topic_specs(settings):
+        print(f"{spec.name}: {spec.partitions} partitions {spec.config}")
+    return 0
 
 
 def _publish(settings: Settings, topic: str, records: list) -> int:

@@ -191,12 +191,15 @@ def demo_uploads(run: str, media_root: Path) -> list[tuple[str, dict]]:
     return uploads
 
 
-def run_demo(settings: Settings) -> int:
+def run_demo(settings: Settings, external: bool = False) -> int:
+    """The demo end to end. ``external``: use the broker and workers already running (the
+    docker-compose ``demo`` profile) instead of starting a local broker and a worker."""
     from pipeline.localkafka import LocalKafka
     from pipeline.stream.client import end_offsets, publish, read_topic
     from pipeline.stream.topics import ensure_topics
 
-    print(LocalKafka.from_env(settings.bootstrap).start())
+    if not external:
+        print(LocalKafka.from_env(settings.bootstrap).start())
     asyncio.run(ensure_topics(settings))
     print("building the demo bank from scikit-image photos ...")
     entries = bank_entries()
@@ -210,7 +213,7 @@ def run_demo(settings: Settings) -> int:
     print(f"bank {DEMO_BANK!r}: {len(entries)} entries published to {settings.topic('hashbank')}")
 
     media_root = settings.media_root or (settings.data_dir / "demo-media").resolve()
-    worker = _start_worker(settings, media_root)
+    worker = None if external else _start_worker(settings, media_root)
     try:
         run = uuid.uuid4().hex[:8]
         uploads = demo_uploads(run, media_root)
@@ -261,16 +264,18 @@ def run_demo(settings: Settings) -> int:
 
         problems = asyncio.run(collect())
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-    print(
-        f"\n{len(expected) - problems}/{len(expected)} decisions as expected. "
-        f"Metrics were on http://127.0.0.1:{settings.web_port}/metrics; "
-        "the broker is still running (`modstream kafka stop`)."
-    )
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    print(f"\n{len(expected) - problems}/{len(expected)} decisions as expected.")
+    if not external:
+        print(
+            f"Metrics were on http://127.0.0.1:{settings.web_port}/metrics; "
+            "the broker is still running (`modstream kafka stop`)."
+        )
     return 0 if problems == 0 else 1
 
 

@@ -51,7 +51,7 @@ LAYOUTS = {
     "compact": Layout(widest_slot=20, extra_bits=0, bucket_codes=False),
     "fast": Layout(widest_slot=24, extra_bits=2, bucket_codes=True),
 }
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 def hex_to_codes(signals: Sequence[str], bits: int) -> np.ndarray:
@@ -507,9 +507,10 @@ class HammingIndex:
             segments = list(self._segments)
             delta_codes, delta_refs = self._delta.live_entries()
             deleted = [s.deleted.copy() for s in segments]
+        # One .npy file per array: loading is a plain read into place, no archive to unpack.
         for i, (segment, mask) in enumerate(zip(segments, deleted, strict=True)):
-            np.savez(staging / f"segment-{i}.npz", **{**segment.arrays(), "deleted": mask})
-        np.savez(staging / "delta.npz", codes=delta_codes, refs=delta_refs)
+            _save_arrays(staging / f"segment-{i}", {**segment.arrays(), "deleted": mask})
+        _save_arrays(staging / "delta", {"codes": delta_codes, "refs": delta_refs})
         meta = {"version": SNAPSHOT_VERSION, "bits": self.bits, "segments": len(segments)}
         (staging / "manifest.json").write_text(json.dumps(meta))
         shutil.rmtree(path, ignore_errors=True)
@@ -523,23 +524,30 @@ class HammingIndex:
             raise ValueError(f"snapshot version {meta['version']} is not {SNAPSHOT_VERSION}")
         index = cls(meta["bits"], **options)
         for i in range(meta["segments"]):
-            with np.load(path / f"segment-{i}.npz") as arrays:
-                segment = Segment(
-                    **{name: arrays[name] for name in arrays.files},
-                    bucket_codes=LAYOUTS[index.layout].bucket_codes,
-                )
+            arrays = _load_arrays(path / f"segment-{i}")
+            segment = Segment(**arrays, bucket_codes=LAYOUTS[index.layout].bucket_codes)
             index._segments.append(segment)
             index._live += segment.live
             index._max_ref = max(index._max_ref, segment.last_ref)
-        with np.load(path / "delta.npz") as delta:
-            if len(delta["refs"]):
-                index.add_many(delta["refs"], delta["codes"])
+        delta = _load_arrays(path / "delta")
+        if len(delta["refs"]):
+            index.add_many(delta["refs"], delta["codes"])
         return index
 
     def close(self) -> None:
         self.wait_for_merges()
         self._merger.shutdown()
         self._searchers.shutdown()
+
+
+def _save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+    folder.mkdir()
+    for name, array in arrays.items():
+        np.save(folder / f"{name}.npy", array)
+
+
+def _load_arrays(folder: Path) -> dict[str, np.ndarray]:
+    return {file.stem: np.load(file) for file in sorted(folder.glob("*.npy"))}
 
 
 def warm_up() -> None:

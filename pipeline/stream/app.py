@@ -145,6 +145,43 @@ def build_app(settings: Settings) -> faust.App:
         }
         return web.json(body, status=200 if is_ready else 503)
 
+    done_offsets: dict[tuple[str, int], int] = {}  # next offset to finish, per partition
+    lag_reported: set[tuple[str, int]] = set()
+
+    def mark_done(events: list[faust.EventT]) -> None:
+        for event in events:
+            message = event.message
+            done_offsets[(message.topic, message.partition)] = message.offset + 1
+
+    @app.timer(interval=5.0)
+    async def measure_consumer_lag() -> None:
+        """Records each owned partition holds beyond what this worker has finished."""
+        owned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+        stage_topics = {settings.topic(topics.UPLOADS), settings.topic(topics.HASHED)}
+        for topic_name, partition in owned:
+            if topic_name not in stage_topics:
+                continue
+            tp = faust.types.TP(topic_name, partition)
+            done = done_offsets.get((topic_name, partition))
+            if done is None:
+                done = await app.consumer.position(tp) or 0
+            lag = max(0, app.consumer.highwater(tp) - done)
+            metrics.CONSUMER_LAG.labels(topic=topic_name, partition=str(partition)).set(lag)
+            lag_reported.add((topic_name, partition))
+        for topic_name, partition in lag_reported - owned:  # moved to another worker
+            lag_reported.discard((topic_name, partition))
+            done_offsets.pop((topic_name, partition), None)
+            metrics.CONSUMER_LAG.remove(topic_name, str(partition))
+
+    @app.task
+    async def measure_event_loop_lag() -> None:
+        """A loop busy with CPU work stops heartbeats and triggers rebalances: watch it."""
+        interval = 0.5
+        while True:
+            started = app.loop.time()
+            await asyncio.sleep(interval)
+            metrics.EVENT_LOOP_LAG.set(max(0.0, app.loop.time() - started - interval))
+
     async def send_dead_letter(event: faust.EventT, error: str, reason: str) -> None:
         message = event.message
         letter = DeadLetter.of(
@@ -210,6 +247,7 @@ def build_app(settings: Settings) -> faust.App:
                 elif result is not None:
                     deliveries.append(await hashed.send(key=result[0], value=result[1], force=True))
             await asyncio.gather(*deliveries)  # at-least-once: acked only once Kafka has them
+            mark_done(events)
 
     @app.agent(hashed, name="decide_stage")
     async def decide_stage(stream: faust.StreamT) -> None:
@@ -228,6 +266,7 @@ def build_app(settings: Settings) -> faust.App:
                 for event, record in zip(events, records, strict=True)
             ]
             await asyncio.gather(*(d for sent in deliveries for d in sent))  # then the batch acks
+            mark_done(events)
 
     async def decide_one(
         event: faust.EventT, record: HashedUpload, lookups: Lookups, started: float
@@ -265,6 +304,7 @@ def _count_decision(decision, received_at: float, started: float) -> None:
             metrics.MATCHES.labels(
                 bank=evidence.bank, signal_type=evidence.signal_type, action=evidence.action
             ).inc()
+            metrics.entry_matched(evidence.bank, evidence.entry_id)
 
 
 def without_media_bytes(upload: UploadEvent) -> UploadEvent:

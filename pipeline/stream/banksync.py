@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
@@ -89,7 +88,7 @@ class BankReplica(Service):
             log.warning("bank entry ignored", extra={"key": repr(key)[:200], "error": str(exc)})
             return
         self.applied += 1
-        metrics.BANK_LAST_UPDATE.set(time.time())
+        metrics.bank_changed()
 
     def _publish_sizes(self) -> None:
         metrics.BANK_ENTRIES.clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -35,4 +37,43 @@ BANK_ENTRIES = Gauge("modstream_bank_entries", "Live bank entries", ["bank", "si
 BANK_LAST_UPDATE = Gauge(
     "modstream_bank_last_update_timestamp_seconds", "When the last bank change was applied"
 )
+BANK_UPDATE_AGE = Gauge(
+    "modstream_bank_update_age_seconds",
+    "Seconds since the last bank change was applied (since start if none yet)",
+)
 BANK_READY = Gauge("modstream_bank_ready", "1 once the bank has been loaded up to date")
+ENTRY_MATCHES = Counter(
+    "modstream_entry_matches_total",
+    "Matches per bank entry, for the first entries seen (the rest count as entry_id='other')",
+    ["bank", "entry_id"],
+)
+EVENT_LOOP_LAG = Gauge(
+    "modstream_event_loop_lag_seconds", "How late the event loop ran a timer, last sample"
+)
+CONSUMER_LAG = Gauge(
+    "modstream_consumer_lag_records",
+    "Records in a partition this worker owns that it has not finished yet",
+    ["topic", "partition"],
+)
+
+_last_bank_change = time.time()
+BANK_UPDATE_AGE.set_function(lambda: time.time() - _last_bank_change)
+
+
+def bank_changed() -> None:
+    global _last_bank_change
+    _last_bank_change = time.time()
+    BANK_LAST_UPDATE.set(_last_bank_change)
+
+
+MAX_ENTRY_LABELS = 500  # bounds the series one worker can create
+_entries_labelled: set[tuple[str, str]] = set()
+
+
+def entry_matched(bank: str, entry_id: str) -> None:
+    key = (bank, entry_id)
+    if key not in _entries_labelled and len(_entries_labelled) >= MAX_ENTRY_LABELS:
+        entry_id = "other"
+    else:
+        _entries_labelled.add(key)
+    ENTRY_MATCHES.labels(bank=bank, entry_id=entry_id).inc()

@@ -1,0 +1,48 @@
+"""Helpers for tests that publish to and read from the real broker."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import orjson
+
+from pipeline.stream.client import publish, read_topic
+
+
+async def collect(workers, topic: str, want: set[str], start=None, timeout=60.0) -> dict[str, list]:
+    """Decisions (or other records keyed by event id) until every id in ``want`` is seen."""
+    seen: dict[str, list] = {}
+    deadline = time.monotonic() + timeout
+    async for key, value in read_topic(
+        workers.settings.bootstrap, workers.settings.topic(topic), start=start, timeout_s=timeout
+    ):
+        record = orjson.loads(value)
+        seen.setdefault(record.get("event_id", key.decode() if key else ""), []).append(record)
+        if want <= set(seen) or time.monotonic() > deadline:
+            break
+    return seen
+
+
+async def send(workers, topic: str, records) -> None:
+    await publish(workers.settings.bootstrap, workers.settings.topic(topic), records)
+
+
+def upload(event_id: str, *, text=None, media=None, uploader="u1") -> tuple[bytes, bytes]:
+    body = {
+        "schema": 1,
+        "event_id": event_id,
+        "platform": "test",
+        "content_id": f"c-{event_id}",
+        "uploader_id": uploader,
+        "created_at": "2026-11-26T10:00:00Z",
+    }
+    if text is not None:
+        body["text"] = text
+    if media is not None:
+        body["media"] = media
+    return body["content_id"].encode(), orjson.dumps(body)
+
+
+def inline(data: bytes) -> list[dict]:
+    return [{"media_id": "m1", "kind": "image", "data_b64": base64.b64encode(data).decode()}]
