@@ -45,6 +45,7 @@ class Settings:
     # Matching and policy
     pdq_min_quality: int = 50
     index_layout: str = "fast"
+    bank_snapshot_interval_s: float = 300.0
     thresholds: dict[str, dict[str, int]] = field(default_factory=dict)
     text_terms_file: Path | None = None
     text_review_score: float = 0.6

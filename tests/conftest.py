@@ -46,9 +46,9 @@ class Workers:
         self.procs: list[tuple[subprocess.Popen, int]] = []
         self.settings = Settings.from_env(env)
 
-    def start(self) -> tuple[subprocess.Popen, int]:
+    def start(self, **extra_env: str) -> tuple[subprocess.Popen, int]:
         port = free_port()
-        env = dict(os.environ, **self.env, MODSTREAM_WEB_PORT=str(port))
+        env = dict(os.environ, **self.env, **extra_env, MODSTREAM_WEB_PORT=str(port))
         log = open(self.tmp / f"worker-{port}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log

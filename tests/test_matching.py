@@ -1,5 +1,7 @@
 """The equality index and the bank: adds, replacements, tombstones, thresholds, batches."""
 
+import random
+
 from pipeline.contracts import BankEntry
 from pipeline.matching.bank import Bank
 from pipeline.matching.index import ExactIndex
@@ -62,3 +64,39 @@ def test_bank_batch_matches_equal_single_matches():
     queries = [*codes, f"{(1 << 5) - 1:064x}", "a" * 64]
     assert bank.match_many("pdq", queries) == [bank.match("pdq", q) for q in queries]
     assert bank.match_many("md5", ["x"]) == [[]]
+
+
+def test_bank_snapshot_restores_every_entry_and_keeps_taking_changes(tmp_path):
+    rng = random.Random(4)
+    bank = Bank()
+    pdqs = [f"{rng.getrandbits(256):064x}" for _ in range(300)]
+    for i, code in enumerate(pdqs):
+        bank.apply(f"tve/pdq/p{i}", entry("tve", f"p{i}", "pdq", code))
+        bank.apply(f"tve/md5/m{i}", entry("tve", f"m{i}", "md5", f"{i:032x}"))
+    for i in range(0, 300, 7):
+        bank.apply(f"tve/pdq/p{i}", None)
+    bank.snapshot()(tmp_path / "one")
+
+    def matches(b: Bank) -> list:
+        return [
+            sorted((m.entry.entry_id, m.distance) for m in found)
+            for found in b.match_many("pdq", pdqs)
+            + b.match_many("md5", [f"{i:032x}" for i in range(300)])
+        ]
+
+    restored = Bank()
+    restored.restore(tmp_path / "one")
+    assert matches(restored) == matches(bank)
+    assert restored.sizes() == bank.sizes() == {("tve", "pdq"): 257, ("tve", "md5"): 300}
+    for b in (bank, restored):  # the same changes on both: frozen entries replaced and removed
+        b.apply("tve/pdq/p1", entry("tve", "p1", "pdq", pdqs[2]))
+        b.apply("tve/md5/m3", None)
+        b.apply("other/pdq/new", entry("other", "new", "pdq", pdqs[3]))
+    assert matches(restored) == matches(bank)
+    restored.snapshot()(tmp_path / "two")  # frozen with holes plus live entries
+    again = Bank()
+    again.restore(tmp_path / "two")
+    assert matches(again) == matches(bank)
+    assert len(again) == len(bank)
+    again.apply("other/pdq/new", None)
+    assert [m.entry.bank for m in again.match("pdq", pdqs[3])] == ["tve"]

@@ -1,20 +1,26 @@
 """The replicated bank: every entry from the ``hashbank`` topic, indexed per signal type.
 
 ``apply`` takes one change (an entry, or None for a tombstone) and updates the right index in
-place: no rebuild, so a change is live for the next lookup.
+place: no rebuild, so a change is live for the next lookup. ``snapshot``/``restore`` save and
+load the whole bank (entries and indexes), so a restarting worker does not replay millions of
+records.
 """
 
 from __future__ import annotations
 
-import itertools
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.contracts import BankEntry, parse_bank_key
 from pipeline.hashing.signals import Thresholds
 from pipeline.hashing.signals import get as get_signal_type
-from pipeline.matching.index import MatchIndex
+from pipeline.matching.entries import EntryStore
+from pipeline.matching.index import MatchIndex, read_index
+
+SNAPSHOT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -33,17 +39,17 @@ class Bank:
         self._overrides = thresholds or {}
         self._index_layout = index_layout
         self._indexes: dict[str, MatchIndex] = {}
-        self._entries: dict[int, BankEntry] = {}
-        self._ref_by_key: dict[str, int] = {}
-        self._ref_counter = itertools.count()
+        self._entries = EntryStore()
+        self._next_ref = 0
         self._sizes: Counter[tuple[str, str]] = Counter()
 
     def apply(self, key: str, entry: BankEntry | None) -> None:
         """Add, replace (same key) or, with ``entry=None``, remove one entry."""
         bank, signal_type, _ = parse_bank_key(key)
-        old_ref = self._ref_by_key.pop(key, None)
+        old_ref = self._entries.ref_for(key)
         if old_ref is not None:
-            old = self._entries.pop(old_ref)
+            old = self._entries.remove(old_ref)
+            assert old is not None
             self._indexes[old.signal_type].remove(old_ref)
             self._sizes[(old.bank, old.signal_type)] -= 1
         if entry is None:
@@ -52,13 +58,13 @@ class Bank:
             raise ValueError(f"bank key {key!r} does not match the entry's bank and signal type")
         kind = get_signal_type(entry.signal_type)
         signal = kind.normalize(entry.signal)
-        ref = next(self._ref_counter)
+        ref = self._next_ref
+        self._next_ref += 1
         index = self._indexes.get(entry.signal_type)
         if index is None:
             index = self._indexes[entry.signal_type] = kind.new_index(self._index_layout)
         index.add(ref, signal)
-        self._entries[ref] = entry
-        self._ref_by_key[key] = ref
+        self._entries.add(ref, entry)
         self._sizes[(entry.bank, entry.signal_type)] += 1
 
     def thresholds(self, bank: str, signal_type: str) -> Thresholds:
@@ -99,6 +105,42 @@ class Bank:
             if distance <= thresholds.review:
                 matches.append(Match(entry, distance, thresholds))
         return matches
+
+    def snapshot(self) -> Callable[[Path], None]:
+        """Capture the bank as it is now (cheap: call it between changes, on the event loop);
+        the returned function writes that state to a new folder (slow: run it on a thread)."""
+        entries = self._entries.view()
+        indexes = {name: index.snapshot() for name, index in self._indexes.items()}
+        manifest = {
+            "version": SNAPSHOT_VERSION,
+            "next_ref": self._next_ref,
+            "sizes": [[bank, kind, n] for (bank, kind), n in self._sizes.items() if n > 0],
+            "indexes": sorted(indexes),
+        }
+
+        def write(folder: Path) -> None:
+            folder.mkdir(parents=True)
+            EntryStore.write(entries, folder / "entries")
+            for name, write_index in indexes.items():
+                write_index(folder / f"index-{name}")
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+
+        return write
+
+    def restore(self, folder: Path) -> None:
+        """Replace this bank's contents with a snapshot's (before it is in use)."""
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if manifest["version"] != SNAPSHOT_VERSION:
+            raise ValueError(f"bank snapshot version {manifest['version']}")
+        entries = EntryStore.read(folder / "entries")
+        indexes = {
+            name: read_index(folder / f"index-{name}", self._index_layout)
+            for name in manifest["indexes"]
+        }
+        # Only once everything has loaded: a broken snapshot leaves the bank as it was.
+        self._entries, self._indexes = entries, indexes
+        self._next_ref = manifest["next_ref"]
+        self._sizes = Counter({(bank, kind): n for bank, kind, n in manifest["sizes"]})
 
     def sizes(self) -> dict[tuple[str, str], int]:
         """Live entries per (bank, signal_type)."""

@@ -27,7 +27,7 @@ import math
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -496,23 +496,32 @@ class HammingIndex:
             arrays = delta.codes.nbytes + delta.refs.nbytes + delta.deleted.nbytes
             return arrays + sum(s.nbytes() for s in self._segments)
 
+    def snapshot(self) -> Callable[[Path], None]:
+        """Capture the index now (cheap: segments are immutable, their deletion maps and the
+        delta are copied); the returned function writes it to a new folder (on a thread)."""
+        with self._lock:
+            segments = list(self._segments)
+            deleted = [s.deleted.copy() for s in segments]
+            delta_codes, delta_refs = self._delta.live_entries()
+        meta = {"kind": "hamming", "version": SNAPSHOT_VERSION, "bits": self.bits,
+                "segments": len(segments)}  # fmt: skip
+
+        def write(folder: Path) -> None:
+            folder.mkdir(parents=True)
+            # One .npy file per array: loading is a plain read into place.
+            for i, (segment, mask) in enumerate(zip(segments, deleted, strict=True)):
+                _save_arrays(folder / f"segment-{i}", {**segment.arrays(), "deleted": mask})
+            _save_arrays(folder / "delta", {"codes": delta_codes, "refs": delta_refs})
+            (folder / "manifest.json").write_text(json.dumps(meta))
+
+        return write
+
     def save(self, path: Path) -> None:
         """Write a snapshot a restarting worker loads in seconds (written whole, then renamed)."""
         path = Path(path)
         staging = path.with_name(path.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        self.wait_for_merges()
-        with self._lock:
-            segments = list(self._segments)
-            delta_codes, delta_refs = self._delta.live_entries()
-            deleted = [s.deleted.copy() for s in segments]
-        # One .npy file per array: loading is a plain read into place, no archive to unpack.
-        for i, (segment, mask) in enumerate(zip(segments, deleted, strict=True)):
-            _save_arrays(staging / f"segment-{i}", {**segment.arrays(), "deleted": mask})
-        _save_arrays(staging / "delta", {"codes": delta_codes, "refs": delta_refs})
-        meta = {"version": SNAPSHOT_VERSION, "bits": self.bits, "segments": len(segments)}
-        (staging / "manifest.json").write_text(json.dumps(meta))
+        self.snapshot()(staging)
         shutil.rmtree(path, ignore_errors=True)
         staging.rename(path)
 

@@ -5,7 +5,9 @@ Hamming-distance types (PDQ, pHash) use ``pipeline.matching.hamming.HammingIndex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 
@@ -25,6 +27,22 @@ class MatchIndex(Protocol):
         ...
 
     def __len__(self) -> int: ...
+
+    def snapshot(self) -> Callable[[Path], None]:
+        """Capture the index now (cheap); the returned function writes it to a new folder."""
+        ...
+
+
+def read_index(folder: Path, layout: str) -> MatchIndex:
+    """Load an index written by ``snapshot()``, whichever kind it is."""
+    from pipeline.matching.hamming import HammingIndex
+
+    kind = json.loads((folder / "manifest.json").read_text())["kind"]
+    readers: dict[str, Callable[[Path], MatchIndex]] = {
+        "hamming": lambda f: HammingIndex.load(f, layout=layout),
+        "exact": ExactIndex.load,
+    }
+    return readers[kind](folder)
 
 
 class ExactIndex:
@@ -56,3 +74,23 @@ class ExactIndex:
 
     def __len__(self) -> int:
         return len(self._signal_by_ref)
+
+    def snapshot(self) -> Callable[[Path], None]:
+        pairs = list(self._signal_by_ref.items())
+
+        def write(folder: Path) -> None:
+            folder.mkdir(parents=True)
+            refs, signals = zip(*pairs, strict=True) if pairs else ((), ())
+            (folder / "entries.json").write_text(json.dumps([refs, signals]))
+            (folder / "manifest.json").write_text(json.dumps({"kind": "exact"}))
+
+        return write
+
+    @classmethod
+    def load(cls, folder: Path) -> ExactIndex:
+        refs, signals = json.loads((folder / "entries.json").read_text())
+        index = cls()
+        index._signal_by_ref = dict(zip(refs, signals, strict=True))
+        for ref, signal in index._signal_by_ref.items():
+            index._refs_by_signal.setdefault(signal, set()).add(ref)
+        return index

@@ -96,7 +96,15 @@ def build_app(settings: Settings) -> faust.App:
     )
 
     bank = Bank(settings.thresholds, settings.index_layout)
-    replica = BankReplica(bank, settings.bootstrap, settings.topic(topics.HASHBANK), loop=app.loop)
+    replica = BankReplica(
+        bank,
+        settings.bootstrap,
+        settings.topic(topics.HASHBANK),
+        # Shared by the workers of one data dir: snapshots are swapped in atomically.
+        snapshot_link=settings.data_dir / "bank-snapshot",
+        snapshot_interval_s=settings.bank_snapshot_interval_s,
+        loop=app.loop,
+    )
     app.bank_replica = replica  # for readiness checks and tests
     engine = Engine.from_settings(settings, bank)
     fetcher = Fetcher(
@@ -140,6 +148,7 @@ def build_app(settings: Settings) -> faust.App:
         body = {
             "ready": is_ready,
             "bank_entries": len(bank),
+            "bank_from_snapshot": replica.restored,
             # Which partitions this worker owns now: what on-call needs after a rebalance.
             "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()),
         }
