@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup run test lint prometheus bench bench-index kafka-stop clean
+.PHONY: setup run test lint prometheus bench bench-index text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,11 @@ bench: setup
 bench-index: setup
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/match_index.py
+
+# Rebuild the labelled corpus and retrain the packaged text model from it (deterministic).
+text-model: setup
+	$(BIN)/python data/text/build_corpus.py
+	$(BIN)/modstream text train data/text/corpus.jsonl --out pipeline/text/default_model.json
 
 kafka-stop: setup
 	$(BIN)/modstream kafka stop

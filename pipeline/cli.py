@@ -89,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
 
     topics_ = commands.add_parser("topics", help="create the pipeline's topics if missing")
     topics_.set_defaults(run=cmd_topics)
+
+    text = commands.add_parser("text", help="train and evaluate the text classifier")
+    text_commands = text.add_subparsers(required=True, metavar="ACTION")
+    train = text_commands.add_parser(
+        "train", help="train on labelled JSON lines ({text, label: propaganda|other, ...})"
+    )
+    train.add_argument("data", type=Path)
+    train.add_argument("--out", type=Path, required=True, help="model file (JSON) to write")
+    train.add_argument("--holdout", type=float, default=0.25, help="share of families held out")
+    train.add_argument("--c", type=float, default=4.0, help="inverse regularization strength")
+    train.set_defaults(run=cmd_text_train)
+    evaluate = text_commands.add_parser("eval", help="precision, recall, F1 on labelled data")
+    evaluate.add_argument("data", type=Path)
+    evaluate.add_argument("--model", type=Path, help="model file (default: the packaged one)")
+    evaluate.add_argument("--threshold", type=float, help="default: MODSTREAM_TEXT_REVIEW_SCORE")
+    evaluate.set_defaults(run=cmd_text_eval)
     return parser
 
 
@@ -217,6 +233,39 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.demo import run_demo
 
     return run_demo(settings, external=args.external)
+
+
+def cmd_text_train(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.text import classifier
+
+    rows = classifier.read_jsonl(args.data)
+    threshold = settings.text_review_score
+    report = None
+    if args.holdout > 0:
+        train_rows, test_rows = classifier.split_by_family(rows, args.holdout)
+        held = classifier.train(*_texts_and_labels(train_rows), c=args.c)
+        report = classifier.evaluate(held, test_rows, threshold)
+        print(f"held out {len(test_rows)} of {len(rows)} texts (whole families):")
+        print(classifier.format_report(report))
+    model = classifier.train(*_texts_and_labels(rows), c=args.c)
+    model.metrics = {"trained_on": len(rows), "c": args.c, "holdout": report}
+    model.save(args.out)
+    print(f"model trained on all {len(rows)} texts written to {args.out}")
+    return 0
+
+
+def cmd_text_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.text import classifier
+
+    model = classifier.LinearTextClassifier.load(args.model)
+    threshold = settings.text_review_score if args.threshold is None else args.threshold
+    report = classifier.evaluate(model, classifier.read_jsonl(args.data), threshold)
+    print(classifier.format_report(report))
+    return 0
+
+
+def _texts_and_labels(rows: list[dict]) -> tuple[list[str], list[int]]:
+    return [r["text"] for r in rows], [int(r["label"] == "propaganda") for r in rows]
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:

@@ -23,7 +23,8 @@ from pipeline.hashing.signals import Content, registry
 from pipeline.hashing.signals import get as get_signal_type
 from pipeline.matching.bank import Bank, Match
 from pipeline.settings import Settings
-from pipeline.text.scorer import TextScorer, WeightedTermScorer
+from pipeline.text.classifier import LinearTextClassifier
+from pipeline.text.scorer import TextScorer
 
 # (signal type, signal) -> the bank entries it matched
 Lookups = dict[tuple[str, str], list[Match]]
@@ -66,7 +67,7 @@ class Engine:
     def from_settings(cls, settings: Settings, bank: Bank) -> Engine:
         return cls(
             bank=bank,
-            scorer=WeightedTermScorer.from_file(settings.text_terms_file),
+            scorer=LinearTextClassifier.load(settings.text_model),
             config=PolicyConfig(
                 text_review_score=settings.text_review_score,
                 text_takedown_score=settings.text_takedown_score,

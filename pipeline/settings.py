@@ -47,9 +47,9 @@ class Settings:
     index_layout: str = "fast"
     bank_snapshot_interval_s: float = 300.0
     thresholds: dict[str, dict[str, int]] = field(default_factory=dict)
-    text_terms_file: Path | None = None
-    text_review_score: float = 0.6
-    text_takedown_score: float = 4.0
+    text_model: Path | None = None
+    text_review_score: float = 0.5
+    text_takedown_score: float = 0.995
     on_media_error: str = "review"
     repeat_window_s: int = 24 * 3600
     repeat_strikes: int = 3

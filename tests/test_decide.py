@@ -9,7 +9,6 @@ from pipeline.engine import struck
 from pipeline.hashing.signals.text import normalize_text
 from pipeline.scan import local_engine
 from pipeline.settings import Settings
-from pipeline.text.scorer import WeightedTermScorer
 
 
 def test_verdict_is_the_most_severe_action():
@@ -27,23 +26,15 @@ def test_hash_action_bands_and_hint():
 
 
 def test_text_alone_reviews_and_takes_down_only_when_very_high():
-    config = PolicyConfig(text_review_score=0.6, text_takedown_score=4.0)
-    assert text_action(0.5, config) == "allow"
-    assert text_action(1.5, config) == "review"
-    assert text_action(4.0, config) == "takedown"
+    config = PolicyConfig()  # the defaults: review from 0.5, takedown only from 0.995
+    assert text_action(0.3, config) == "allow"
+    assert text_action(0.9, config) == "review"
+    assert text_action(0.995, config) == "takedown"
 
 
 def test_normalization_defeats_case_punctuation_and_zero_width_tricks():
     assert normalize_text("Join\u200b the  CARAVAN!!") == normalize_text("join the caravan")
     assert normalize_text("\uff26\uff35\uff2c\uff2c width") == "full width"  # fullwidth letters
-
-
-def test_term_scorer_tells_news_from_propaganda():
-    scorer = WeightedTermScorer.from_file()
-    propaganda = scorer.score("Glory to the martyrs of the blessed operation, join the caravan")
-    news = scorer.score("Police said the group claimed responsibility; officials condemned it")
-    assert propaganda.score >= 0.6 > news.score
-    assert {p["term"] for p in propaganda.parts} >= {"glory to the martyrs", "join the caravan"}
 
 
 def test_history_counts_only_earlier_strikes_and_is_bounded():

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 from pipeline.contracts import Evidence
 
-POLICY_VERSION = "2026.11.1"
+POLICY_VERSION = "2026.11.2"
 SEVERITY = {"allow": 0, "review": 1, "takedown": 2}
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    text_review_score: float = 0.6
-    text_takedown_score: float = 4.0
+    text_review_score: float = 0.5
+    text_takedown_score: float = 0.995
     on_media_error: str = "review"
     repeat_strikes: int = 3
 

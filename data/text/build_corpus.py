@@ -1,0 +1,271 @@
+"""Builds the labelled text corpus (corpus.jsonl) that the default text model is trained on.
+
+    python data/text/build_corpus.py      # rewrites data/text/corpus.jsonl, deterministic
+
+Each template is a family of texts written for this purpose; the slots vary places, numbers,
+names and fictional group names. Propaganda-style examples are generic and non-operational
+(no instructions, no real groups, people or targets). The hard cases are on purpose: news,
+analysis and counter-speech that quote propaganda vocabulary, and games, sports and history
+that use violent words. ``family`` lets the evaluation hold out whole families, so a test
+text never shares a template with a training text.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+GROUPS = ["the Black Banner Brigade", "the Vanguard of the Dawn", "the Sons of the Sword",
+          "the Iron Covenant", "the Lions of the Valley", "the Crimson Front"]
+PLACES = ["the capital", "Port Adler", "Riverton", "the northern province", "the old market",
+          "the city centre", "Valmont", "the border town of Kessel", "the eastern district"]
+NAMES = ["Abu Karim", "Yusuf the Brave", "Brother Tariq", "Commander Idris", "Malik", "Samir"]
+ENEMIES = ["the crusaders", "the apostates", "the occupiers", "the tyrants", "the traitors"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+INSTITUTES = ["the Institute for Strategic Dialogue", "a university research team",
+              "the Global Network on Extremism and Technology", "independent analysts",
+              "a parliamentary committee"]
+TEAMS = ["United", "the Rovers", "City", "the Hawks", "Athletic"]
+
+PROPAGANDA = {
+    "glorify_martyr": [
+        "Glory to our martyr {name}, who struck {enemy} in {place}. May his path light the way "
+        "for every young lion of the faith.",
+        "Our hero {name} has ascended. He gave his life to humiliate {enemy}, and paradise is his "
+        "reward. Who will follow him?",
+        "Today we celebrate the blessed martyrdom of {name}. His blood waters the tree of victory "
+        "and shames the cowards who stayed behind.",
+    ],
+    "call_to_join": [
+        "Brothers, the time of words is over. Rise and join the caravan of {group}. Leave the "
+        "comfort of the disbelievers and answer the call.",
+        "Why do you sit at home while your brothers fight? Pack your bags and join {group}. "
+        "Honour is waiting for those who act.",
+        "To every young man reading this: your place is with {group}. Do not let the world of "
+        "the unbelievers make you weak. Come to us.",
+        "You who claim to love the faith, prove it. Abandon your easy life and stand with the "
+        "soldiers of {group} before it is too late.",
+    ],
+    "official_release": [
+        "Statement No. {n} from the media office of {group}: by the grace of God, the lions of "
+        "the group carried out a blessed operation against {enemy} in {place}.",
+        "Official release of {group}. Our soldiers inflicted a heavy blow on {enemy} in {place}. "
+        "Praise be to God who granted our fighters this victory.",
+        "{group} announces with pride that its knights raided the positions of {enemy} near "
+        "{place}. More is coming, by God's will.",
+    ],
+    "threat": [
+        "Let {enemy} know that our soldiers will not rest. What happened in {place} is only the "
+        "beginning. You will never feel safe again.",
+        "A message to {enemy}: you will pay for every drop of our blood. Our answer will come "
+        "where you least expect it.",
+        "We swear that {enemy} will taste what our brothers tasted. The day of reckoning is near "
+        "and no wall will protect you.",
+    ],
+    "dehumanize": [
+        "{enemy} are vermin and deserve no mercy. Every true believer must hate them and fight "
+        "them until they are gone from our land.",
+        "There is no peace with {enemy}. They are filth, and the only language they understand is "
+        "the sword of {group}.",
+    ],
+    "recruit_online": [
+        "Want to be part of something greater? {group} is looking for brothers with skills in "
+        "media and design. Message us privately, the path of glory is open.",
+        "Sisters and brothers, support the mujahideen of {group}. Share our releases everywhere, "
+        "every share is a bullet in the heart of {enemy}.",
+    ],
+    "fr_propaganda": [
+        "Frères, le temps des paroles est fini. Levez-vous et rejoignez {group}. La gloire attend "
+        "ceux qui agissent.",
+        "Gloire à notre martyr {name} qui a frappé {enemy}. Que son chemin guide chaque jeune "
+        "lion de la foi.",
+    ],
+    "es_propaganda": [
+        "Hermanos, el tiempo de las palabras ha terminado. Levantaos y uníos a {group}. La gloria "
+        "espera a quienes actúan.",
+        "Gloria a nuestro mártir {name}, que golpeó a {enemy}. Que su camino guíe a cada joven "
+        "león de la fe.",
+    ],
+    "de_propaganda": [
+        "Brüder, die Zeit der Worte ist vorbei. Erhebt euch und schließt euch {group} an. Der "
+        "Ruhm wartet auf die, die handeln.",
+        "Ruhm unserem Märtyrer {name}, der {enemy} getroffen hat. Möge sein Weg jeden jungen "
+        "Löwen des Glaubens leiten.",
+    ],
+}
+
+OTHER = {
+    "news_attack": [
+        "At least {n} people were killed in an explosion in {place} on {day}, officials said. "
+        "Police have not yet said who was behind the attack.",
+        "{group} claimed responsibility for the attack in {place}, according to a statement "
+        "circulated online, police said on {day}.",
+        "The suspect, who prosecutors say was inspired by the propaganda of {group}, appeared in "
+        "court on {day} charged with preparing acts of terrorism.",
+        "Authorities in {place} raised the threat level after an attack that left {n} people "
+        "injured, a government spokesperson told reporters.",
+        "A statement attributed to {group} called the attacker a martyr, a claim that could not "
+        "be independently verified, the news agency reported.",
+    ],
+    "news_trial": [
+        "A court in {place} sentenced a man to {n} years in prison on {day} for sharing "
+        "recruitment videos of {group}, the prosecutor's office said.",
+        "The jury heard that the defendant had watched videos glorifying attacks and had told "
+        "an undercover officer he wanted to join {group}.",
+        "Lawyers for the accused argued on {day} that he had downloaded the material out of "
+        "curiosity and had never intended to travel.",
+    ],
+    "analysis": [
+        "Researchers at {inst} found that {group} recruitment material increasingly targets "
+        "teenagers through gaming platforms and short videos.",
+        "Analysis: why do calls to 'join the caravan' still resonate? {inst} looked at {n} "
+        "posts and found that grievance, not religion, drives most of the engagement.",
+        "The report by {inst} notes that so-called official releases by {group} follow a fixed "
+        "structure: a numbered statement, religious framing and exaggerated claims.",
+        "Experts say the glorification of attackers as martyrs is a core propaganda technique, "
+        "designed to offer young men status and a sense of purpose.",
+    ],
+    "condemnation": [
+        "We condemn in the strongest terms the attack in {place}. Our thoughts are with the "
+        "victims and their families. Violence will never win.",
+        "Community leaders in {place} gathered on {day} to condemn the violence and to call for "
+        "calm. 'These murderers do not speak for us,' one imam said.",
+        "The mayor of {place} said the city stood united against terror and thanked the "
+        "emergency services for their courage.",
+    ],
+    "counter_speech": [
+        "There is nothing glorious about murdering civilians. The so-called martyrs of {group} "
+        "left behind only grieving mothers and orphans.",
+        "If someone online tells you to 'join the caravan', know that they are lying to you. "
+        "Former members describe fear, abuse and betrayal.",
+        "I was recruited by {group} when I was seventeen. They promised honour and brotherhood. "
+        "What I found was cruelty. Do not believe their videos.",
+        "Propaganda calls them lions and knights. The victims' families call them what they are: "
+        "killers who destroyed lives for nothing.",
+    ],
+    "fiction": [
+        "In chapter {n}, the rebel commander tells his men to storm the fortress at dawn, "
+        "promising that history will remember their sacrifice.",
+        "The villain of the film gives a speech calling on his followers to rise up and burn the "
+        "city, moments before the heroes stop him.",
+        "Her novel follows a young woman who escapes a violent cult and slowly rebuilds her life "
+        "in {place}.",
+    ],
+    "games": [
+        "Join our clan tonight! We need {n} more snipers to attack the enemy base and destroy "
+        "their towers before the match ends.",
+        "GG everyone. {team} squad wiped the whole lobby, {n} kills for me, next raid on "
+        "{day}.",
+        "Recruiting for our guild: active players only, we raid {day} nights and we show no "
+        "mercy to the other faction. Glory to the guild!",
+        "Brothers in arms, the raid starts at nine. Bring your best gear, we will crush the "
+        "other guild and take the castle.",
+        "New season drop: the assault rifle got nerfed again. Rush the bomb site with smokes and "
+        "you will win every round.",
+    ],
+    "sports": [
+        "{team} destroyed their rivals {n} to nil on {day}. Total domination, the striker was a "
+        "killer in front of goal.",
+        "{team} absolutely killed it tonight. That strike from thirty yards was a bomb, the "
+        "keeper had no chance.",
+        "The fans were on fire and the team attacked from the first minute. A brutal, beautiful "
+        "victory for {team}.",
+        "Coach says the squad will fight to the last match. 'We go to war on Saturday,' he told "
+        "the press, smiling.",
+    ],
+    "history": [
+        "The siege of {place} in {year} ended when the relief army attacked at dawn and broke "
+        "the enemy lines.",
+        "On this day in {year}, rebels stormed the armoury and seized weapons, starting a revolt "
+        "that lasted {n} months.",
+        "Historians still debate whether the assassination in {year} was planned by a single "
+        "conspirator or by a wider network.",
+    ],
+    "unrelated": [
+        "Selling my old bike, {n} euros, pick up in {place} on {day}.",
+        "Happy birthday to my little sister, {n} today! Cake at grandma's on {day}.",
+        "Does anyone have a good recipe for lentil soup? Mine always comes out too thin.",
+        "Lovely walk along the river in {place} this morning, the trees are finally turning.",
+        "Our bakery is hiring! Early shifts, friendly team, free bread. Message us for details.",
+        "Reminder: the community meeting is on {day} at seven, bring ideas for the summer fair.",
+    ],
+    "fr_news": [
+        "Au moins {n} personnes ont été tuées dans une explosion à {place}, selon les autorités. "
+        "La police n'a pas encore identifié les auteurs.",
+    ],
+    "fr_condemnation": [
+        "Nous condamnons fermement l'attaque de {place}. Nos pensées vont aux victimes et à "
+        "leurs familles.",
+    ],
+    "es_news": [
+        "Al menos {n} personas murieron en una explosión en {place}, según las autoridades. La "
+        "policía investiga la reivindicación difundida en internet.",
+    ],
+    "es_condemnation": [
+        "Condenamos con firmeza el ataque en {place}. Nuestros pensamientos están con las "
+        "víctimas y sus familias.",
+    ],
+    "de_news": [
+        "Mindestens {n} Menschen wurden bei einer Explosion in {place} getötet, teilten die "
+        "Behörden mit. Die Polizei prüft ein Bekennerschreiben.",
+    ],
+    "de_condemnation": [
+        "Wir verurteilen den Anschlag in {place} aufs Schärfste. Unsere Gedanken sind bei den "
+        "Opfern und ihren Familien.",
+    ],
+}
+
+LANGUAGE = {"fr": "fr", "es": "es", "de": "de"}
+VARIANTS = 9  # texts per template
+
+
+def fill(template: str, rng: random.Random) -> str:
+    return template.format(
+        group=rng.choice(GROUPS),
+        place=rng.choice(PLACES),
+        name=rng.choice(NAMES),
+        enemy=rng.choice(ENEMIES),
+        day=rng.choice(DAYS),
+        inst=rng.choice(INSTITUTES),
+        team=rng.choice(TEAMS),
+        n=rng.randint(2, 40),
+        year=rng.randint(1400, 1950),
+    )
+
+
+def build() -> list[dict]:
+    rng = random.Random(2026)
+    rows = []
+    for label, families in (("propaganda", PROPAGANDA), ("other", OTHER)):
+        for family, templates in families.items():
+            prefix, _, rest = family.partition("_")
+            lang = LANGUAGE.get(prefix, "en")
+            if label == "propaganda":
+                category = "propaganda"
+            elif lang != "en":
+                category = rest
+            else:
+                category = "news" if prefix == "news" else family
+            for t, template in enumerate(templates):
+                seen = set()
+                for _ in range(VARIANTS * 3):
+                    text = fill(template, rng)
+                    if text not in seen:
+                        seen.add(text)
+                    if len(seen) == VARIANTS:
+                        break
+                for text in sorted(seen):
+                    rows.append({"text": text, "label": label, "category": category,
+                                 "family": f"{family}/{t}", "lang": lang})  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    out = Path(__file__).with_name("corpus.jsonl")
+    rows = build()
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    counts = {}
+    for r in rows:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
+    print(f"{out}: {len(rows)} texts, {counts}")

@@ -1,0 +1,91 @@
+"""The text classifier: held-out quality, explanations, the shipped model, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.text.classifier import (
+    LinearTextClassifier,
+    evaluate,
+    read_jsonl,
+    split_by_family,
+    train,
+)
+
+CORPUS = Path(__file__).resolve().parent.parent / "data" / "text" / "corpus.jsonl"
+
+
+def texts_and_labels(rows):
+    return [r["text"] for r in rows], [int(r["label"] == "propaganda") for r in rows]
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    rows = read_jsonl(CORPUS)
+    train_rows, test_rows = split_by_family(rows, 0.25)
+    assert not {r["family"] for r in train_rows} & {r["family"] for r in test_rows}
+    return train(*texts_and_labels(train_rows)), test_rows
+
+
+def test_held_out_families_meet_the_quality_targets(held_out):
+    model, test_rows = held_out
+    report = evaluate(model, test_rows, threshold=0.5)
+    assert report["f1"] >= 0.90, report
+    shares = report["flagged_share_by_category"]
+    news_like = [shares[c] for c in ("news", "analysis", "condemnation", "counter_speech")
+                 if c in shares]  # fmt: skip
+    assert news_like and max(news_like) < 0.01, shares
+
+
+def test_context_not_vocabulary_decides(held_out):
+    model, _ = held_out
+    quoted = model.score(
+        "A statement attributed to the group called the attacker a martyr and urged young men "
+        "to join, a claim that could not be independently verified, police said."
+    )
+    calling = model.score(
+        "Brothers, glory to our martyr! Rise and join the soldiers of the faith, honour awaits."
+    )
+    assert calling.score >= 0.5 > quoted.score
+    assert calling.parts[0]["weight"] > 0 and quoted.parts[0]["weight"] < 0
+    assert all({"term", "weight"} <= set(part) for part in calling.parts)
+
+
+def test_explanation_adds_up_to_the_logit():
+    model = LinearTextClassifier(
+        {"w:join": 2.0, "w:join us": 1.0, "c: jo": 0.5, "cue:imperative": 1.5}, -1.0
+    )
+    scored = model.score("Join us")
+    parts = {p["term"]: p["weight"] for p in scored.parts}
+    # "join us" is shared by both words; " jo" belongs to "join"; the cue stands alone
+    assert parts == {"join": 3.0, "us": 0.5, "[imperative]": 1.5}
+    assert scored.score == pytest.approx(1 / (1 + 2.718281828 ** -(5.0 - 1.0)), abs=1e-3)
+
+
+def test_shipped_model_is_reproducible_from_the_committed_corpus():
+    shipped = LinearTextClassifier.load()
+    rows = read_jsonl(CORPUS)
+    retrained = train(*texts_and_labels(rows), c=shipped.metrics["c"])
+    drift = max(abs(shipped.score(r["text"]).score - retrained.score(r["text"]).score)
+                for r in rows)  # fmt: skip
+    assert drift < 0.01
+    assert shipped.metrics["holdout"]["f1"] >= 0.90
+
+
+def test_train_and_eval_commands(tmp_path, capsys):
+    rows = read_jsonl(CORPUS)[::3]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = tmp_path / "model.json"
+    assert main(["text", "train", str(data), "--out", str(model)]) == 0
+    assert "held out" in capsys.readouterr().out
+    assert main(["text", "eval", str(data), "--model", str(model), "--threshold", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "precision" in out and "confusion matrix" in out and "threshold table" in out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "label": "maybe"}\n')
+    assert main(["text", "eval", str(bad)]) == 2
