@@ -191,13 +191,19 @@ class Engine:
                 out.append(
                     Evidence(
                         kind="text_match",
-                        action=match.entry.action_hint,
+                        action=policy.hash_action(
+                            match.distance,
+                            match.thresholds.takedown,
+                            match.thresholds.review,
+                            match.entry.action_hint,
+                        ),
                         signal_type="text",
                         bank=match.entry.bank,
                         entry_id=match.entry.entry_id,
                         labels=match.entry.labels,
                         distance=match.distance,
-                        threshold=0,
+                        threshold=match.thresholds.takedown,
+                        detail=f"{100 - match.distance}% of the known text is in the post",
                     )
                 )
         scored = self.scorer.score(text)

@@ -75,6 +75,8 @@ def test_bank_snapshot_restores_every_entry_and_keeps_taking_changes(tmp_path):
         bank.apply(f"tve/md5/m{i}", entry("tve", f"m{i}", "md5", f"{i:032x}"))
     for i in range(0, 300, 7):
         bank.apply(f"tve/pdq/p{i}", None)
+    statement = "the soldiers of the covenant will remain and every brother must answer"
+    bank.apply("tve/text/s1", entry("tve", "s1", "text", statement))
     bank.snapshot()(tmp_path / "one")
 
     def matches(b: Bank) -> list:
@@ -87,7 +89,12 @@ def test_bank_snapshot_restores_every_entry_and_keeps_taking_changes(tmp_path):
     restored = Bank()
     restored.restore(tmp_path / "one")
     assert matches(restored) == matches(bank)
-    assert restored.sizes() == bank.sizes() == {("tve", "pdq"): 257, ("tve", "md5"): 300}
+    assert (
+        restored.sizes()
+        == bank.sizes()
+        == {("tve", "pdq"): 257, ("tve", "md5"): 300, ("tve", "text"): 1}
+    )
+    assert [m.entry.entry_id for m in restored.match("text", f"look: {statement}")] == ["s1"]
     for b in (bank, restored):  # the same changes on both: frozen entries replaced and removed
         b.apply("tve/pdq/p1", entry("tve", "p1", "pdq", pdqs[2]))
         b.apply("tve/md5/m3", None)

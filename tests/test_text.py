@@ -89,3 +89,58 @@ def test_train_and_eval_commands(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "x", "label": "maybe"}\n')
     assert main(["text", "eval", str(bad)]) == 2
+
+
+STATEMENT = (
+    "Statement number seven from the media office of the Iron Covenant. The soldiers of the "
+    "covenant will remain steadfast, and every brother must answer the call of duty without "
+    "delay, for the day of honour has come and the banners are raised over the valley."
+)
+
+
+def known_text_bank():
+    from pipeline.contracts import BankEntry
+    from pipeline.matching.bank import Bank
+
+    bank = Bank()
+    bank.apply("tve/text/s7", BankEntry("tve", "s7", "text", STATEMENT, (), "takedown", ""))
+    return bank
+
+
+def test_known_text_matches_copies_near_copies_and_copies_inside_longer_posts():
+    from pipeline.hashing.signals import get
+
+    bank, text = known_text_bank(), get("text")
+
+    def distance(post: str) -> int | None:
+        found = bank.match("text", text.compute(post)["value"])
+        return found[0].distance if found else None
+
+    spoofed = STATEMENT.upper().replace("O", "\u041e").replace(" THE ", " THE\u200b ")
+    assert distance(spoofed) == 0  # case, Cyrillic lookalikes and zero-width characters
+    assert distance(STATEMENT.replace("steadfast", "strong").replace("delay", "fear")) <= 20
+    pasted = f"lol look what they posted today!! {STATEMENT} crazy, share before it's gone"
+    assert distance(pasted) == 0
+    words = STATEMENT.split()
+    three_quarters = " ".join(words[: len(words) * 3 // 4])
+    assert 20 < distance(three_quarters) <= 40  # the review band
+    assert distance(" ".join(words[: len(words) // 3])) is None  # a third: too little
+    assert distance("Police said the Iron Covenant published a statement on Monday.") is None
+
+
+def test_known_text_evidence_says_how_much_was_found():
+    from pipeline.contracts import UploadEvent
+    from pipeline.decide.policy import PolicyConfig
+    from pipeline.engine import Engine
+
+    engine = Engine(known_text_bank(), LinearTextClassifier.load(), PolicyConfig())
+    near = STATEMENT.replace("steadfast", "strong")
+    event = UploadEvent("e1", "p", "c1", "u1", "2026-11-26T10:00:00Z", near, ())
+    decision = engine.decide(event, (), decided_at=0.0)
+    assert decision.verdict == "takedown"
+    match = next(e for e in decision.evidence if e.kind == "text_match")
+    assert match.entry_id == "s7" and 0 < match.distance <= match.threshold == 20
+    assert "% of the known text is in the post" in match.detail
+    report = "Officials said the group's statement was a propaganda stunt."
+    news = UploadEvent("e2", "p", "c2", "u1", "2026-11-26T10:00:00Z", report, ())
+    assert engine.decide(news, (), decided_at=0.0).verdict == "allow"

@@ -70,8 +70,6 @@ def features(text: str) -> set[str]:
     return set(feature_words(text))
 
 
-
-
 @dataclass
 class LinearTextClassifier:
     """``score(text)`` is the probability that the text is propaganda."""
@@ -216,9 +214,14 @@ def read_jsonl(path: Path) -> list[dict]:
         if not line.strip():
             continue
         row = orjson.loads(line)
-        if not isinstance(row, dict) or "text" not in row or row.get("label") not in (
-            "propaganda",
-            "other",
+        if (
+            not isinstance(row, dict)
+            or "text" not in row
+            or row.get("label")
+            not in (
+                "propaganda",
+                "other",
+            )
         ):
             raise ValueError(f"{path}:{number}: need text and label propaganda|other")
         rows.append(row)

@@ -1,29 +1,44 @@
-"""Known text: statements and posts that circulate as copies, matched after normalization."""
+"""Known text: statements and posts that circulate as copies, matched after normalization,
+near copies and copies inside longer posts included (``pipeline.matching.shingles``)."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.hashing.signals.base import ExactSignal, register
+from pipeline.hashing.signals.base import SignalType, Thresholds, register
+
+if TYPE_CHECKING:
+    from pipeline.matching.index import MatchIndex
 
 _INVISIBLE = dict.fromkeys(
     map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad"), None
 )
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+# Cyrillic and Greek letters that look like Latin ones, as spoofers mix them into Latin words.
+_LOOKALIKES = str.maketrans("аеорсухіјѕԁԛԝкмнтвαεορτυνικμ", "aeopcyxijsdqwkmhtbaeoptuvikm")
+_LATIN = re.compile(r"[a-z]")
+
+
+def _unspoof(word: str) -> str:
+    """Map lookalike letters to Latin in words that also contain Latin letters."""
+    return word.translate(_LOOKALIKES) if _LATIN.search(word) else word
 
 
 def normalize_text(text: str) -> str:
-    """NFKC, case-fold, drop zero-width characters, punctuation and repeated whitespace."""
+    """NFKC, case-fold, drop zero-width characters, punctuation and repeated whitespace, and
+    undo lookalike letters mixed into Latin words."""
     folded = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
-    return " ".join(_NON_WORD.sub(" ", folded).split())
+    return " ".join(_unspoof(word) for word in _NON_WORD.sub(" ", folded).split())
 
 
 @register
-class TextSignal(ExactSignal):
+class TextSignal(SignalType):
     name = "text"
     source = "text"
+    # Distances are 100 x (1 - containment): a full copy is 0; 80% of the text is 20.
+    thresholds = Thresholds(takedown=20, review=40)
 
     def compute(self, content: str) -> dict[str, Any] | None:
         value = normalize_text(content)
@@ -34,3 +49,14 @@ class TextSignal(ExactSignal):
         if not value:
             raise ValueError("text: nothing left after normalization")
         return value
+
+    def distance(self, a: str, b: str) -> int:
+        """How much of bank text ``b`` is missing from post ``a``, in percent."""
+        from pipeline.matching.shingles import containment_distance
+
+        return containment_distance(a, b)
+
+    def new_index(self, layout: str = "fast") -> MatchIndex:
+        from pipeline.matching.shingles import ShingleIndex
+
+        return ShingleIndex()

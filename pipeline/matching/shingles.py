@@ -1,0 +1,98 @@
+"""Known texts found again: exact copies, near copies, and copies pasted into longer posts.
+
+A text is cut into overlapping word 4-grams (shingles). A bank text matches a post by
+*containment*: the share of the bank text's shingles that occur in the post. Changing one
+word of a 50-word statement removes at most 4 of its 47 shingles (containment 0.91); pasting
+it inside a longer post keeps every one (1.0). The distance reported is
+``round(100 * (1 - containment))``, so 0 is a full copy and thresholds read as percentages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+SHINGLE_WORDS = 4
+#: Shingles in more bank texts than this are too common to tell texts apart; skipped.
+MAX_POSTINGS = 10_000
+
+
+def shingles(normalized: str) -> frozenset[int]:
+    words = normalized.split()
+    if len(words) <= SHINGLE_WORDS:
+        return frozenset({hash(" ".join(words))})
+    return frozenset(
+        hash(" ".join(words[i : i + SHINGLE_WORDS])) for i in range(len(words) - SHINGLE_WORDS + 1)
+    )
+
+
+def containment_distance(post: str, bank_text: str) -> int:
+    """The distance the index reports between a normalized post and a normalized bank text."""
+    wanted = shingles(bank_text)
+    return round(100 * (1 - len(wanted & shingles(post)) / len(wanted)))
+
+
+class ShingleIndex:
+    """Bank texts by shingle; a query counts, per bank text, the shingles the post shares."""
+
+    def __init__(self) -> None:
+        self._texts: dict[int, str] = {}
+        self._shingles: dict[int, frozenset[int]] = {}
+        self._postings: dict[int, set[int]] = {}
+
+    def add(self, ref: int, signal: str) -> None:
+        self.remove(ref)
+        own = shingles(signal)
+        self._texts[ref] = signal
+        self._shingles[ref] = own
+        for shingle in own:
+            self._postings.setdefault(shingle, set()).add(ref)
+
+    def remove(self, ref: int) -> None:
+        own = self._shingles.pop(ref, None)
+        if own is None:
+            return
+        del self._texts[ref]
+        for shingle in own:
+            refs = self._postings[shingle]
+            refs.discard(ref)
+            if not refs:
+                del self._postings[shingle]
+
+    def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
+        shared: Counter[int] = Counter()
+        for shingle in shingles(signal):
+            refs = self._postings.get(shingle, ())
+            if len(refs) <= MAX_POSTINGS:
+                shared.update(refs)
+        hits = []
+        for ref, count in shared.items():
+            distance = round(100 * (1 - count / len(self._shingles[ref])))
+            if distance <= max_distance:
+                hits.append((distance, ref))
+        return [(ref, distance) for distance, ref in sorted(hits)]
+
+    def query_many(self, signals: Sequence[str], max_distance: int) -> list[list[tuple[int, int]]]:
+        return [self.query(signal, max_distance) for signal in signals]
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def snapshot(self) -> Callable[[Path], None]:
+        texts = list(self._texts.items())
+
+        def write(folder: Path) -> None:
+            folder.mkdir(parents=True)
+            (folder / "texts.json").write_text(json.dumps(texts))
+            (folder / "manifest.json").write_text(json.dumps({"kind": "shingle"}))
+
+        return write
+
+    @classmethod
+    def load(cls, folder: Path) -> ShingleIndex:
+        index = cls()
+        for ref, text in json.loads((folder / "texts.json").read_text()):
+            index.add(ref, text)
+        return index
