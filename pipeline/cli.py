@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("data", type=Path)
     train.add_argument("--out", type=Path, required=True, help="model file (JSON) to write")
     train.add_argument("--holdout", type=float, default=0.25, help="share of families held out")
-    train.add_argument("--c", type=float, default=4.0, help="inverse regularization strength")
+    train.add_argument("--splits", type=int, default=10, help="family splits to evaluate on")
+    train.add_argument("--c", type=float, default=16.0, help="inverse regularization strength")
     train.set_defaults(run=cmd_text_train)
     evaluate = text_commands.add_parser("eval", help="precision, recall, F1 on labelled data")
     evaluate.add_argument("data", type=Path)
@@ -241,11 +242,12 @@ def cmd_text_train(args: argparse.Namespace, settings: Settings) -> int:
     rows = classifier.read_jsonl(args.data)
     threshold = settings.text_review_score
     report = None
-    if args.holdout > 0:
-        train_rows, test_rows = classifier.split_by_family(rows, args.holdout)
-        held = classifier.train(*_texts_and_labels(train_rows), c=args.c)
-        report = classifier.evaluate(held, test_rows, threshold)
-        print(f"held out {len(test_rows)} of {len(rows)} texts (whole families):")
+    if args.holdout > 0 and args.splits > 0:
+        report = classifier.evaluate_splits(rows, args.splits, args.holdout, args.c, threshold)
+        print(
+            f"held out {args.holdout:.0%} of the families of {len(rows)} texts, "
+            f"{args.splits} different ways; every held-out prediction pooled:"
+        )
         print(classifier.format_report(report))
     model = classifier.train(*_texts_and_labels(rows), c=args.c)
     model.metrics = {"trained_on": len(rows), "c": args.c, "holdout": report}

@@ -69,6 +69,20 @@ PROPAGANDA = {
         "There is no peace with {enemy}. They are filth, and the only language they understand is "
         "the sword of {group}.",
     ],
+    "blessed_attack": [
+        "Our brave soldiers carried out a blessed attack on {enemy} in {place}. Join them and "
+        "share in the reward.",
+        "The fighters of {group} attacked {enemy} near {place} today. This is how believers "
+        "answer humiliation. Be next.",
+        "May God accept our brother {name}, who stormed the base of {enemy}. Young men, his "
+        "place in the ranks is waiting for you.",
+    ],
+    "grievance_mobilize": [
+        "They bomb our villages and you stay silent? {enemy} will only stop when we make them "
+        "pay. Rise, brothers, the hour has come.",
+        "How long will you watch {enemy} humiliate your sisters? Words are useless. Take your "
+        "place with {group} and defend your people.",
+    ],
     "recruit_online": [
         "Want to be part of something greater? {group} is looking for brothers with skills in "
         "media and design. Message us privately, the path of glory is open.",
@@ -116,6 +130,44 @@ OTHER = {
         "Lawyers for the accused argued on {day} that he had downloaded the material out of "
         "curiosity and had never intended to travel.",
     ],
+    "news_statement": [
+        "In a video released on {day}, a man claiming to speak for {group} urged followers to "
+        "'rise up'. Security officials said the video was being examined.",
+        "The group's propaganda channel published a poster praising the attacker as a hero, "
+        "according to researchers who monitor extremist content.",
+        "A message posted on a channel linked to {group} called on supporters to join the "
+        "fight. The platform said it had removed the account.",
+        "Prosecutors read out messages in which the defendant praised the 'martyrs' of {group} "
+        "and urged others to follow them.",
+    ],
+    "news_security": [
+        "Police in {place} arrested {n} people on {day} on suspicion of financing {group}, "
+        "officials said, adding that the investigation was continuing.",
+        "The interior ministry said security had been increased at railway stations after "
+        "warnings of a possible attack by supporters of {group}.",
+        "A teenager who was radicalised online was given a deradicalisation order on {day}, "
+        "the court heard.",
+    ],
+    "news_victims": [
+        "Families of the {n} victims of the {place} bombing gathered on {day} to mark the "
+        "anniversary. 'We will never forget,' one mother said.",
+        "Survivors of the attack in {place} told the inquiry how they hid for hours while "
+        "gunmen searched the building.",
+    ],
+    "analysis_online": [
+        "A new study of {n} extremist channels finds that {group} supporters increasingly use "
+        "memes and gaming slang to reach young audiences.",
+        "Moderators say the hardest posts to judge are those that quote propaganda in order to "
+        "criticise it: context, not keywords, decides.",
+        "Why glorification works: {inst} argues that calling attackers 'lions' and 'martyrs' "
+        "offers status to young men who feel invisible.",
+    ],
+    "analysis_policy": [
+        "The government's new strategy on violent extremism puts more money into prevention "
+        "programmes in {place}, but critics say it lacks detail.",
+        "Analysts at {inst} warn that the collapse of {group}'s territory has not ended its "
+        "ability to inspire attacks abroad.",
+    ],
     "analysis": [
         "Researchers at {inst} found that {group} recruitment material increasingly targets "
         "teenagers through gaming platforms and short videos.",
@@ -133,6 +185,14 @@ OTHER = {
         "calm. 'These murderers do not speak for us,' one imam said.",
         "The mayor of {place} said the city stood united against terror and thanked the "
         "emergency services for their courage.",
+    ],
+    "counter_speech_former": [
+        "They call their fighters lions. I was one of them. We were not lions, we were boys "
+        "used and thrown away by men who stayed safe.",
+        "Before you share their 'glorious' videos, think of the mothers in {place} who buried "
+        "their children. There is no glory in that.",
+        "The so-called caliphate calls its fighters heroes, but they are murderers, and their "
+        "victims are mostly ordinary believers.",
     ],
     "counter_speech": [
         "There is nothing glorious about murdering civilians. The so-called martyrs of {group} "
@@ -245,8 +305,11 @@ def build() -> list[dict]:
                 category = "propaganda"
             elif lang != "en":
                 category = rest
-            else:
-                category = "news" if prefix == "news" else family
+            else:  # news_attack -> news, counter_speech_former -> counter_speech
+                category = next(
+                    (c for c in ("news", "analysis", "counter_speech") if family.startswith(c)),
+                    family,
+                )
             for t, template in enumerate(templates):
                 seen = set()
                 for _ in range(VARIANTS * 3):

@@ -23,7 +23,9 @@ _LATIN = re.compile(r"[a-z]")
 
 def _unspoof(word: str) -> str:
     """Map lookalike letters to Latin in words that also contain Latin letters."""
-    return word.translate(_LOOKALIKES) if _LATIN.search(word) else word
+    if word.isascii() or not _LATIN.search(word):
+        return word
+    return word.translate(_LOOKALIKES)
 
 
 def normalize_text(text: str) -> str:
