@@ -154,6 +154,13 @@ def build_app(settings: Settings) -> faust.App:
         }
         return web.json(body, status=200 if is_ready else 503)
 
+    def watch_deliveries(deliveries: list[asyncio.Future]) -> None:
+        """At-least-once without waiting per batch: Faust flushes the producer before it
+        commits any offset, so a record handed to the producer is in Kafka before the event
+        that produced it counts as done. A send that fails is logged."""
+        for delivery in deliveries:
+            delivery.add_done_callback(_report_failed_send)
+
     done_offsets: dict[tuple[str, int], int] = {}  # next offset to finish, per partition
     lag_reported: set[tuple[str, int]] = set()
 
@@ -255,7 +262,7 @@ def build_app(settings: Settings) -> faust.App:
                     await send_dead_letter(event, f"internal error: {result!r}", "internal_error")
                 elif result is not None:
                     deliveries.append(await hashed.send(key=result[0], value=result[1], force=True))
-            await asyncio.gather(*deliveries)  # at-least-once: acked only once Kafka has them
+            watch_deliveries(deliveries)
             mark_done(events)
 
     @app.agent(hashed, name="decide_stage")
@@ -274,7 +281,7 @@ def build_app(settings: Settings) -> faust.App:
                 await decide_one(event, record, lookups, started)
                 for event, record in zip(events, records, strict=True)
             ]
-            await asyncio.gather(*(d for sent in deliveries for d in sent))  # then the batch acks
+            watch_deliveries([d for sent in deliveries for d in sent])
             mark_done(events)
 
     async def decide_one(
@@ -300,6 +307,11 @@ def build_app(settings: Settings) -> faust.App:
         return sent
 
     return app
+
+
+def _report_failed_send(delivery: asyncio.Future) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.error("producing a record failed", exc_info=delivery.exception())
 
 
 def _count_decision(decision, received_at: float, started: float) -> None:
