@@ -154,6 +154,11 @@ def build_app(settings: Settings) -> faust.App:
         }
         return web.json(body, status=200 if is_ready else 503)
 
+    async def produce(topic: faust.TopicT, key: bytes, value: bytes) -> asyncio.Future:
+        """Hand one record to the producer, skipping Faust's per-record channel machinery
+        (a measurable share of each event's cost); partitioned by key as ``Topic.send`` is."""
+        return await app.producer.send(topic.get_topic_name(), key, value, None, None, None)
+
     def watch_deliveries(deliveries: list[asyncio.Future]) -> None:
         """At-least-once without waiting per batch: Faust flushes the producer before it
         commits any offset, so a record handed to the producer is in Kafka before the event
@@ -261,7 +266,7 @@ def build_app(settings: Settings) -> faust.App:
                     log.error("hash stage failed", exc_info=result)
                     await send_dead_letter(event, f"internal error: {result!r}", "internal_error")
                 elif result is not None:
-                    deliveries.append(await hashed.send(key=result[0], value=result[1], force=True))
+                    deliveries.append(await produce(hashed, result[0], result[1]))
             watch_deliveries(deliveries)
             mark_done(events)
 
@@ -299,10 +304,10 @@ def build_app(settings: Settings) -> faust.App:
         )
         payload = decision.to_json()
         event_key = upload.event_id.encode()
-        sent = [await decisions.send(key=event_key, value=payload, force=True)]
+        sent = [await produce(decisions, event_key, payload)]
         actionable = actionable_topics.get(decision.verdict)
         if actionable is not None:
-            sent.append(await actionable.send(key=event_key, value=payload, force=True))
+            sent.append(await produce(actionable, event_key, payload))
         _count_decision(decision, record.received_at, started)
         return sent
 
