@@ -143,11 +143,21 @@ class Reference:
 # -- the contenders ----------------------------------------------------------------------------
 
 
+def extra_codes() -> np.ndarray:
+    """The 100,000 hashes every index adds (and removes, where it can) live."""
+    return np.random.default_rng(5).integers(0, 2**64, size=(100_000, 4), dtype=np.uint64)
+
+
+def faiss_hits(index, queries: np.ndarray) -> set[tuple[int, int]]:
+    """(query number, entry id) of a FAISS binary range search at ``RADIUS``."""
+    # FAISS binary range search keeps distances strictly below the radius.
+    lims, _, ids = index.range_search(queries, RADIUS + 1)
+    return hit_set(np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64)), ids)
+
+
 def bench_modstream(layout: str, row: Row, codes, queries, reference, budget) -> None:
     n = len(codes)
-    refs = np.arange(n, dtype=np.int64)
-    index = HammingIndex(256, layout=layout)
-    row.build_s, _ = timed(lambda: (index.add_many(refs, codes), index.compact()))
+    row.build_s, index = timed(lambda: _modstream(codes, layout))
     row.notes.append(f"arrays {index.nbytes() / n:.0f} B/entry")
     row.batched_per_s = batched_rate(lambda qs: index.search(qs, RADIUS), queries)
     singles = min(len(queries), budget)
@@ -157,8 +167,7 @@ def bench_modstream(layout: str, row: Row, codes, queries, reference, budget) ->
     q, r, _ = index.search(queries[: reference.queries], RADIUS)
     row.exact = "yes" if hit_set(q, r) == reference.hits else "NO"
     # live updates: 100k added one at a time (the bank topic's shape), then removed
-    extra = np.random.default_rng(5).integers(0, 2**64, size=(100_000, 4), dtype=np.uint64)
-    extra_hex = to_hex(extra)
+    extra_hex = to_hex(extra_codes())
     added, _ = timed(lambda: [index.add(n + i, h) for i, h in enumerate(extra_hex)])
     removed, _ = timed(lambda: [index.remove(n + i) for i in range(100_000)])
     index.wait_for_merges()
@@ -177,25 +186,21 @@ def bench_modstream(layout: str, row: Row, codes, queries, reference, budget) ->
 def bench_faiss_flat(row: Row, codes, queries, budget):
     import faiss
 
-    index = faiss.IndexBinaryFlat(256)
-    row.build_s, _ = timed(lambda: index.add(as_bytes(codes)))
+    row.build_s, index = timed(lambda: _faiss_flat(codes))
     qb = as_bytes(queries)
-    # FAISS binary range search keeps distances strictly below the radius.
     rate_queries = qb[: max(8, budget // 4)]
     row.batched_per_s = batched_rate(lambda qs: index.range_search(qs, RADIUS + 1), rate_queries)
     row.single_p50_ms, row.single_p99_ms = single_latencies(
         lambda i: index.range_search(qb[i : i + 1], RADIUS + 1), min(budget // 8, len(qb))
     )
     checked = min(budget // 4, len(qb))
-    lims, _, ids = index.range_search(qb[:checked], RADIUS + 1)
-    q = np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64))
+    reference = Reference(checked, faiss_hits(index, qb[:checked]))
     row.exact = "reference"
     ids_extra = np.arange(len(codes), len(codes) + 100_000)
-    extra = np.random.default_rng(5).integers(0, 2**64, size=(100_000, 4), dtype=np.uint64)
-    added, _ = timed(lambda: index.add(as_bytes(extra)))
+    added, _ = timed(lambda: index.add(as_bytes(extra_codes())))
     removed, _ = timed(lambda: index.remove_ids(faiss.IDSelectorBatch(ids_extra)))
     row.updates_100k_s = f"add {added:.2f} / remove {removed:.2f} (batch)"
-    return Reference(checked, hit_set(q, ids))
+    return reference
 
 
 def faiss_multihash(codes: np.ndarray):
@@ -215,21 +220,16 @@ def bench_faiss_multihash(row: Row, codes, queries, reference, budget):
     row.single_p50_ms, row.single_p99_ms = single_latencies(
         lambda i: index.range_search(qb[i : i + 1], RADIUS + 1), min(budget, len(qb))
     )
-    lims, _, ids = index.range_search(qb[: reference.queries], RADIUS + 1)
-    q = np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64))
-    row.exact = "yes" if hit_set(q, ids) == reference.hits else "NO"
+    row.exact = "yes" if faiss_hits(index, qb[: reference.queries]) == reference.hits else "NO"
     # No removal in IndexBinaryMultiHash: HMA rebuilds the index on bank changes.
-    extra = np.random.default_rng(5).integers(0, 2**64, size=(100_000, 4), dtype=np.uint64)
-    both = np.concatenate([codes, extra])
+    both = np.concatenate([codes, extra_codes()])
     rebuild, _ = timed(lambda: faiss_multihash(both))
     row.updates_100k_s = f"no removal; rebuild {rebuild:.2f}"
 
 
 def bench_threatexchange(row: Row, codes, queries, reference, budget):
-    from threatexchange.signal_type.pdq.pdq_index import PDQIndex
-
     hexes = to_hex(codes)
-    row.build_s, index = timed(lambda: PDQIndex([(h, i) for i, h in enumerate(hexes)]))
+    row.build_s, index = timed(lambda: _threatexchange(hexes))
     query_hex = to_hex(queries)
     inner = index.index
 
@@ -245,18 +245,9 @@ def bench_threatexchange(row: Row, codes, queries, reference, budget):
         (qi, int(hit[0])) for qi, h in enumerate(query_hex[: reference.queries]) for hit in found[h]
     }
     row.exact = "yes" if pairs == reference.hits else "NO"
-    extra = to_hex(np.random.default_rng(5).integers(0, 2**64, size=(100_000, 4), dtype=np.uint64))
+    extra = to_hex(extra_codes())
     added, _ = timed(lambda: index.add_all((h, len(hexes) + i) for i, h in enumerate(extra)))
     row.updates_100k_s = f"add {added:.2f}; no removal"
-
-
-BUILDERS: dict[str, Callable[[np.ndarray], object]] = {
-    "faiss IndexBinaryFlat (brute force)": lambda codes: _faiss_flat(codes),
-    "modstream fast": lambda codes: _modstream(codes, "fast"),
-    "modstream compact": lambda codes: _modstream(codes, "compact"),
-    "faiss IndexBinaryMultiHash (HMA)": faiss_multihash,
-    "threatexchange PDQIndex": lambda codes: _threatexchange(codes),
-}
 
 
 def _faiss_flat(codes: np.ndarray) -> object:
@@ -267,17 +258,26 @@ def _faiss_flat(codes: np.ndarray) -> object:
     return index
 
 
-def _modstream(codes: np.ndarray, layout: str) -> object:
+def _modstream(codes: np.ndarray, layout: str) -> HammingIndex:
     index = HammingIndex(256, layout=layout)
     index.add_many(np.arange(len(codes)), codes)
     index.compact()
     return index
 
 
-def _threatexchange(codes: np.ndarray) -> object:
+def _threatexchange(hexes: list[str]):
     from threatexchange.signal_type.pdq.pdq_index import PDQIndex
 
-    return PDQIndex([(h, i) for i, h in enumerate(to_hex(codes))])
+    return PDQIndex([(h, i) for i, h in enumerate(hexes)])
+
+
+BUILDERS: dict[str, Callable[[np.ndarray], object]] = {
+    "faiss IndexBinaryFlat (brute force)": _faiss_flat,
+    "modstream fast": lambda codes: _modstream(codes, "fast"),
+    "modstream compact": lambda codes: _modstream(codes, "compact"),
+    "faiss IndexBinaryMultiHash (HMA)": faiss_multihash,
+    "threatexchange PDQIndex": lambda codes: _threatexchange(to_hex(codes)),
+}
 
 
 def resident_bytes_per_entry(name: str, dataset_name: str, size: int) -> float:
