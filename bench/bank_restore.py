@@ -11,6 +11,7 @@ it is the replay that the snapshot saves a restarting worker from.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.contracts import BankEntry
-from pipeline.matching.bank import Bank
+from pipeline.matching.bank import SNAPSHOT_VERSION, Bank
 from pipeline.matching.entries import EntryStore
 from pipeline.matching.hamming import HammingIndex, warm_up
 
@@ -50,9 +51,9 @@ def build_snapshot(folder: Path, n: int, layout: str) -> list[str]:
     index.add_many(np.arange(n), codes)
     index.snapshot()(folder / "index-pdq")
     index.close()
-    (folder / "manifest.json").write_text(
-        f'{{"version": 1, "next_ref": {n}, "sizes": [["bulk", "pdq", {n}]], "indexes": ["pdq"]}}'
-    )
+    manifest = {"version": SNAPSHOT_VERSION, "next_ref": n, "sizes": [["bulk", "pdq", n]],
+                "indexes": ["pdq"]}  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     step = max(1, n // 2000)
     return [codes[i].astype(">u8").tobytes().hex() for i in range(0, n, step)]
 

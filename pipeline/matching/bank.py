@@ -20,7 +20,7 @@ from pipeline.hashing.signals import get as get_signal_type
 from pipeline.matching.entries import EntryStore
 from pipeline.matching.index import MatchIndex, read_index
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 @dataclass(frozen=True)

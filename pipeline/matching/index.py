@@ -33,6 +33,21 @@ class MatchIndex(Protocol):
         ...
 
 
+def signals_snapshot(kind: str, pairs: list[tuple[int, str]]) -> Callable[[Path], None]:
+    """The snapshot writer of an index that is rebuilt from its ``(ref, signal)`` pairs."""
+
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        (folder / "signals.json").write_text(json.dumps(pairs))
+        (folder / "manifest.json").write_text(json.dumps({"kind": kind}))
+
+    return write
+
+
+def read_signals(folder: Path) -> list[tuple[int, str]]:
+    return [(ref, signal) for ref, signal in json.loads((folder / "signals.json").read_text())]
+
+
 def read_index(folder: Path, layout: str) -> MatchIndex:
     """Load an index written by ``snapshot()``, whichever kind it is."""
     from pipeline.matching.hamming import HammingIndex
@@ -78,21 +93,11 @@ class ExactIndex:
         return len(self._signal_by_ref)
 
     def snapshot(self) -> Callable[[Path], None]:
-        pairs = list(self._signal_by_ref.items())
-
-        def write(folder: Path) -> None:
-            folder.mkdir(parents=True)
-            refs, signals = zip(*pairs, strict=True) if pairs else ((), ())
-            (folder / "entries.json").write_text(json.dumps([refs, signals]))
-            (folder / "manifest.json").write_text(json.dumps({"kind": "exact"}))
-
-        return write
+        return signals_snapshot("exact", list(self._signal_by_ref.items()))
 
     @classmethod
     def load(cls, folder: Path) -> ExactIndex:
-        refs, signals = json.loads((folder / "entries.json").read_text())
         index = cls()
-        index._signal_by_ref = dict(zip(refs, signals, strict=True))
-        for ref, signal in index._signal_by_ref.items():
-            index._refs_by_signal.setdefault(signal, set()).add(ref)
+        for ref, signal in read_signals(folder):
+            index.add(ref, signal)
         return index

@@ -9,10 +9,11 @@ it inside a longer post keeps every one (1.0). The distance reported is
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from pipeline.matching.index import read_signals, signals_snapshot
 
 SHINGLE_WORDS = 4
 #: Shingles in more bank texts than this are too common to tell texts apart; skipped.
@@ -81,18 +82,11 @@ class ShingleIndex:
         return len(self._texts)
 
     def snapshot(self) -> Callable[[Path], None]:
-        texts = list(self._texts.items())
-
-        def write(folder: Path) -> None:
-            folder.mkdir(parents=True)
-            (folder / "texts.json").write_text(json.dumps(texts))
-            (folder / "manifest.json").write_text(json.dumps({"kind": "shingle"}))
-
-        return write
+        return signals_snapshot("shingle", list(self._texts.items()))
 
     @classmethod
     def load(cls, folder: Path) -> ShingleIndex:
         index = cls()
-        for ref, text in json.loads((folder / "texts.json").read_text()):
+        for ref, text in read_signals(folder):
             index.add(ref, text)
         return index
