@@ -167,6 +167,20 @@ def _found_earlier(code, s, slot_starts, slot_lengths, slot_radii, query_keys, g
 
 
 @njit(nogil=True, cache=True)
+def _hit_buffers():
+    """Query number, position and distance of each hit; grown by ``_append``."""
+    return np.empty(64, dtype=np.int64), np.empty(64, dtype=np.int64), np.empty(64, dtype=np.int64)
+
+
+@njit(nogil=True, cache=True)
+def _probe_buffers(slots, probes):
+    """Bucket bounds of a group of queries, and each query's key in every slot."""
+    bucket_lo = np.empty(GROUP * probes, dtype=np.int64)
+    bucket_hi = np.empty(GROUP * probes, dtype=np.int64)
+    return bucket_lo, bucket_hi, np.empty((GROUP, slots), dtype=np.uint64)
+
+
+@njit(nogil=True, cache=True)
 def _append(hit_query, hit_pos, hit_dist, hits, q, pos, d):
     if hits == hit_query.shape[0]:
         hit_query, hit_pos, hit_dist = (
@@ -196,15 +210,11 @@ def search_buckets(
     """
     slots = slot_starts.shape[0]
     probes = mask_starts[slots]
-    bucket_lo = np.empty(GROUP * probes, dtype=np.int64)
-    bucket_hi = np.empty(GROUP * probes, dtype=np.int64)
+    bucket_lo, bucket_hi, query_keys = _probe_buffers(slots, probes)
     candidates = np.empty(4096, dtype=np.int64)
     candidate_tag = np.empty(4096, dtype=np.int64)  # query in group * slots + slot
-    hit_query = np.empty(64, dtype=np.int64)
-    hit_pos = np.empty(64, dtype=np.int64)
-    hit_dist = np.empty(64, dtype=np.int64)
+    hit_query, hit_pos, hit_dist = _hit_buffers()
     hits = 0
-    query_keys = np.empty((GROUP, slots), dtype=np.uint64)
     flat_codes = codes.reshape(-1)
     words = codes.shape[1]
     for first in range(0, queries.shape[0], GROUP):
@@ -258,13 +268,9 @@ def search_bucket_codes(
     sequential read, and an entry's id is looked up only when it is a hit."""
     slots = slot_starts.shape[0]
     probes = mask_starts[slots]
-    bucket_lo = np.empty(GROUP * probes, dtype=np.int64)
-    bucket_hi = np.empty(GROUP * probes, dtype=np.int64)
-    hit_query = np.empty(64, dtype=np.int64)
-    hit_pos = np.empty(64, dtype=np.int64)
-    hit_dist = np.empty(64, dtype=np.int64)
+    bucket_lo, bucket_hi, query_keys = _probe_buffers(slots, probes)
+    hit_query, hit_pos, hit_dist = _hit_buffers()
     hits = 0
-    query_keys = np.empty((GROUP, slots), dtype=np.uint64)
     words = bucket_codes.shape[2]
     for first in range(0, queries.shape[0], GROUP):
         group = min(GROUP, queries.shape[0] - first)
@@ -302,9 +308,7 @@ def search_bucket_codes(
 @njit(nogil=True, cache=True)
 def search_scan(codes, deleted, queries, radius):
     """Exact search by scanning every entry: small deltas, or radii where probing costs more."""
-    hit_query = np.empty(64, dtype=np.int64)
-    hit_pos = np.empty(64, dtype=np.int64)
-    hit_dist = np.empty(64, dtype=np.int64)
+    hit_query, hit_pos, hit_dist = _hit_buffers()
     hits = 0
     for q in range(queries.shape[0]):
         query = queries[q]
