@@ -160,52 +160,21 @@ class Engine:
         matches = lookups.get((name, computed["value"]))
         if matches is None:
             matches = self.bank.match(name, computed["value"])
-        out = []
-        for match in matches:
-            action = policy.hash_action(
-                match.distance,
-                match.thresholds.takedown,
-                match.thresholds.review,
-                match.entry.action_hint,
-            )
-            out.append(
-                Evidence(
-                    kind="hash_match",
-                    action=action,
-                    media_id=media_id,
-                    signal_type=name,
-                    bank=match.entry.bank,
-                    entry_id=match.entry.entry_id,
-                    labels=match.entry.labels,
-                    distance=match.distance,
-                    threshold=match.thresholds.takedown,
-                )
-            )
-        return out
+        return [match_evidence("hash_match", name, m, media_id=media_id) for m in matches]
 
     def _text_evidence(self, text: str) -> list[Evidence]:
         out = []
         computed = get_signal_type("text").compute(text)
         if computed is not None:
-            for match in self.bank.match("text", computed["value"]):
-                out.append(
-                    Evidence(
-                        kind="text_match",
-                        action=policy.hash_action(
-                            match.distance,
-                            match.thresholds.takedown,
-                            match.thresholds.review,
-                            match.entry.action_hint,
-                        ),
-                        signal_type="text",
-                        bank=match.entry.bank,
-                        entry_id=match.entry.entry_id,
-                        labels=match.entry.labels,
-                        distance=match.distance,
-                        threshold=match.thresholds.takedown,
-                        detail=f"{100 - match.distance}% of the known text is in the post",
-                    )
+            out += [
+                match_evidence(
+                    "text_match",
+                    "text",
+                    match,
+                    detail=f"{100 - match.distance}% of the known text is in the post",
                 )
+                for match in self.bank.match("text", computed["value"])
+            ]
         scored = self.scorer.score(text)
         if scored.parts:
             out.append(
@@ -219,6 +188,27 @@ class Engine:
                 )
             )
         return out
+
+
+def match_evidence(kind: str, signal_type: str, match: Match, **extra: str) -> Evidence:
+    """Evidence of one bank match: within the bank's takedown distance its hint applies,
+    within the review distance it goes to review."""
+    return Evidence(
+        kind=kind,
+        action=policy.hash_action(
+            match.distance,
+            match.thresholds.takedown,
+            match.thresholds.review,
+            match.entry.action_hint,
+        ),
+        signal_type=signal_type,
+        bank=match.entry.bank,
+        entry_id=match.entry.entry_id,
+        labels=match.entry.labels,
+        distance=match.distance,
+        threshold=match.thresholds.takedown,
+        **extra,
+    )
 
 
 def struck(decision: Decision) -> bool:
