@@ -53,11 +53,6 @@ class EntryStore:
     def __len__(self) -> int:
         return self._frozen_alive + len(self._live)
 
-    @property
-    def max_ref(self) -> int:
-        frozen = int(self._frozen.refs[-1]) if len(self._frozen.refs) else -1
-        return max([frozen, *self._live]) if self._live else frozen
-
     def add(self, ref: int, entry: BankEntry) -> None:
         self._live[ref] = entry
         self._live_refs[entry.key] = ref
