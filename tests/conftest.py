@@ -62,12 +62,8 @@ class Workers:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise AssertionError(f"worker died: {self.log(port)[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
+            if self.status(port).get("ready"):
+                return
             time.sleep(0.3)
         raise AssertionError(f"worker not ready: {self.log(port)[-3000:]}")
 
@@ -86,6 +82,7 @@ class Workers:
         raise AssertionError(f"partitions of {topic} not split over the workers: {owned}")
 
     def status(self, port: int) -> dict:
+        """The worker's /ready body; empty while it does not answer or is not ready (503)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
                 return orjson.loads(r.read())

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+from conftest import free_port
 from streaming import collect, send, upload
 
 from pipeline.contracts import dumps
@@ -168,12 +168,6 @@ def test_compose_stack_is_complete():
 
 
 # -- against a real Prometheus -------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Prometheus:
