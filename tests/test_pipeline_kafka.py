@@ -173,18 +173,11 @@ async def test_every_event_decided_once_and_history_co_partitioned(workers):
     assert all(changelog[key] == hashed[key] and len(hashed[key]) == 1 for key in hashed)
 
 
-@pytest.mark.xfail(
-    reason="known bug, issue 2 stays open: when the restarted worker takes over partitions "
-    "with committed offsets, Faust delivers records fetched before its seek to the committed "
-    "offset, marks the skipped range as a gap (acked) and drops the re-fetched records, so "
-    "some events are never decided (faust-streaming 0.15.3 Consumer._drain_messages)",
-    strict=False,
-)
 async def test_killed_worker_loses_no_event_and_redelivery_is_identical(workers):
     await send(workers, "hashbank", [])
     proc, _ = workers.start()
     ids = [f"crash-{i:04d}" for i in range(3000)]
-    texts = ["join the caravan, glory to the martyrs", "a quiet day at the lake"]
+    texts = ["Glory to our martyrs! Rise up, brothers, and join the ranks.", "a quiet day at the lake"]
     await send(
         workers,
         "uploads",

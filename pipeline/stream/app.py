@@ -40,6 +40,7 @@ from pipeline.matching.bank import Bank
 from pipeline.settings import Settings
 from pipeline.stream import metrics, topics
 from pipeline.stream.banksync import BankReplica
+from pipeline.stream.consumer import InOrderOfArrivalConsumer
 
 log = logging.getLogger("modstream.stream")
 
@@ -63,6 +64,8 @@ def build_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=3.0,
         stream_wait_empty=False,
     )
+    # Faust's own consumer can lose events when a worker restarts (see the module).
+    app.transport.Consumer = InOrderOfArrivalConsumer
     setup_prometheus_sensors(app, pattern="/metrics", name_prefix="faust")
 
     def topic(name: str, partitions: int | None = None) -> faust.TopicT:
