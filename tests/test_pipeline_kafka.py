@@ -177,7 +177,10 @@ async def test_killed_worker_loses_no_event_and_redelivery_is_identical(workers)
     await send(workers, "hashbank", [])
     proc, _ = workers.start()
     ids = [f"crash-{i:04d}" for i in range(3000)]
-    texts = ["Glory to our martyrs! Rise up, brothers, and join the ranks.", "a quiet day at the lake"]
+    texts = [
+        "Glory to our martyrs! Rise up, brothers, and join the ranks.",
+        "a quiet day at the lake",
+    ]
     await send(
         workers,
         "uploads",

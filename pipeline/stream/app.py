@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import faust
@@ -33,6 +31,7 @@ from pipeline.contracts import (
 from pipeline.decide import history
 from pipeline.engine import Engine, Lookups, failed_media, hash_media, struck
 from pipeline.hashing.decode import MediaError
+from pipeline.hashing.pool import hashing_pool, process_started
 from pipeline.ingest.fetch import Fetcher, FetchPolicy
 from pipeline.ingest.sources import load_media
 from pipeline.matching import hamming
@@ -118,9 +117,7 @@ def build_app(settings: Settings) -> faust.App:
             settings.fetch_max_redirects,
         )
     )
-    pool = ProcessPoolExecutor(
-        settings.hash_workers, mp_context=multiprocessing.get_context("spawn")
-    )
+    pool = hashing_pool(settings.hash_workers)
 
     warmed = asyncio.Event()  # index kernels compiled, hashing pool started
 
@@ -132,7 +129,10 @@ def build_app(settings: Settings) -> faust.App:
             await replica.start()
             await asyncio.gather(
                 app.loop.run_in_executor(None, hamming.warm_up),
-                *(app.loop.run_in_executor(pool, _warm) for _ in range(settings.hash_workers)),
+                *(
+                    app.loop.run_in_executor(pool, process_started)
+                    for _ in range(settings.hash_workers)
+                ),
             )
             warmed.set()
 
@@ -340,12 +340,3 @@ def without_media_bytes(upload: UploadEvent) -> UploadEvent:
     """The event as forwarded downstream: inline media are hashed, their bytes are not resent."""
     media = tuple(replace(m, data_b64="") if m.data_b64 else m for m in upload.media)
     return replace(upload, media=media)
-
-
-def _warm() -> None:
-    """Import the hashing stack in a pool process before the first event needs it."""
-    from pipeline.hashing.signals import registry
-
-    registry()
-    import imagehash  # noqa: F401
-    import pdqhash  # noqa: F401
