@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
+
+from pipeline.text.scorer import TextScore
 
 SCHEMA_VERSION = 1
 MEDIA_KINDS = ("image", "video")
@@ -176,6 +179,12 @@ class UploadEvent:
         parse_time(event.created_at, "upload.created_at")
         return event
 
+    @classmethod
+    def trusted(cls, data: dict[str, Any]) -> UploadEvent:
+        """Rebuild an event this pipeline serialized itself, validated when it came in."""
+        media = tuple(MediaRef(**m) for m in data["media"])
+        return cls(**{**data, "media": media})
+
     @property
     def uploader_key(self) -> str:
         """The key that co-partitions an uploader's events (for per-uploader state)."""
@@ -264,21 +273,37 @@ class MediaSignals:
 
 @dataclass(frozen=True)
 class HashedUpload:
-    """Intermediate record from the hash stage to the decide stage (keyed by uploader)."""
+    """One event as the hash stage hands it to the decide stage: media signals, text score."""
 
     event: UploadEvent
     media: tuple[MediaSignals, ...]
     received_at: float
+    text_score: TextScore | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HashedUpload:
+        score = data.get("text_score")
+        return cls(
+            event=UploadEvent.trusted(data["event"]),
+            media=tuple(MediaSignals(**m) for m in data["media"]),
+            received_at=data["received_at"],
+            text_score=TextScore(score["score"], tuple(score["parts"])) if score else None,
+        )
+
+
+@dataclass(frozen=True)
+class HashedBatch:
+    """Internal record on ``uploads.hashed``: the events of one hash-stage batch whose uploaders
+    fall in one partition. One record per partition and batch, not per event, so the decide
+    stage pays Faust's per-record cost once per batch."""
+
+    uploads: tuple[HashedUpload, ...]
     schema: int = SCHEMA_VERSION
 
     @classmethod
-    def parse(cls, raw: bytes) -> HashedUpload:
-        data = _loads_object(raw, "hashed upload")
-        return cls(
-            event=UploadEvent.from_dict(data["event"]),
-            media=tuple(MediaSignals(**m) for m in data["media"]),
-            received_at=data["received_at"],
-        )
+    def parse(cls, raw: bytes) -> HashedBatch:
+        data = _loads_object(raw, "hashed batch")
+        return cls(uploads=tuple(HashedUpload.from_dict(u) for u in data["uploads"]))
 
 
 @dataclass(frozen=True)
@@ -320,8 +345,14 @@ class Decision:
 
 
 def decision_id_for(event_id: str, policy_version: str) -> str:
-    """Deterministic id: the same event under the same policy always gets the same id."""
-    return str(uuid.uuid5(_DECISION_NAMESPACE, f"{policy_version}\x00{event_id}"))
+    """Deterministic id: the same event under the same policy always gets the same id.
+    A UUIDv5 (``uuid.uuid5`` of the same name), formatted without building a UUID object."""
+    name = f"{policy_version}\x00{event_id}".encode()
+    digest = bytearray(hashlib.sha1(_DECISION_NAMESPACE.bytes + name).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ shows for a file is exactly what the stream would decide for it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.contracts import (
     Decision,
@@ -24,7 +26,7 @@ from pipeline.hashing.signals import get as get_signal_type
 from pipeline.matching.bank import Bank, Match
 from pipeline.settings import Settings
 from pipeline.text.classifier import LinearTextClassifier
-from pipeline.text.scorer import TextScorer
+from pipeline.text.scorer import TextScore, TextScorer
 
 # (signal type, signal) -> the bank entries it matched
 Lookups = dict[tuple[str, str], list[Match]]
@@ -50,6 +52,18 @@ def hash_media(media_id: str, kind: str, data: bytes, max_pixels: int) -> MediaS
     return MediaSignals(media_id, kind, signals)
 
 
+def score_texts(model: Path | None, texts: Sequence[str]) -> list[TextScore]:
+    """Classifier scores of many posts. CPU-bound like hashing, so the stream runs it in the
+    same process pool, where each process loads the model once."""
+    scorer = _classifier(model)
+    return [scorer.score(text) for text in texts]
+
+
+@functools.cache
+def _classifier(model: Path | None) -> LinearTextClassifier:
+    return LinearTextClassifier.load(model)
+
+
 def failed_media(media_id: str, kind: str, error: MediaError) -> MediaSignals:
     return MediaSignals(media_id, kind, {}, str(error), error.reason)
 
@@ -67,7 +81,7 @@ class Engine:
     def from_settings(cls, settings: Settings, bank: Bank) -> Engine:
         return cls(
             bank=bank,
-            scorer=LinearTextClassifier.load(settings.text_model),
+            scorer=_classifier(settings.text_model),
             config=PolicyConfig(
                 text_review_score=settings.text_review_score,
                 text_takedown_score=settings.text_takedown_score,
@@ -94,10 +108,15 @@ class Engine:
         return found
 
     def evidence(
-        self, event: UploadEvent, media: Sequence[MediaSignals], lookups: Lookups | None = None
+        self,
+        event: UploadEvent,
+        media: Sequence[MediaSignals],
+        lookups: Lookups | None = None,
+        text_score: TextScore | None = None,
     ) -> list[Evidence]:
         """Every reason for or against action found in the event, most severe first.
-        ``lookups`` (from ``lookup``) saves searching the bank again per hash."""
+        ``lookups`` (from ``lookup``) saves searching the bank again per hash, and
+        ``text_score`` (from ``score_texts``) scoring the text again."""
         found: list[Evidence] = []
         for item in media:
             if item.error is not None:
@@ -112,7 +131,7 @@ class Engine:
             for name, computed in item.signals.items():
                 found.extend(self._hash_matches(item.media_id, name, computed, lookups or {}))
         if event.text:
-            found.extend(self._text_evidence(event.text))
+            found.extend(self._text_evidence(event.text, text_score))
         return sorted(found, key=lambda e: -policy.SEVERITY[e.action])
 
     def decide(
@@ -122,8 +141,9 @@ class Engine:
         decided_at: float,
         prior_strikes: int = 0,
         lookups: Lookups | None = None,
+        text_score: TextScore | None = None,
     ) -> Decision:
-        evidence = self.evidence(event, media, lookups)
+        evidence = self.evidence(event, media, lookups, text_score)
         repeat = policy.repeat_action(prior_strikes, self.config)
         if repeat != "allow":
             evidence.append(
@@ -162,7 +182,7 @@ class Engine:
             matches = self.bank.match(name, computed["value"])
         return [match_evidence("hash_match", name, m, media_id=media_id) for m in matches]
 
-    def _text_evidence(self, text: str) -> list[Evidence]:
+    def _text_evidence(self, text: str, scored: TextScore | None) -> list[Evidence]:
         out = []
         computed = get_signal_type("text").compute(text)
         if computed is not None:
@@ -175,7 +195,8 @@ class Engine:
                 )
                 for match in self.bank.match("text", computed["value"])
             ]
-        scored = self.scorer.score(text)
+        if scored is None:
+            scored = self.scorer.score(text)
         if scored.parts:
             out.append(
                 Evidence(

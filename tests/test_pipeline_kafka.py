@@ -16,7 +16,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from streaming import collect, inline, send, upload
 
-from pipeline.contracts import BankEntry, dumps
+from pipeline.contracts import BankEntry, HashedBatch, dumps
 from pipeline.demo import bank_entries, demo_uploads, encode, resized, sample
 from pipeline.engine import hash_media
 from pipeline.stream.client import end_offsets, read_topic, topic_partitions
@@ -141,36 +141,52 @@ async def test_bank_changes_reach_every_worker_within_seconds(workers):
 
 
 async def test_every_event_decided_once_and_history_co_partitioned(workers):
-    """Batches of many uploaders: one decision per event, table changelog beside its events."""
-    await send(workers, "hashbank", [])
+    """Batches of many uploaders: one decision per event; an uploader's strike is written to
+    the table's changelog in the partition that carries that uploader's events."""
+    known = "the soldiers of the caliphate will remain and expand"
+    entry = BankEntry("tve", "statement-1", "text", known, (), "takedown", "")
+    await send(workers, "hashbank", [(entry.key.encode(), dumps(entry))])
     workers.start()
     ids = [f"batch-{i:04d}" for i in range(1500)]
+    texts = [known, "hello"]
     await send(
-        workers, "uploads", [upload(i, text="hello", uploader=f"u{n}") for n, i in enumerate(ids)]
+        workers,
+        "uploads",
+        [upload(i, text=texts[n % 2], uploader=f"u{n}") for n, i in enumerate(ids)],
     )
     decisions = await collect(workers, "decisions", set(ids))
     assert {i: len(found) for i, found in decisions.items()} == dict.fromkeys(ids, 1)
+    assert {i: found[0]["verdict"] for i, found in decisions.items()} == {
+        i: ("takedown" if n % 2 == 0 else "allow") for n, i in enumerate(ids)
+    }
 
-    async def partitions_by_key(topic: str) -> dict[bytes, set[int]]:
+    async def records_by_partition(topic: str) -> list[tuple[int, bytes | None, bytes]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=workers.settings.bootstrap, group_id=None)
         await consumer.start()
         try:
             tps = await topic_partitions(consumer, topic)
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            found: dict[bytes, set[int]] = {}
+            found = []
             while batches := await consumer.getmany(timeout_ms=2000):
                 for tp, records in batches.items():
-                    for record in records:
-                        found.setdefault(record.key, set()).add(tp.partition)
+                    found += [(tp.partition, r.key, r.value) for r in records]
             return found
         finally:
             await consumer.stop()
 
-    hashed = await partitions_by_key(workers.settings.topic("uploads.hashed"))
-    changelog = await partitions_by_key(f"{workers.settings.app_id}-uploader_history-changelog")
-    assert set(changelog) == set(hashed) == {f"test/u{n}".encode() for n in range(len(ids))}
-    assert all(changelog[key] == hashed[key] and len(hashed[key]) == 1 for key in hashed)
+    hashed: dict[bytes, set[int]] = {}
+    for partition, _, value in await records_by_partition(workers.settings.topic("uploads.hashed")):
+        for record in HashedBatch.parse(value).uploads:
+            hashed.setdefault(record.event.uploader_key.encode(), set()).add(partition)
+    changelog: dict[bytes, set[int]] = {}
+    table = f"{workers.settings.app_id}-uploader_history-changelog"
+    for partition, key, _ in await records_by_partition(table):
+        changelog.setdefault(key, set()).add(partition)
+    assert set(hashed) == {f"test/u{n}".encode() for n in range(len(ids))}
+    assert set(changelog) == {f"test/u{n}".encode() for n in range(0, len(ids), 2)}
+    assert all(len(partitions) == 1 for partitions in hashed.values())
+    assert all(changelog[key] == hashed[key] for key in changelog)
 
 
 async def test_killed_worker_loses_no_event_and_redelivery_is_identical(workers):

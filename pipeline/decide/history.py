@@ -1,8 +1,9 @@
-"""Per-uploader history kept in a table: recent matches (strikes) and decision times.
+"""Per-uploader history kept in a table: the uploader's recent strikes (takedown matches).
 
 Pure functions over a small JSON-able dict, so the table holds plain data and the rules stay
-testable. Strikes count only events created before the one being decided, which keeps a
-redelivered event's decision identical to the first one.
+testable. The table is written only when an upload strikes, which is rare, so the common
+case costs a read. Strikes count only events created before the one being decided, which
+keeps a redelivered event's decision identical to the first one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ MAX_REMEMBERED = 64
 
 
 def empty() -> dict[str, Any]:
-    return {"strikes": [], "decided": {}}
+    return {"strikes": []}
 
 
 def prior_strikes(history: dict[str, Any], event_id: str, created: float, window_s: int) -> int:
@@ -25,16 +26,11 @@ def prior_strikes(history: dict[str, Any], event_id: str, created: float, window
     )
 
 
-def record(
-    history: dict[str, Any], event_id: str, created: float, struck: bool, decided_at: float
-) -> dict[str, Any]:
-    """A new history with this event remembered (bounded; oldest forgotten first)."""
-    strikes = [s for s in history["strikes"] if s[0] != event_id]
-    if struck:
-        strikes.append([event_id, created])
-    strikes = sorted(strikes, key=lambda s: s[1])[-MAX_REMEMBERED:]
-    decided = dict(history["decided"])
-    decided[event_id] = decided_at
-    if len(decided) > MAX_REMEMBERED:
-        decided = dict(sorted(decided.items(), key=lambda item: item[1])[-MAX_REMEMBERED:])
-    return {"strikes": strikes, "decided": decided}
+def has_strike(history: dict[str, Any], event_id: str) -> bool:
+    return any(other_id == event_id for other_id, _ in history["strikes"])
+
+
+def with_strike(history: dict[str, Any], event_id: str, created: float) -> dict[str, Any]:
+    """A new history with this event's strike remembered (bounded; oldest forgotten first)."""
+    strikes = [s for s in history["strikes"] if s[0] != event_id] + [[event_id, created]]
+    return {"strikes": sorted(strikes, key=lambda s: s[1])[-MAX_REMEMBERED:]}

@@ -1,6 +1,6 @@
 """The Faust application: every topic, agent and table of the pipeline, in one place.
 
-    uploads --hash stage--> uploads.hashed (keyed by uploader) --decide stage--> decisions
+    uploads --hash stage--> uploads.hashed (by uploader) --decide stage--> decisions
        |                                                             |-> takedowns, reviews
        +-> uploads.dlq (unparseable events, original bytes kept)
 
@@ -11,17 +11,21 @@ per-uploader state in a table, and counts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import replace
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from pipeline.contracts import (
     ContractError,
     DeadLetter,
+    Decision,
+    HashedBatch,
     HashedUpload,
     MediaSignals,
     UploadEvent,
@@ -29,7 +33,7 @@ from pipeline.contracts import (
     parse_time,
 )
 from pipeline.decide import history
-from pipeline.engine import Engine, Lookups, failed_media, hash_media, struck
+from pipeline.engine import Engine, Lookups, failed_media, hash_media, score_texts, struck
 from pipeline.hashing.decode import MediaError
 from pipeline.hashing.pool import hashing_pool, process_started
 from pipeline.ingest.fetch import Fetcher, FetchPolicy
@@ -40,6 +44,8 @@ from pipeline.settings import Settings
 from pipeline.stream import metrics, topics
 from pipeline.stream.banksync import BankReplica
 from pipeline.stream.consumer import InOrderOfArrivalConsumer
+from pipeline.stream.sensors import setup_sensors
+from pipeline.text.scorer import TextScore
 
 log = logging.getLogger("modstream.stream")
 
@@ -65,7 +71,7 @@ def build_app(settings: Settings) -> faust.App:
     )
     # Faust's own consumer can lose events when a worker restarts (see the module).
     app.transport.Consumer = InOrderOfArrivalConsumer
-    setup_prometheus_sensors(app, pattern="/metrics", name_prefix="faust")
+    setup_sensors(app, pattern="/metrics")
 
     def topic(name: str, partitions: int | None = None) -> faust.TopicT:
         return app.topic(
@@ -84,11 +90,10 @@ def build_app(settings: Settings) -> faust.App:
     )
     dead_letters = topic(topics.DLQ, partitions=1)
     actionable_topics = {"takedown": takedowns, "review": reviews}
-    # Keyed by the very key bytes of uploads.hashed (``platform/uploader``), with the same
-    # partition count, so the producer's partitioner puts each changelog record in the
-    # partition of the events that wrote it. That keeps the table co-partitioned while the
-    # decide stage works on batches, where Faust's "current event" (its default choice of
-    # changelog partition) is not the event being decided.
+    # Keyed by the uploader key (``platform/uploader``) with the partition count of
+    # uploads.hashed, where the hash stage puts each event in the partition Kafka's default
+    # partitioner gives its uploader key; the producer's partitioner puts each changelog
+    # record in that same partition, so the table stays co-partitioned with the events.
     uploader_history = app.Table(
         "uploader_history",
         default=history.empty,
@@ -157,10 +162,19 @@ def build_app(settings: Settings) -> faust.App:
         }
         return web.json(body, status=200 if is_ready else 503)
 
-    async def produce(topic: faust.TopicT, key: bytes, value: bytes) -> asyncio.Future:
-        """Hand one record to the producer, skipping Faust's per-record channel machinery
-        (a measurable share of each event's cost); partitioned by key as ``Topic.send`` is."""
-        return await app.producer.send(topic.get_topic_name(), key, value, None, None, None)
+    async def produce(
+        topic: faust.TopicT, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> asyncio.Future:
+        """Hand one record straight to the Kafka producer under Faust's, skipping Faust's
+        per-record channel and signal machinery (a measurable share of each event's cost);
+        partitioned by key as ``Topic.send`` is, unless ``partition`` is given. Faust flushes
+        this same producer before it commits offsets."""
+        return await kafka_producer().send(
+            topic.get_topic_name(), value, key=key, partition=partition
+        )
+
+    def kafka_producer() -> AIOKafkaProducer:
+        return app.producer._ensure_producer()
 
     def watch_deliveries(deliveries: list[asyncio.Future]) -> None:
         """At-least-once without waiting per batch: Faust flushes the producer before it
@@ -241,78 +255,121 @@ def build_app(settings: Settings) -> faust.App:
 
         return list(await asyncio.gather(*(one(ref) for ref in upload.media)))
 
-    async def hash_one(event: faust.EventT) -> tuple[bytes, bytes] | None:
-        started = time.perf_counter()
-        try:
-            upload = UploadEvent.parse(event.message.value or b"")
-        except ContractError as exc:
-            await send_dead_letter(event, str(exc), "invalid_event")
-            return None
-        media = await signals_of(upload)
-        record = HashedUpload(
-            event=without_media_bytes(upload),
-            media=tuple(media),
-            received_at=event.message.timestamp,
+    async def text_scores_of(uploads: list[UploadEvent]) -> dict[str, TextScore]:
+        """One pool task scores every post of the batch, off the event loop."""
+        texted = [u for u in uploads if u.text]
+        if not texted:
+            return {}
+        scores = await app.loop.run_in_executor(
+            pool, score_texts, settings.text_model, [u.text for u in texted]
         )
-        metrics.STAGE_SECONDS.labels(stage="hash").observe(time.perf_counter() - started)
-        metrics.EVENTS.labels(stage="hash", platform=upload.platform, outcome="ok").inc()
-        return upload.uploader_key.encode(), dumps(record)
+        return {u.event_id: score for u, score in zip(texted, scores, strict=True)}
+
+    def parsed(event: faust.EventT) -> UploadEvent | ContractError:
+        try:
+            return UploadEvent.parse(event.message.value or b"")
+        except ContractError as exc:
+            return exc
+
+    @functools.lru_cache(maxsize=65536)
+    def hashed_partition(uploader_key: str) -> int:
+        """The uploads.hashed partition of an uploader, by Kafka's default partitioner: the
+        same one that places the uploader's table records."""
+        return partition_for(uploader_key.encode(), hashed_partitions, hashed_partitions)
+
+    hashed_partitions = list(range(settings.partitions))
+    partition_for = DefaultPartitioner()
 
     @app.agent(uploads, name="hash_stage")
     async def hash_stage(stream: faust.StreamT) -> None:
-        """Validate, fetch and hash a batch concurrently; forward in the order received."""
+        """Validate, fetch and hash a batch concurrently, score its texts, and forward it as
+        one record per uploader partition."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            results = await asyncio.gather(*(hash_one(e) for e in events), return_exceptions=True)
-            deliveries = []
-            for event, result in zip(events, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.error("hash stage failed", exc_info=result)
-                    await send_dead_letter(event, f"internal error: {result!r}", "internal_error")
-                elif result is not None:
-                    deliveries.append(await produce(hashed, result[0], result[1]))
+            started = time.perf_counter()
+            valid: list[tuple[faust.EventT, UploadEvent]] = []
+            for event, result in zip(events, map(parsed, events), strict=True):
+                if isinstance(result, ContractError):
+                    await send_dead_letter(event, str(result), "invalid_event")
+                else:
+                    valid.append((event, result))
+            uploads_ = [upload for _, upload in valid]
+            media, scores = await asyncio.gather(
+                asyncio.gather(
+                    *(signals_of(u) for u in uploads_ if u.media), return_exceptions=True
+                ),
+                text_scores_of(uploads_),
+                return_exceptions=True,
+            )
+            if isinstance(scores, BaseException):  # the decide stage scores them instead
+                log.error("scoring texts failed", exc_info=scores)
+                scores = {}
+            media_of = iter(media)
+            by_partition: dict[int, list[HashedUpload]] = {}
+            for event, upload in valid:
+                signals = next(media_of) if upload.media else []
+                if isinstance(signals, BaseException):
+                    log.error("hashing failed", exc_info=signals)
+                    await send_dead_letter(event, f"internal error: {signals!r}", "internal_error")
+                    continue
+                by_partition.setdefault(hashed_partition(upload.uploader_key), []).append(
+                    HashedUpload(
+                        event=without_media_bytes(upload),
+                        media=tuple(signals),
+                        received_at=event.message.timestamp,
+                        text_score=scores.get(upload.event_id),
+                    )
+                )
+                metrics.EVENTS.labels(stage="hash", platform=upload.platform, outcome="ok").inc()
+            deliveries = [
+                await produce(hashed, None, dumps(HashedBatch(tuple(batch))), partition)
+                for partition, batch in by_partition.items()
+            ]
             watch_deliveries(deliveries)
             mark_done(events)
+            elapsed = time.perf_counter() - started
+            for _ in valid:
+                metrics.STAGE_SECONDS.labels(stage="hash").observe(elapsed)
 
     @app.agent(hashed, name="decide_stage")
     async def decide_stage(stream: faust.StreamT) -> None:
-        """Match, score and decide each event; per-uploader history lives in the table."""
+        """Match, score and decide each event; per-uploader strikes live in the table."""
         await replica.ready.wait()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             started = time.perf_counter()
-            records = [HashedUpload.parse(event.message.value) for event in events]
+            # A batch's decisions are dated by its record's timestamp (when its signals were
+            # complete), so a redelivered record yields identical decisions.
+            batches = [(HashedBatch.parse(e.message.value), e.message.timestamp) for e in events]
+            records = [(record, at) for batch, at in batches for record in batch.uploads]
             # One index search for the whole batch, on a thread: the kernels release the GIL,
             # so a large bank never stalls the event loop.
             lookups = await app.loop.run_in_executor(
-                None, engine.lookup, [record.media for record in records]
+                None, engine.lookup, [record.media for record, _ in records]
             )
-            deliveries = [
-                await decide_one(event, record, lookups, started)
-                for event, record in zip(events, records, strict=True)
-            ]
-            watch_deliveries([d for sent in deliveries for d in sent])
+            deliveries = []
+            for record, decided_at in records:
+                decision = decide_one(record, lookups, round(decided_at, 3))
+                payload = decision.to_json()
+                event_key = decision.event_id.encode()
+                deliveries.append(await produce(decisions, event_key, payload))
+                actionable = actionable_topics.get(decision.verdict)
+                if actionable is not None:
+                    deliveries.append(await produce(actionable, event_key, payload))
+                _count_decision(decision, record.received_at, started)
+            watch_deliveries(deliveries)
             mark_done(events)
 
-    async def decide_one(
-        event: faust.EventT, record: HashedUpload, lookups: Lookups, started: float
-    ) -> list:
+    def decide_one(record: HashedUpload, lookups: Lookups, decided_at: float) -> Decision:
         upload = record.event
-        key = event.message.key
+        key = upload.uploader_key.encode()
         past = uploader_history[key]
         created = parse_time(upload.created_at)
-        decided_at = past["decided"].get(upload.event_id, round(time.time(), 3))
         prior = history.prior_strikes(past, upload.event_id, created, settings.repeat_window_s)
-        decision = engine.decide(upload, record.media, decided_at, prior, lookups)
-        uploader_history[key] = history.record(
-            past, upload.event_id, created, struck(decision), decided_at
+        decision = engine.decide(
+            upload, record.media, decided_at, prior, lookups, record.text_score
         )
-        payload = decision.to_json()
-        event_key = upload.event_id.encode()
-        sent = [await produce(decisions, event_key, payload)]
-        actionable = actionable_topics.get(decision.verdict)
-        if actionable is not None:
-            sent.append(await produce(actionable, event_key, payload))
-        _count_decision(decision, record.received_at, started)
-        return sent
+        if struck(decision) and not history.has_strike(past, upload.event_id):
+            uploader_history[key] = history.with_strike(past, upload.event_id, created)
+        return decision
 
     return app
 
