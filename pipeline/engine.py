@@ -40,9 +40,9 @@ def hash_media(media_id: str, kind: str, data: bytes, max_pixels: int) -> MediaS
     """
     content = Content(data, kind, max_pixels)
     signals: dict[str, dict] = {}
-    for signal_type in registry().values():
-        if signal_type.source not in ("bytes", kind):
-            continue
+    applicable = [t for t in registry().values() if t.source in ("bytes", kind)]
+    # Byte signals first, so they are there even if decoding fails.
+    for signal_type in sorted(applicable, key=lambda t: t.source != "bytes"):
         try:
             value = signal_type.compute(content)
         except MediaError as exc:

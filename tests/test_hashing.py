@@ -1,7 +1,5 @@
 """Signals of real photos: edited copies stay close, unrelated photos stay far."""
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,6 +8,7 @@ from pipeline.demo import captioned, cropped, encode, resized, sample
 from pipeline.engine import hash_media
 from pipeline.hashing.decode import MediaError, decode_image
 from pipeline.hashing.signals import get, registry
+from pipeline.hashing.signals.pdq import pdq_of_rgb
 
 LIMIT = 50_000_000
 
@@ -114,10 +113,15 @@ def test_video_gets_byte_signals_only():
     assert result.error is None
 
 
-def test_pdq_hex_is_threatexchange_format():
-    data = encode(sample("astronaut"))
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "camera", "coins", "rocket"])
+@pytest.mark.parametrize("size", [None, (640, 480), (33, 17), (1, 1)])
+def test_pdq_is_bit_identical_to_pdqhash_in_threatexchange_format(name, size):
+    """Our luma loop plus the wheel's C++ hasher give exactly ``pdqhash.compute``'s hash and
+    quality, written as ThreatExchange writes PDQ (first bit most significant)."""
     import pdqhash
 
-    vector, _ = pdqhash.compute(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    image = sample(name).convert("RGB")
+    pixels = np.asarray(image if size is None else image.resize(size))
+    vector, quality = pdqhash.compute(pixels)
     bits = "".join(str(int(b)) for b in vector)
-    assert signals(data)["pdq"] == f"{int(bits, 2):064x}"
+    assert pdq_of_rgb(pixels) == (f"{int(bits, 2):064x}", int(quality))

@@ -13,6 +13,8 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+_ORIENTATION = 0x0112  # the EXIF tag
+
 
 class MediaError(Exception):
     """Media could not be processed; ``reason`` is a short label for metrics."""
@@ -43,7 +45,8 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise MediaError("corrupt", f"image could not be decoded: {exc}") from None
     with contextlib.suppress(Exception):
-        image = ImageOps.exif_transpose(image) or image
+        if image.getexif().get(_ORIENTATION, 1) != 1:  # transposing copies: only when needed
+            image = ImageOps.exif_transpose(image) or image
     return to_rgb(image)
 
 

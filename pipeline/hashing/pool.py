@@ -25,11 +25,14 @@ def hashing_pool(workers: int) -> ProcessPoolExecutor:
 def _start_process() -> None:
     if sys.platform == "linux":  # the kernel signals the child when its parent exits
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    import numpy as np
+
     from pipeline.hashing.signals import registry
+    from pipeline.hashing.signals.pdq import pdq_of_rgb
 
     registry()
+    pdq_of_rgb(np.zeros((8, 8, 3), np.uint8))  # loads the compiled luma loop and the hasher
     import imagehash  # noqa: F401
-    import pdqhash  # noqa: F401
 
 
 def process_started() -> bool:

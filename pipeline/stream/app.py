@@ -220,24 +220,38 @@ def build_app(settings: Settings) -> faust.App:
             await asyncio.sleep(interval)
             metrics.EVENT_LOOP_LAG.set(max(0.0, app.loop.time() - started - interval))
 
-    async def send_dead_letter(event: faust.EventT, error: str, reason: str) -> None:
+    async def send_dead_letter(
+        event: faust.EventT, error: str, reason: str, stage: str = "ingest"
+    ) -> None:
         message = event.message
         letter = DeadLetter.of(
             message.value,
             message.key,
             error,
-            stage="ingest",
+            stage=stage,
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
             failed_at=time.time(),
         )
-        metrics.DEAD_LETTERS.labels(stage="ingest", reason=reason).inc()
+        metrics.DEAD_LETTERS.labels(stage=stage, reason=reason).inc()
         log.warning(
             "dead letter",
             extra={"topic": message.topic, "offset": message.offset, "error": error[:300]},
         )
         await dead_letters.send(key=message.key, value=dumps(letter), force=True)
+
+    async def guarded(stage: str, process, events: list[faust.EventT]) -> None:
+        """Run a stage on a batch; if it fails unexpectedly (a bug, not bad input), every
+        event of the batch goes to the dead-letter topic with the error, and the stream goes
+        on, instead of the agent crashing with events taken but not processed."""
+        try:
+            await process(events)
+        except Exception as exc:
+            log.error("%s stage failed on a batch of %d", stage, len(events), exc_info=exc)
+            for event in events:
+                await send_dead_letter(event, f"internal error: {exc!r}", "internal_error", stage)
+            mark_done(events)
 
     async def signals_of(upload: UploadEvent) -> list[MediaSignals]:
         async def one(ref) -> MediaSignals:
@@ -285,78 +299,86 @@ def build_app(settings: Settings) -> faust.App:
         """Validate, fetch and hash a batch concurrently, score its texts, and forward it as
         one record per uploader partition."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            started = time.perf_counter()
-            valid: list[tuple[faust.EventT, UploadEvent]] = []
-            for event, result in zip(events, map(parsed, events), strict=True):
-                if isinstance(result, ContractError):
-                    await send_dead_letter(event, str(result), "invalid_event")
-                else:
-                    valid.append((event, result))
-            uploads_ = [upload for _, upload in valid]
-            media, scores = await asyncio.gather(
-                asyncio.gather(
-                    *(signals_of(u) for u in uploads_ if u.media), return_exceptions=True
-                ),
-                text_scores_of(uploads_),
-                return_exceptions=True,
-            )
-            if isinstance(scores, BaseException):  # the decide stage scores them instead
-                log.error("scoring texts failed", exc_info=scores)
-                scores = {}
-            media_of = iter(media)
-            by_partition: dict[int, list[HashedUpload]] = {}
-            for event, upload in valid:
-                signals = next(media_of) if upload.media else []
-                if isinstance(signals, BaseException):
-                    log.error("hashing failed", exc_info=signals)
-                    await send_dead_letter(event, f"internal error: {signals!r}", "internal_error")
-                    continue
-                by_partition.setdefault(hashed_partition(upload.uploader_key), []).append(
-                    HashedUpload(
-                        event=without_media_bytes(upload),
-                        media=tuple(signals),
-                        received_at=event.message.timestamp,
-                        text_score=scores.get(upload.event_id),
-                    )
+            await guarded("hash", hash_batch, events)
+
+    async def hash_batch(events: list[faust.EventT]) -> None:
+        started = time.perf_counter()
+        valid: list[tuple[faust.EventT, UploadEvent]] = []
+        for event, result in zip(events, map(parsed, events), strict=True):
+            if isinstance(result, ContractError):
+                await send_dead_letter(event, str(result), "invalid_event")
+            else:
+                valid.append((event, result))
+        batch_uploads = [upload for _, upload in valid]
+        media, scores = await asyncio.gather(
+            asyncio.gather(
+                *(signals_of(u) for u in batch_uploads if u.media), return_exceptions=True
+            ),
+            text_scores_of(batch_uploads),
+            return_exceptions=True,
+        )
+        if isinstance(scores, BaseException):  # the decide stage scores them instead
+            log.error("scoring texts failed", exc_info=scores)
+            scores = {}
+        media_of = iter(media)
+        by_partition: dict[int, list[HashedUpload]] = {}
+        for event, upload in valid:
+            signals = next(media_of) if upload.media else []
+            if isinstance(signals, BaseException):
+                log.error("hashing failed", exc_info=signals)
+                await send_dead_letter(
+                    event, f"internal error: {signals!r}", "internal_error", "hash"
                 )
-                metrics.EVENTS.labels(stage="hash", platform=upload.platform, outcome="ok").inc()
-            deliveries = [
-                await produce(hashed, None, dumps(HashedBatch(tuple(batch))), partition)
-                for partition, batch in by_partition.items()
-            ]
-            watch_deliveries(deliveries)
-            mark_done(events)
-            elapsed = time.perf_counter() - started
-            for _ in valid:
-                metrics.STAGE_SECONDS.labels(stage="hash").observe(elapsed)
+                continue
+            by_partition.setdefault(hashed_partition(upload.uploader_key), []).append(
+                HashedUpload(
+                    event=without_media_bytes(upload),
+                    media=tuple(signals),
+                    received_at=event.message.timestamp,
+                    text_score=scores.get(upload.event_id),
+                )
+            )
+            metrics.EVENTS.labels(stage="hash", platform=upload.platform, outcome="ok").inc()
+        deliveries = [
+            await produce(hashed, None, dumps(HashedBatch(tuple(batch))), partition)
+            for partition, batch in by_partition.items()
+        ]
+        watch_deliveries(deliveries)
+        mark_done(events)
+        elapsed = time.perf_counter() - started
+        for _ in valid:
+            metrics.STAGE_SECONDS.labels(stage="hash").observe(elapsed)
 
     @app.agent(hashed, name="decide_stage")
     async def decide_stage(stream: faust.StreamT) -> None:
         """Match, score and decide each event; per-uploader strikes live in the table."""
         await replica.ready.wait()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            started = time.perf_counter()
-            # A batch's decisions are dated by its record's timestamp (when its signals were
-            # complete), so a redelivered record yields identical decisions.
-            batches = [(HashedBatch.parse(e.message.value), e.message.timestamp) for e in events]
-            records = [(record, at) for batch, at in batches for record in batch.uploads]
-            # One index search for the whole batch, on a thread: the kernels release the GIL,
-            # so a large bank never stalls the event loop.
-            lookups = await app.loop.run_in_executor(
-                None, engine.lookup, [record.media for record, _ in records]
-            )
-            deliveries = []
-            for record, decided_at in records:
-                decision = decide_one(record, lookups, round(decided_at, 3))
-                payload = decision.to_json()
-                event_key = decision.event_id.encode()
-                deliveries.append(await produce(decisions, event_key, payload))
-                actionable = actionable_topics.get(decision.verdict)
-                if actionable is not None:
-                    deliveries.append(await produce(actionable, event_key, payload))
-                _count_decision(decision, record.received_at, started)
-            watch_deliveries(deliveries)
-            mark_done(events)
+            await guarded("decide", decide_batch, events)
+
+    async def decide_batch(events: list[faust.EventT]) -> None:
+        started = time.perf_counter()
+        # A batch's decisions are dated by its record's timestamp (when its signals were
+        # complete), so a redelivered record yields identical decisions.
+        batches = [(HashedBatch.parse(e.message.value), e.message.timestamp) for e in events]
+        records = [(record, at) for batch, at in batches for record in batch.uploads]
+        # One index search for the whole batch, on a thread: the kernels release the GIL,
+        # so a large bank never stalls the event loop.
+        lookups = await app.loop.run_in_executor(
+            None, engine.lookup, [record.media for record, _ in records]
+        )
+        deliveries = []
+        for record, decided_at in records:
+            decision = decide_one(record, lookups, round(decided_at, 3))
+            payload = decision.to_json()
+            event_key = decision.event_id.encode()
+            deliveries.append(await produce(decisions, event_key, payload))
+            actionable = actionable_topics.get(decision.verdict)
+            if actionable is not None:
+                deliveries.append(await produce(actionable, event_key, payload))
+            _count_decision(decision, record.received_at, started)
+        watch_deliveries(deliveries)
+        mark_done(events)
 
     def decide_one(record: HashedUpload, lookups: Lookups, decided_at: float) -> Decision:
         upload = record.event
@@ -395,5 +417,7 @@ def _count_decision(decision, received_at: float, started: float) -> None:
 
 def without_media_bytes(upload: UploadEvent) -> UploadEvent:
     """The event as forwarded downstream: inline media are hashed, their bytes are not resent."""
+    if not any(m.data_b64 for m in upload.media):
+        return upload
     media = tuple(replace(m, data_b64="") if m.data_b64 else m for m in upload.media)
     return replace(upload, media=media)

@@ -35,18 +35,13 @@ from mode import ServiceT
 class InOrderOfArrivalConsumer(Consumer):
     """Delivers every fetched record and never acknowledges one it did not process."""
 
-    def _delivers_at_once(self, tp: Any) -> bool:
-        """Whether handing a record of ``tp`` to its streams cannot wait: flow on, producer
-        buffer under its limit, every stream queue with room. Then the callback completes
-        without suspending, and Faust's race of each callback against a flow suspension
-        (two tasks per record, a tenth of a worker's time) is not needed."""
-        app = self.app
-        if not app.flow_control.is_active():
-            return False
-        buffer = app.producer.buffer
-        if buffer.size > buffer.max_messages:
-            return False
-        return not any(channel.queue.full() for channel in app.topics._tp_index.get(tp, ()))
+    def _flow_open(self) -> bool:
+        """Flow on and Faust's producer buffer (table changelog records) under its limit."""
+        buffer = self.app.producer.buffer
+        return self.app.flow_control.is_active() and buffer.size <= buffer.max_messages
+
+    def _queues_have_room(self, tp: Any) -> bool:
+        return not any(channel.queue.full() for channel in self.app.topics._tp_index.get(tp, ()))
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         callback = self.callback
@@ -62,18 +57,27 @@ class InOrderOfArrivalConsumer(Consumer):
                 await self.sleep(0)
                 if self.should_stop:
                     continue
+                # When the flow is open and a record's stream queues have room, handing it over
+                # completes without suspending, and Faust's race of each callback against a
+                # flow suspension (two tasks per record, a tenth of a worker's time) is not
+                # needed. The flow is checked again after anything that may have waited.
+                flow_open: bool | None = None
                 async for tp, message in records:
                     since_yield += 1
                     if since_yield > 100:  # let heartbeats and web requests run
                         await asyncio.sleep(0)
-                        since_yield = 0
+                        since_yield, flow_open = 0, None
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if self._delivers_at_once(tp):
+                        flow_open = None
+                    if flow_open is None:
+                        flow_open = self._flow_open()
+                    if flow_open and self._queues_have_room(tp):
                         await callback(message)
                     else:  # it may wait: let a flow suspension (a rebalance) interrupt it
                         await self.wait_first(callback(message), self.suspend_flow.wait())
+                        flow_open = None
                     read_offset[tp] = message.offset
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
