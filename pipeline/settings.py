@@ -29,7 +29,7 @@ class Settings:
     partitions: int = 4
     hash_workers: int = field(default_factory=_default_workers)
     batch_size: int = 256
-    batch_within_s: float = 0.02
+    batch_within_s: float = 0.005
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     log_format: str = "json"

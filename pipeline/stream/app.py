@@ -270,14 +270,25 @@ def build_app(settings: Settings) -> faust.App:
         return list(await asyncio.gather(*(one(ref) for ref in upload.media)))
 
     async def text_scores_of(uploads: list[UploadEvent]) -> dict[str, TextScore]:
-        """One pool task scores every post of the batch, off the event loop."""
+        """The batch's posts scored off the event loop, split over the pool's processes."""
         texted = [u for u in uploads if u.text]
         if not texted:
             return {}
-        scores = await app.loop.run_in_executor(
-            pool, score_texts, settings.text_model, [u.text for u in texted]
+        share = -(-len(texted) // settings.hash_workers)  # one task per pool process
+        chunks = [texted[i : i + share] for i in range(0, len(texted), share)]
+        scored = await asyncio.gather(
+            *(
+                app.loop.run_in_executor(
+                    pool, score_texts, settings.text_model, [u.text for u in chunk]
+                )
+                for chunk in chunks
+            )
         )
-        return {u.event_id: score for u, score in zip(texted, scores, strict=True)}
+        return {
+            u.event_id: score
+            for chunk, scores in zip(chunks, scored, strict=True)
+            for u, score in zip(chunk, scores, strict=True)
+        }
 
     def parsed(event: faust.EventT) -> UploadEvent | ContractError:
         try:
