@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup run test lint prometheus bench bench-index text-model kafka-stop clean
+.PHONY: setup run test lint prometheus bench bench-index bench-text text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ test: setup lint prometheus
 bench: setup
 	$(BIN)/modstream kafka start
 	$(BIN)/python bench/throughput.py
+
+bench-text: setup
+	$(BIN)/python bench/text.py
 
 bench-index: setup
 	$(BIN)/pip install -q -e '.[dev,bench]'

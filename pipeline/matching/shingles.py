@@ -9,6 +9,7 @@ it inside a longer post keeps every one (1.0). The distance reported is
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,12 +22,12 @@ MAX_POSTINGS = 10_000
 
 
 def shingles(normalized: str) -> frozenset[int]:
+    """Hashes of the text's word 4-grams (of the whole text, if shorter). Only compared within
+    one process: snapshots keep the texts, not these hashes."""
     words = normalized.split()
     if len(words) <= SHINGLE_WORDS:
-        return frozenset({hash(" ".join(words))})
-    return frozenset(
-        hash(" ".join(words[i : i + SHINGLE_WORDS])) for i in range(len(words) - SHINGLE_WORDS + 1)
-    )
+        return frozenset({hash(tuple(words))})
+    return frozenset(map(hash, zip(*(words[i:] for i in range(SHINGLE_WORDS)), strict=False)))
 
 
 def containment_distance(post: str, bank_text: str) -> int:
@@ -63,11 +64,14 @@ class ShingleIndex:
                 del self._postings[shingle]
 
     def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
-        shared: Counter[int] = Counter()
-        for shingle in shingles(signal):
-            refs = self._postings.get(shingle, ())
-            if len(refs) <= MAX_POSTINGS:
-                shared.update(refs)
+        postings = self._postings
+        shared = Counter(
+            itertools.chain.from_iterable(
+                refs
+                for refs in map(postings.get, shingles(signal))
+                if refs is not None and len(refs) <= MAX_POSTINGS
+            )
+        )
         hits = []
         for ref, count in shared.items():
             distance = round(100 * (1 - count / len(self._shingles[ref])))

@@ -13,6 +13,7 @@ Inference is plain Python over a JSON model (no model download, no ML library at
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import math
 import re
@@ -110,6 +111,10 @@ def feature_counts(text: str) -> dict[str, int]:
     return found
 
 
+def _strength(item: tuple[str, float]) -> float:
+    return abs(item[1])
+
+
 @dataclass
 class LinearTextClassifier:
     """``score(text)`` is the probability that the text is propaganda."""
@@ -158,7 +163,7 @@ class LinearTextClassifier:
                 contributions[f"[{name}]"] = weight
         logit = self.bias + sum(contributions.values())
         probability = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
-        strongest = sorted(contributions.items(), key=lambda item: -abs(item[1]))[:reasons]
+        strongest = heapq.nlargest(reasons, contributions.items(), key=_strength)
         parts = tuple({"term": term, "weight": round(w, 3)} for term, w in strongest)
         return TextScore(score=round(probability, 4), parts=parts)
 

@@ -32,7 +32,8 @@ def normalize_text(text: str) -> str:
     """NFKC, case-fold, drop zero-width characters, punctuation and repeated whitespace, and
     undo lookalike letters mixed into Latin words."""
     folded = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
-    return " ".join(_unspoof(word) for word in _NON_WORD.sub(" ", folded).split())
+    words = _NON_WORD.sub(" ", folded).split()
+    return " ".join(words if folded.isascii() else map(_unspoof, words))
 
 
 @register
