@@ -196,7 +196,7 @@ class Engine:
                 for match in self.bank.match("text", computed["value"])
             ]
         if scored is None:
-            scored = self.scorer.score(text)
+            scored = self.scorer.score(text, computed["value"] if computed else None)
         if scored.parts:
             out.append(
                 Evidence(

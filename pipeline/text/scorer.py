@@ -17,4 +17,6 @@ class TextScore:
 
 
 class TextScorer(Protocol):
-    def score(self, text: str) -> TextScore: ...
+    def score(self, text: str, normalized: str | None = None) -> TextScore:
+        """``normalized``: the text after ``normalize_text``, when the caller has it."""
+        ...
