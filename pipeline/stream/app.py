@@ -349,16 +349,15 @@ def build_app(settings: Settings) -> faust.App:
                     text_score=scores.get(upload.event_id),
                 )
             )
-            metrics.EVENTS.labels(stage="hash", platform=upload.platform, outcome="ok").inc()
         deliveries = [
             await produce(hashed, None, dumps(HashedBatch(tuple(batch))), partition)
             for partition, batch in by_partition.items()
         ]
         watch_deliveries(deliveries)
         mark_done(events)
-        elapsed = time.perf_counter() - started
-        for _ in valid:
-            metrics.STAGE_SECONDS.labels(stage="hash").observe(elapsed)
+        metrics.count_hashed(
+            [upload.platform for _, upload in valid], time.perf_counter() - started
+        )
 
     @app.agent(hashed, name="decide_stage")
     async def decide_stage(stream: faust.StreamT) -> None:
@@ -378,7 +377,7 @@ def build_app(settings: Settings) -> faust.App:
         lookups = await app.loop.run_in_executor(
             None, engine.lookup, [record.media for record, _ in records]
         )
-        deliveries = []
+        deliveries, decided = [], []
         for record, decided_at in records:
             decision = decide_one(record, lookups, round(decided_at, 3))
             payload = decision.to_json()
@@ -387,9 +386,10 @@ def build_app(settings: Settings) -> faust.App:
             actionable = actionable_topics.get(decision.verdict)
             if actionable is not None:
                 deliveries.append(await produce(actionable, event_key, payload))
-            _count_decision(decision, record.received_at, started)
+            decided.append((decision, record.received_at))
         watch_deliveries(deliveries)
         mark_done(events)
+        metrics.count_decisions(decided, time.perf_counter() - started)
 
     def decide_one(record: HashedUpload, lookups: Lookups, decided_at: float) -> Decision:
         upload = record.event
@@ -410,20 +410,6 @@ def build_app(settings: Settings) -> faust.App:
 def _report_failed_send(delivery: asyncio.Future) -> None:
     if not delivery.cancelled() and delivery.exception() is not None:
         log.error("producing a record failed", exc_info=delivery.exception())
-
-
-def _count_decision(decision, received_at: float, started: float) -> None:
-    now = time.time()
-    metrics.STAGE_SECONDS.labels(stage="decide").observe(time.perf_counter() - started)
-    metrics.END_TO_END_SECONDS.observe(max(0.0, now - received_at))
-    metrics.EVENTS.labels(stage="decide", platform=decision.platform, outcome="ok").inc()
-    metrics.DECISIONS.labels(verdict=decision.verdict, platform=decision.platform).inc()
-    for evidence in decision.evidence:
-        if evidence.kind in ("hash_match", "text_match"):
-            metrics.MATCHES.labels(
-                bank=evidence.bank, signal_type=evidence.signal_type, action=evidence.action
-            ).inc()
-            metrics.entry_matched(evidence.bank, evidence.entry_id)
 
 
 def without_media_bytes(upload: UploadEvent) -> UploadEvent:

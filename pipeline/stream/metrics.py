@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from pipeline.contracts import Decision
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -77,3 +83,36 @@ def entry_matched(bank: str, entry_id: str) -> None:
     else:
         _entries_labelled.add(key)
     ENTRY_MATCHES.labels(bank=bank, entry_id=entry_id).inc()
+
+
+def count_decisions(decided: Sequence[tuple[Decision, float]], stage_seconds: float) -> None:
+    """Metrics of a decided batch (each decision with its upload's Kafka timestamp), one
+    labelled update per label set: label lookups are a measurable share of a decision."""
+    now = time.time()
+    stage = STAGE_SECONDS.labels(stage="decide")
+    platforms: collections.Counter[str] = collections.Counter()
+    verdicts: collections.Counter[tuple[str, str]] = collections.Counter()
+    for decision, received_at in decided:
+        stage.observe(stage_seconds)
+        END_TO_END_SECONDS.observe(max(0.0, now - received_at))
+        platforms[decision.platform] += 1
+        verdicts[(decision.verdict, decision.platform)] += 1
+        for evidence in decision.evidence:
+            if evidence.kind in ("hash_match", "text_match"):
+                MATCHES.labels(
+                    bank=evidence.bank, signal_type=evidence.signal_type, action=evidence.action
+                ).inc()
+                entry_matched(evidence.bank, evidence.entry_id)
+    for platform, count in platforms.items():
+        EVENTS.labels(stage="decide", platform=platform, outcome="ok").inc(count)
+    for (verdict, platform), count in verdicts.items():
+        DECISIONS.labels(verdict=verdict, platform=platform).inc(count)
+
+
+def count_hashed(platforms: Sequence[str], stage_seconds: float) -> None:
+    """Metrics of a hashed batch: the platform of each event it forwarded."""
+    stage = STAGE_SECONDS.labels(stage="hash")
+    for _ in platforms:
+        stage.observe(stage_seconds)
+    for platform, count in collections.Counter(platforms).items():
+        EVENTS.labels(stage="hash", platform=platform, outcome="ok").inc(count)
