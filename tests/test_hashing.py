@@ -107,12 +107,6 @@ def test_broken_images_report_a_reason_and_keep_byte_signals():
     assert garbage.error_reason == "not_an_image"
 
 
-def test_video_gets_byte_signals_only():
-    result = hash_media("v", "video", b"\x00\x00\x00\x18ftypmp42", LIMIT)
-    assert set(result.signals) == {"md5", "sha256"}
-    assert result.error is None
-
-
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "camera", "coins", "rocket"])
 @pytest.mark.parametrize("size", [None, (640, 480), (33, 17), (1, 1)])
 def test_pdq_is_bit_identical_to_pdqhash_in_threatexchange_format(name, size):

@@ -52,12 +52,14 @@ def read_index(folder: Path, layout: str) -> MatchIndex:
     """Load an index written by ``snapshot()``, whichever kind it is."""
     from pipeline.matching.hamming import HammingIndex
     from pipeline.matching.shingles import ShingleIndex
+    from pipeline.matching.video import VideoIndex
 
     kind = json.loads((folder / "manifest.json").read_text())["kind"]
     readers: dict[str, Callable[[Path], MatchIndex]] = {
         "hamming": lambda f: HammingIndex.load(f, layout=layout),
         "exact": ExactIndex.load,
         "shingle": ShingleIndex.load,
+        "vpdq": lambda f: VideoIndex.load(f, layout=layout),
     }
     return readers[kind](folder)
 

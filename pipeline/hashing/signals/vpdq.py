@@ -1,0 +1,55 @@
+"""vPDQ: Meta's video hash, PDQ of frames sampled through the video (``pipeline.hashing.video``).
+
+The signal's value is the vPDQ text itself, one ``frame_number,quality,pdq_hex,timestamp``
+line per kept frame; bank videos are matched by the share of their unique frames found
+(``pipeline.matching.video``).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from pipeline.hashing.signals.base import Content, SignalType, Thresholds, register
+
+if TYPE_CHECKING:
+    from pipeline.matching.index import MatchIndex
+
+
+@register
+class VPDQSignal(SignalType):
+    name = "vpdq"
+    source = "video"
+    # Distances are 100 x (1 - share of the bank video's unique frames found): 20 is 80%.
+    thresholds = Thresholds(takedown=20, review=40)
+
+    def compute(self, content: Content) -> dict[str, Any] | None:
+        from pipeline.hashing.video import format_vpdq, hash_video
+
+        video = hash_video(io.BytesIO(content.data))
+        if not video.frames:
+            return None
+        return {
+            "value": format_vpdq(video.frames),
+            "frames": len(video.frames),
+            "duration": round(video.duration, 3),
+            "hashed_seconds": round(video.hashed_seconds, 3),
+            "truncated": video.truncated,
+        }
+
+    def normalize(self, signal: str) -> str:
+        from pipeline.hashing.video import format_vpdq, parse_vpdq
+
+        return format_vpdq(parse_vpdq(signal))
+
+    def distance(self, a: str, b: str) -> int:
+        """How much of bank video ``b`` is missing from query video ``a``, in percent."""
+        from pipeline.hashing.video import parse_vpdq
+        from pipeline.matching.video import compare
+
+        return compare(parse_vpdq(a), parse_vpdq(b)).distance
+
+    def new_index(self, layout: str = "fast") -> MatchIndex:
+        from pipeline.matching.video import VideoIndex
+
+        return VideoIndex(layout=layout)

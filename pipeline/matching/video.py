@@ -1,0 +1,144 @@
+"""Bank videos found again by their frames, as Meta's vPDQ matches them.
+
+Every unique frame of a bank video is one entry of a PDQ Hamming index, pointing back to its
+video. A query video's frames are looked up in one batch at the frame distance (31, PDQ's),
+and for each bank video two shares are counted: of its unique frames, how many some query
+frame matched; of the query's frames, how many matched some frame of it. A bank video
+matches when the first share reaches the bank's threshold and the second reaches
+``min_query_share`` (0 by default: a short clip cut from a long video is still the video).
+
+Like known text, the distance reported is ``round(100 * (1 - bank share))``, so the per-bank
+thresholds read as percentages: takedown at <= 20 is "80% of the bank video's frames found".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.hashing.video import FrameHash, parse_vpdq, unique_frames
+from pipeline.matching.hamming import HammingIndex
+from pipeline.matching.index import read_signals, signals_snapshot
+
+FRAME_DISTANCE = 31
+
+
+@dataclass(frozen=True)
+class VideoComparison:
+    bank_share: float  # of the bank video's unique frames, matched by some query frame
+    query_share: float  # of the query's frames, matching some frame of the bank video
+    #: ``(query_from, query_to, bank_from, bank_to)`` seconds of each matching stretch.
+    ranges: tuple[tuple[float, float, float, float], ...]
+
+    @property
+    def distance(self) -> int:
+        return round(100 * (1 - self.bank_share))
+
+
+def compare(
+    query: Sequence[FrameHash], bank: Sequence[FrameHash], frame_distance: int = FRAME_DISTANCE
+) -> VideoComparison:
+    """Both shares and the matching stretches of two videos, by brute force (for evidence and
+    tests; the index finds candidates among many videos)."""
+    bank_frames = unique_frames(bank)
+    matched_bank: set[str] = set()
+    pairs: list[tuple[float, float]] = []
+    matched_query = 0
+    for frame in query:
+        code = int(frame.pdq_hex, 16)
+        hits = [h for h in bank_frames if (code ^ int(h, 16)).bit_count() <= frame_distance]
+        if hits:
+            matched_query += 1
+            matched_bank.update(hits)
+            pairs.append((frame.timestamp, min(t for h in hits for t in bank_frames[h])))
+    return VideoComparison(
+        bank_share=len(matched_bank) / len(bank_frames) if bank_frames else 0.0,
+        query_share=matched_query / len(query) if query else 0.0,
+        ranges=_stretches(pairs),
+    )
+
+
+def _stretches(pairs: list[tuple[float, float]], gap: float = 2.5) -> tuple:
+    """Matched (query time, bank time) pairs joined into stretches where both advance."""
+    out: list[list[float]] = []
+    for query_at, bank_at in sorted(pairs):
+        last = out[-1] if out else None
+        if last and query_at - last[1] <= gap and 0 <= bank_at - last[3] <= gap:
+            last[1], last[3] = query_at, bank_at
+        else:
+            out.append([query_at, query_at, bank_at, bank_at])
+    return tuple(tuple(r) for r in out)
+
+
+class VideoIndex:
+    """Bank videos (vPDQ texts) by their unique frames, in one PDQ Hamming index."""
+
+    def __init__(self, layout: str = "fast", min_query_share: float = 0.0) -> None:
+        self.min_query_share = min_query_share
+        self._frames = HammingIndex(256, layout=layout)
+        self._texts: dict[int, str] = {}
+        self._video_frames: dict[int, list[int]] = {}  # video ref -> its frame entries
+        self._frame_video: dict[int, int] = {}
+        self._next_frame = 0
+
+    def add(self, ref: int, signal: str) -> None:
+        self.remove(ref)
+        frames = list(unique_frames(parse_vpdq(signal)))
+        ids = list(range(self._next_frame, self._next_frame + len(frames)))
+        self._next_frame += len(frames)
+        for frame_id, pdq_hex in zip(ids, frames, strict=True):
+            self._frames.add(frame_id, pdq_hex)
+            self._frame_video[frame_id] = ref
+        self._video_frames[ref] = ids
+        self._texts[ref] = signal
+
+    def remove(self, ref: int) -> None:
+        ids = self._video_frames.pop(ref, None)
+        if ids is None:
+            return
+        del self._texts[ref]
+        self._frames.remove_many(ids)
+        for frame_id in ids:
+            del self._frame_video[frame_id]
+
+    def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
+        return self.query_many([signal], max_distance)[0]
+
+    def query_many(self, signals: Sequence[str], max_distance: int) -> list[list[tuple[int, int]]]:
+        """``[(video ref, distance), ...]`` per query video, nearest first."""
+        return [self._query(parse_vpdq(signal), max_distance) for signal in signals]
+
+    def _query(self, frames: Sequence[FrameHash], max_distance: int) -> list[tuple[int, int]]:
+        hexes = [f.pdq_hex for f in frames]
+        distinct = list(dict.fromkeys(hexes))
+        hits = self._frames.query_many(distinct, FRAME_DISTANCE)
+        videos_of = {
+            h: {self._frame_video[i] for i, _ in found}
+            for h, found in zip(distinct, hits, strict=True)
+        }
+        matched_frames: dict[int, set[int]] = {}
+        for found in hits:
+            for frame_id, _ in found:
+                matched_frames.setdefault(self._frame_video[frame_id], set()).add(frame_id)
+        out = []
+        for ref, matched in matched_frames.items():
+            bank_share = len(matched) / len(self._video_frames[ref])
+            query_share = sum(1 for h in hexes if ref in videos_of[h]) / len(hexes)
+            distance = round(100 * (1 - bank_share))
+            if distance <= max_distance and query_share >= self.min_query_share:
+                out.append((distance, ref))
+        return [(ref, distance) for distance, ref in sorted(out)]
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def snapshot(self) -> Callable[[Path], None]:
+        return signals_snapshot("vpdq", list(self._texts.items()))
+
+    @classmethod
+    def load(cls, folder: Path, layout: str = "fast") -> VideoIndex:
+        index = cls(layout=layout)
+        for ref, text in read_signals(folder):
+            index.add(ref, text)
+        return index
