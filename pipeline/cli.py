@@ -69,11 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     tail.set_defaults(run=cmd_tail)
 
     hash_ = commands.add_parser("hash", help="print the signals of local files (no broker)")
-    hash_.add_argument("files", nargs="+", type=Path)
+    hash_.add_argument("files", nargs="+", type=Path, help="images and videos (by suffix)")
+    hash_.add_argument(
+        "--vpdq", type=Path, metavar="DIR", help="also write each video's hash as DIR/NAME.vpdq"
+    )
     hash_.set_defaults(run=cmd_hash)
 
     scan = commands.add_parser("scan", help="decide local files and texts in-process (no broker)")
-    scan.add_argument("files", nargs="*", type=Path, help="images; .txt files are scanned as text")
+    scan.add_argument(
+        "files", nargs="*", type=Path, help="images, videos; .txt files are scanned as text"
+    )
     scan.add_argument("--bank", type=Path, required=True, help="bank file (CSV or JSON lines)")
     scan.add_argument("--bank-name", default="local")
     scan.add_argument("--text", action="append", default=[], help="a text post to scan")
@@ -201,17 +206,22 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.engine import hash_media
+    from pipeline.scan import media_kind
 
     for path in args.files:
-        result = hash_media(str(path), "image", path.read_bytes(), settings.max_image_pixels)
+        kind = media_kind(path)
+        result = hash_media(str(path), kind, path.read_bytes(), settings.max_image_pixels)
         sys.stdout.write(orjson.dumps({"file": str(path), **asdict(result)}).decode() + "\n")
+        if args.vpdq and "vpdq" in result.signals:
+            args.vpdq.mkdir(parents=True, exist_ok=True)
+            (args.vpdq / f"{path.stem}.vpdq").write_text(result.signals["vpdq"]["value"])
     return 0
 
 
 def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.engine import hash_media
     from pipeline.matching.bankfile import read_bank_file
-    from pipeline.scan import local_engine, local_event
+    from pipeline.scan import local_engine, local_event, media_kind
 
     engine = local_engine(settings, list(read_bank_file(args.bank, args.bank_name)))
     items: list[tuple[str, str | None, list]] = []
@@ -219,7 +229,8 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         if path.suffix == ".txt":
             items.append((str(path), path.read_text(encoding="utf-8"), []))
         else:
-            media = hash_media("0", "image", path.read_bytes(), settings.max_image_pixels)
+            kind = media_kind(path)
+            media = hash_media("0", kind, path.read_bytes(), settings.max_image_pixels)
             items.append((str(path), None, [media]))
     items.extend((f"text:{i}", text, []) for i, text in enumerate(args.text))
     if not items:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pipeline.contracts import BankEntry, MediaRef, UploadEvent
 from pipeline.engine import Engine
 from pipeline.matching.bank import Bank
 from pipeline.settings import Settings
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
+
+
+def media_kind(path: Path) -> str:
+    """``video`` or ``image``, by the file's suffix."""
+    return "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
 
 
 def local_engine(settings: Settings, entries: list[BankEntry]) -> Engine:
@@ -26,5 +34,8 @@ def local_event(name: str, text: str | None, media_count: int) -> UploadEvent:
         uploader_id="local",
         created_at=datetime.now(UTC).isoformat(),
         text=text,
-        media=tuple(MediaRef(media_id=str(i), kind="image", path=name) for i in range(media_count)),
+        media=tuple(
+            MediaRef(media_id=str(i), kind=media_kind(Path(name)), path=name)
+            for i in range(media_count)
+        ),
     )

@@ -72,3 +72,26 @@ def test_errors_are_one_clear_line(tmp_path):
     assert "bank.csv:2" in result.stderr and "pdq" in result.stderr
     bad_env = run("hash", "x", env={"MODSTREAM_PARTITIONS": "many", "PATH": ""})
     assert bad_env.returncode == 2 and "MODSTREAM_PARTITIONS" in bad_env.stderr
+
+
+def test_video_hashes_export_as_vpdq_files_that_import_as_a_bank(tmp_path):
+    """`hash --vpdq` writes Meta's vPDQ format; a .vpdq file is a bank of one video, and
+    `scan` takes down a logo-stamped copy of that video."""
+    import videos
+
+    scenes = ["astronaut", "coffee", "immunohistochemistry", "chelsea"]
+    original = videos.clip(tmp_path / "original.mp4", scenes, fps=15, crf=23)
+    copy = videos.clip(tmp_path / "copy.mp4", scenes, fps=15, crf=28, edit=videos.logo)
+    exported = run("hash", str(original), "--vpdq", str(tmp_path / "bank"))
+    assert exported.returncode == 0, exported.stderr
+    [line] = exported.stdout.splitlines()
+    assert orjson.loads(line)["signals"]["vpdq"]["frames"] >= 6
+    vpdq_file = tmp_path / "bank" / "original.vpdq"
+    first = vpdq_file.read_text().splitlines()[0].split(",")
+    assert len(first) == 4 and len(first[2]) == 64
+    result = run("scan", str(copy), "--bank", str(vpdq_file), "--bank-name", "tve")
+    assert result.returncode == 0, result.stderr
+    decision = orjson.loads(result.stdout)
+    assert decision["verdict"] == "takedown"
+    assert decision["evidence"][0]["signal_type"] == "vpdq"
+    assert decision["evidence"][0]["entry_id"] == "original"

@@ -1,10 +1,13 @@
-"""Read bank entries from files: CSV (``signal_type,signal[,entry_id,labels]``) or JSON lines."""
+"""Read bank entries from files: CSV (``signal_type,signal[,entry_id,labels]``), JSON lines,
+or a vPDQ file (one video: ``frame_number,quality,pdq_hex,timestamp`` lines; its entry id is
+the file name without ``.vpdq``)."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +23,12 @@ def read_bank_file(path: Path, bank: str, action_hint: str = "takedown") -> Iter
     text = path.read_text(encoding="utf-8")
     added_at = datetime.now(UTC).isoformat(timespec="seconds")
     is_jsonl = path.suffix in (".jsonl", ".ndjson") or text.lstrip().startswith("{")
-    rows = _json_rows(text) if is_jsonl else _csv_rows(text)
+    if path.suffix == ".vpdq" or _VPDQ_LINE.match(text.lstrip()):
+        rows: Iterator[tuple[int, dict]] = iter(
+            [(1, {"signal_type": "vpdq", "signal": text, "entry_id": path.stem})]
+        )
+    else:
+        rows = _json_rows(text) if is_jsonl else _csv_rows(text)
     for line, row in rows:
         try:
             signal_type = str(row["signal_type"]).strip()
@@ -43,6 +51,9 @@ def read_bank_file(path: Path, bank: str, action_hint: str = "takedown") -> Iter
             )
         except (KeyError, ValueError, ContractError) as exc:
             raise ContractError(f"{path}:{line}: {exc}") from None
+
+
+_VPDQ_LINE = re.compile(r"\d+,\d+,[0-9a-fA-F]{64},[\d.]+\s*$", re.MULTILINE)
 
 
 def _default_id(signal_type: str, signal: str) -> str:
