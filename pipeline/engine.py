@@ -180,19 +180,17 @@ class Engine:
         matches = lookups.get((name, computed["value"]))
         if matches is None:
             matches = self.bank.match(name, computed["value"])
-        return [match_evidence("hash_match", name, m, media_id=media_id) for m in matches]
+        return [
+            match_evidence("hash_match", name, m, computed["value"], media_id=media_id)
+            for m in matches
+        ]
 
     def _text_evidence(self, text: str, scored: TextScore | None) -> list[Evidence]:
         out = []
         computed = get_signal_type("text").compute(text)
         if computed is not None:
             out += [
-                match_evidence(
-                    "text_match",
-                    "text",
-                    match,
-                    detail=f"{100 - match.distance}% of the known text is in the post",
-                )
+                match_evidence("text_match", "text", match, computed["value"])
                 for match in self.bank.match("text", computed["value"])
             ]
         if scored is None:
@@ -211,9 +209,10 @@ class Engine:
         return out
 
 
-def match_evidence(kind: str, signal_type: str, match: Match, **extra: str) -> Evidence:
+def match_evidence(kind: str, signal_type: str, match: Match, query: str, **extra: str) -> Evidence:
     """Evidence of one bank match: within the bank's takedown distance its hint applies,
-    within the review distance it goes to review."""
+    within the review distance it goes to review. The signal type may explain it further."""
+    detail = get_signal_type(signal_type).explain(query, match.entry.signal, match.distance)
     return Evidence(
         kind=kind,
         action=policy.hash_action(
@@ -228,6 +227,7 @@ def match_evidence(kind: str, signal_type: str, match: Match, **extra: str) -> E
         labels=match.entry.labels,
         distance=match.distance,
         threshold=match.thresholds.takedown,
+        detail=detail,
         **extra,
     )
 

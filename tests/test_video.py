@@ -132,3 +132,5 @@ def test_a_banked_video_takes_down_its_logo_stamped_copy(clips, hashes):
     assert decision.verdict == "takedown"
     [evidence] = [e for e in decision.evidence if e.signal_type == "vpdq"]
     assert (evidence.bank, evidence.entry_id) == ("tve", "video-1") and evidence.distance <= 20
+    assert "of the bank video's frames found" in evidence.detail
+    assert "s here = 0-" in evidence.detail  # where it matches, for the reviewer

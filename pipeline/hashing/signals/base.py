@@ -67,6 +67,10 @@ class SignalType(ABC):
         """An empty index that finds values within a distance of a query; ``layout`` picks
         the memory/speed trade-off where an index has one."""
 
+    def explain(self, query: str, bank_signal: str, distance: int) -> str | None:
+        """A reviewer's one-line account of a match beyond its distance, if there is one."""
+        return None
+
     def usable(self, computed: dict[str, Any], min_quality: int) -> bool:
         """Whether a computed signal is good enough to match on (PDQ quality, for one)."""
         return True

@@ -59,6 +59,9 @@ class TextSignal(SignalType):
 
         return containment_distance(a, b)
 
+    def explain(self, query: str, bank_signal: str, distance: int) -> str:
+        return f"{100 - distance}% of the known text is in the post"
+
     def new_index(self, layout: str = "fast") -> MatchIndex:
         from pipeline.matching.shingles import ShingleIndex
 

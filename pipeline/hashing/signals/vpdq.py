@@ -49,6 +49,21 @@ class VPDQSignal(SignalType):
 
         return compare(parse_vpdq(a), parse_vpdq(b)).distance
 
+    def explain(self, query: str, bank_signal: str, distance: int) -> str:
+        """Both shares and where the copies match, so a reviewer can jump to the segment."""
+        from pipeline.hashing.video import parse_vpdq
+        from pipeline.matching.video import compare
+
+        found = compare(parse_vpdq(query), parse_vpdq(bank_signal))
+        where = "; ".join(
+            f"{q0:.0f}-{q1:.0f} s here = {b0:.0f}-{b1:.0f} s in the bank video"
+            for q0, q1, b0, b1 in found.ranges
+        )
+        return (
+            f"{found.bank_share:.0%} of the bank video's frames found, "
+            f"{found.query_share:.0%} of this video's frames match: {where}"
+        )
+
     def new_index(self, layout: str = "fast") -> MatchIndex:
         from pipeline.matching.video import VideoIndex
 
