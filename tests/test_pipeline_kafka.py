@@ -274,3 +274,36 @@ async def test_restart_loads_the_bank_snapshot_and_reads_only_newer_changes(work
     # The astronaut's PDQ entry is gone; its pHash and MD5 entries remain in the demo bank.
     astro = found["after-astronaut"][0]
     assert not [e for e in astro["evidence"] if e.get("signal_type") == "pdq"]
+
+
+async def test_a_video_upload_is_decided_by_its_vpdq(workers):
+    """A banked video (imported as a vPDQ entry) is taken down when a logo-stamped copy is
+    uploaded by path; an unrelated video is allowed; a file that is not a video says so."""
+    import videos
+
+    from pipeline.hashing.video import format_vpdq, hash_video
+
+    scenes = ["astronaut", "coffee", "immunohistochemistry", "chelsea"]
+    root = workers.settings.media_root
+    original = videos.clip(root / "original.mp4", scenes, fps=15, crf=23)
+    videos.clip(root / "copy.mp4", scenes, fps=15, crf=28, edit=videos.logo)
+    videos.clip(root / "other.mp4", ["retina", "coins", "moon"], fps=15, crf=23)
+    (root / "broken.mp4").write_bytes(b"not a video at all")
+    vpdq = format_vpdq(hash_video(original).frames)
+    entry = BankEntry("tve", "video-1", "vpdq", vpdq, ("violent_extremism",), "takedown", "")
+    await send(workers, "hashbank", [(entry.key.encode(), dumps(entry))])
+    workers.start()
+
+    def video(name: str) -> list[dict]:
+        return [{"media_id": "v1", "kind": "video", "path": name}]
+
+    names = {"vid-copy": "copy.mp4", "vid-other": "other.mp4", "vid-broken": "broken.mp4"}
+    await send(workers, "uploads", [upload(i, media=video(n)) for i, n in names.items()])
+    found = await collect(workers, "decisions", set(names))
+    copy, other, broken = (found[i][0] for i in names)
+    assert copy["verdict"] == "takedown"
+    [match] = [e for e in copy["evidence"] if e["kind"] == "hash_match"]
+    assert (match["signal_type"], match["entry_id"]) == ("vpdq", "video-1")
+    assert "of the bank video's frames found" in match["detail"]
+    assert other["verdict"] == "allow"
+    assert broken["media_errors"][0]["reason"] == "not_a_video"
