@@ -210,7 +210,9 @@ def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
 
     for path in args.files:
         kind = media_kind(path)
-        result = hash_media(str(path), kind, path.read_bytes(), settings.max_image_pixels)
+        result = hash_media(
+            str(path), kind, path.read_bytes(), settings.max_image_pixels, settings.video_sampling
+        )
         sys.stdout.write(orjson.dumps({"file": str(path), **asdict(result)}).decode() + "\n")
         if args.vpdq and "vpdq" in result.signals:
             args.vpdq.mkdir(parents=True, exist_ok=True)
@@ -230,7 +232,9 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
             items.append((str(path), path.read_text(encoding="utf-8"), []))
         else:
             kind = media_kind(path)
-            media = hash_media("0", kind, path.read_bytes(), settings.max_image_pixels)
+            media = hash_media(
+                "0", kind, path.read_bytes(), settings.max_image_pixels, settings.video_sampling
+            )
             items.append((str(path), None, [media]))
     items.extend((f"text:{i}", text, []) for i, text in enumerate(args.text))
     if not items:

@@ -23,6 +23,7 @@ from pipeline.decide.policy import POLICY_VERSION, PolicyConfig
 from pipeline.hashing.decode import MediaError
 from pipeline.hashing.signals import Content, registry
 from pipeline.hashing.signals import get as get_signal_type
+from pipeline.hashing.video import VideoSampling
 from pipeline.matching.bank import Bank, Match
 from pipeline.settings import Settings
 from pipeline.text.classifier import LinearTextClassifier
@@ -32,13 +33,19 @@ from pipeline.text.scorer import TextScore, TextScorer
 Lookups = dict[tuple[str, str], list[Match]]
 
 
-def hash_media(media_id: str, kind: str, data: bytes, max_pixels: int) -> MediaSignals:
+def hash_media(
+    media_id: str,
+    kind: str,
+    data: bytes,
+    max_pixels: int,
+    video: VideoSampling | None = None,
+) -> MediaSignals:
     """Every applicable signal of one piece of media. CPU-bound: run it in a process pool.
 
     Byte signals (MD5, SHA-256) are kept even when decoding fails, so a banked copy of a
     corrupt file still matches; the failure is reported next to them.
     """
-    content = Content(data, kind, max_pixels)
+    content = Content(data, kind, max_pixels, video)
     signals: dict[str, dict] = {}
     applicable = [t for t in registry().values() if t.source in ("bytes", kind)]
     # Byte signals first, so they are there even if decoding fails.
@@ -130,6 +137,17 @@ class Engine:
                 )
             for name, computed in item.signals.items():
                 found.extend(self._hash_matches(item.media_id, name, computed, lookups or {}))
+            cut = item.signals.get("vpdq", {})
+            if cut.get("truncated"):
+                found.append(
+                    Evidence(
+                        kind="video_cut",
+                        action="allow",
+                        media_id=item.media_id,
+                        detail=f"only the first {cut['hashed_seconds']:.0f} s of "
+                        f"{cut['duration']:.0f} s were hashed (MODSTREAM_VIDEO_MAX_SECONDS)",
+                    )
+                )
         if event.text:
             found.extend(self._text_evidence(event.text, text_score))
         return sorted(found, key=lambda e: -policy.SEVERITY[e.action])

@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from pipeline.hashing.video import VideoSampling
 
 _PREFIX = "MODSTREAM_"
 
@@ -42,6 +45,8 @@ class Settings:
     fetch_timeout_s: float = 10.0
     fetch_max_redirects: int = 3
     max_image_pixels: int = 64_000_000
+    video_seconds_per_frame: float = 1.0
+    video_max_seconds: float = 1800.0
     # Matching and policy
     pdq_min_quality: int = 50
     index_layout: str = "fast"
@@ -75,8 +80,20 @@ class Settings:
             raise ValueError("MODSTREAM_INDEX_LAYOUT must be fast or compact")
         if self.log_format not in ("json", "text"):
             raise ValueError("MODSTREAM_LOG_FORMAT must be json or text")
+        if self.video_seconds_per_frame <= 0 or self.video_max_seconds <= 0:
+            raise ValueError("MODSTREAM_VIDEO_SECONDS_PER_FRAME and _MAX_SECONDS must be > 0")
         if self.partitions < 1 or self.hash_workers < 1 or self.batch_size < 1:
             raise ValueError("partitions, hash_workers and batch_size must be >= 1")
+
+    @property
+    def video_sampling(self) -> VideoSampling:
+        from pipeline.hashing.video import VideoSampling
+
+        return VideoSampling(
+            seconds_per_frame=self.video_seconds_per_frame,
+            max_seconds=self.video_max_seconds,
+            min_quality=self.pdq_min_quality,
+        )
 
     def topic(self, name: str) -> str:
         """The Kafka topic name for a logical topic, with the configured prefix."""

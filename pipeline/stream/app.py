@@ -261,7 +261,13 @@ def build_app(settings: Settings) -> faust.App:
                 metrics.MEDIA_FAILURES.labels(source=ref.source, reason=exc.reason).inc()
                 return failed_media(ref.media_id, ref.kind, exc)
             result = await app.loop.run_in_executor(
-                pool, hash_media, ref.media_id, ref.kind, data, settings.max_image_pixels
+                pool,
+                hash_media,
+                ref.media_id,
+                ref.kind,
+                data,
+                settings.max_image_pixels,
+                settings.video_sampling,
             )
             if result.error_reason:
                 metrics.MEDIA_FAILURES.labels(source="decode", reason=result.error_reason).inc()

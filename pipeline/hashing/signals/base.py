@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from PIL import Image
 
+    from pipeline.hashing.video import VideoSampling
     from pipeline.matching.index import MatchIndex
 
 
@@ -28,12 +29,16 @@ class Thresholds:
 
 
 class Content:
-    """Media bytes with a lazily decoded image, so bytes-only signals never decode."""
+    """Media bytes with a lazily decoded image, so bytes-only signals never decode, and how
+    to sample a video."""
 
-    def __init__(self, data: bytes, kind: str, max_pixels: int) -> None:
+    def __init__(
+        self, data: bytes, kind: str, max_pixels: int, video: VideoSampling | None = None
+    ) -> None:
         self.data = data
         self.kind = kind
         self.max_pixels = max_pixels
+        self.video = video
 
     @cached_property
     def image(self) -> Image.Image:

@@ -24,9 +24,9 @@ class VPDQSignal(SignalType):
     thresholds = Thresholds(takedown=20, review=40)
 
     def compute(self, content: Content) -> dict[str, Any] | None:
-        from pipeline.hashing.video import format_vpdq, hash_video
+        from pipeline.hashing.video import VideoSampling, format_vpdq, hash_video
 
-        video = hash_video(io.BytesIO(content.data))
+        video = hash_video(io.BytesIO(content.data), content.video or VideoSampling())
         if not video.frames:
             return None
         return {
