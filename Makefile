@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup run test lint prometheus bench bench-index bench-text text-model kafka-stop clean
+.PHONY: setup run test lint prometheus bench bench-index bench-text bench-video text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ bench: setup
 
 bench-text: setup
 	$(BIN)/python bench/text.py
+
+bench-video: setup
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python bench/video.py
 
 bench-index: setup
 	$(BIN)/pip install -q -e '.[dev,bench]'

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.hashing.video import FrameHash, parse_vpdq, unique_frames
-from pipeline.matching.hamming import HammingIndex
+from pipeline.matching.hamming import HammingIndex, hex_to_codes
 from pipeline.matching.index import read_signals, signals_snapshot
 
 FRAME_DISTANCE = 31
@@ -83,15 +83,26 @@ class VideoIndex:
         self._next_frame = 0
 
     def add(self, ref: int, signal: str) -> None:
-        self.remove(ref)
-        frames = list(unique_frames(parse_vpdq(signal)))
-        ids = list(range(self._next_frame, self._next_frame + len(frames)))
-        self._next_frame += len(frames)
-        for frame_id, pdq_hex in zip(ids, frames, strict=True):
-            self._frames.add(frame_id, pdq_hex)
-            self._frame_video[frame_id] = ref
-        self._video_frames[ref] = ids
-        self._texts[ref] = signal
+        self.add_many([(ref, signal)])
+
+    def add_many(self, videos: Sequence[tuple[int, str]]) -> None:
+        """Add videos (``(ref, vPDQ text)``) with one bulk insert of all their frames."""
+        videos = list(dict(videos).items())  # a ref given twice: the last one
+        for ref, _ in videos:
+            self.remove(ref)
+        frame_ids: list[int] = []
+        hexes: list[str] = []
+        for ref, signal in videos:
+            frames = list(unique_frames(parse_vpdq(signal)))
+            ids = list(range(self._next_frame, self._next_frame + len(frames)))
+            self._next_frame += len(frames)
+            self._frame_video.update(dict.fromkeys(ids, ref))
+            self._video_frames[ref] = ids
+            self._texts[ref] = signal
+            frame_ids += ids
+            hexes += frames
+        if frame_ids:
+            self._frames.add_many(frame_ids, hex_to_codes(hexes, 256))
 
     def remove(self, ref: int) -> None:
         ids = self._video_frames.pop(ref, None)
@@ -139,6 +150,5 @@ class VideoIndex:
     @classmethod
     def load(cls, folder: Path, layout: str = "fast") -> VideoIndex:
         index = cls(layout=layout)
-        for ref, text in read_signals(folder):
-            index.add(ref, text)
+        index.add_many(read_signals(folder))
         return index
