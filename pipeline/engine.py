@@ -36,7 +36,7 @@ Lookups = dict[tuple[str, str], list[Match]]
 def hash_media(
     media_id: str,
     kind: str,
-    data: bytes,
+    data: bytes | Path,
     max_pixels: int,
     video: VideoSampling | None = None,
 ) -> MediaSignals:

@@ -45,6 +45,8 @@ class Settings:
     fetch_timeout_s: float = 10.0
     fetch_max_redirects: int = 3
     max_image_pixels: int = 64_000_000
+    video_max_bytes: int = 1024 * 1024 * 1024
+    video_fetch_timeout_s: float = 300.0
     video_seconds_per_frame: float = 1.0
     video_max_seconds: float = 1800.0
     # Matching and policy

@@ -119,3 +119,30 @@ def test_paths_stay_under_the_media_root(tmp_path):
         assert error.value.reason == "path_outside_root"
     with pytest.raises(MediaError, match="disabled"):
         read_local("a.jpg", None, 100)
+
+
+async def test_videos_stream_to_a_scratch_file_that_is_always_removed(server, tmp_path):
+    """A video URL is downloaded to a file (not memory) under the video limits; the file
+    exists while it is hashed and is gone afterwards, also when the download fails."""
+    from pipeline.contracts import MediaRef
+    from pipeline.ingest.sources import clear_scratch, video_file
+
+    scratch = tmp_path / "scratch"
+    (scratch).mkdir()
+    (scratch / "modstream-video-left-by-a-crash.video").write_bytes(b"old")
+    clear_scratch(scratch)
+    assert list(scratch.iterdir()) == []
+    fetcher = Fetcher(FetchPolicy(allow=("127.0.0.1/32",), video_max_bytes=50_000))
+    try:
+        ref = MediaRef(media_id="v", kind="video", url=f"{server}/photo")
+        async with video_file(ref, fetcher, None, scratch) as path:
+            assert path.parent == scratch and path.read_bytes().startswith(b"\xff\xd8")
+        assert list(scratch.iterdir()) == []
+        too_big = MediaRef(media_id="v", kind="video", url=f"{server}/big")
+        with pytest.raises(MediaError) as error:
+            async with video_file(too_big, fetcher, None, scratch):
+                pass
+        assert error.value.reason == "too_large"
+        assert list(scratch.iterdir()) == []
+    finally:
+        await fetcher.close()

@@ -278,7 +278,8 @@ async def test_restart_loads_the_bank_snapshot_and_reads_only_newer_changes(work
 
 async def test_a_video_upload_is_decided_by_its_vpdq(workers):
     """A banked video (imported as a vPDQ entry) is taken down when a logo-stamped copy is
-    uploaded by path; an unrelated video is allowed; a file that is not a video says so."""
+    uploaded by path or by URL (streamed to a scratch file, removed once hashed); an
+    unrelated video is allowed; a file that is not a video says so."""
     import videos
 
     from pipeline.hashing.video import format_vpdq, hash_video
@@ -297,11 +298,26 @@ async def test_a_video_upload_is_decided_by_its_vpdq(workers):
     def video(name: str) -> list[dict]:
         return [{"media_id": "v1", "kind": "video", "path": name}]
 
+    async def serve(request):
+        return web.FileResponse(root / "copy.mp4")
+
+    app = web.Application()
+    app.router.add_get("/copy.mp4", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/copy.mp4"
+
     names = {"vid-copy": "copy.mp4", "vid-other": "other.mp4", "vid-broken": "broken.mp4"}
-    await send(workers, "uploads", [upload(i, media=video(n)) for i, n in names.items()])
-    found = await collect(workers, "decisions", set(names))
+    by_url = upload("vid-url", media=[{"media_id": "v1", "kind": "video", "url": url}])
+    await send(workers, "uploads", [upload(i, media=video(n)) for i, n in names.items()] + [by_url])
+    found = await collect(workers, "decisions", {*names, "vid-url"})
+    await runner.cleanup()
     copy, other, broken = (found[i][0] for i in names)
-    assert copy["verdict"] == "takedown"
+    assert found["vid-url"][0]["verdict"] == copy["verdict"] == "takedown"
+    [scratch] = workers.settings.data_dir.glob("worker-*/media-scratch")
+    assert list(scratch.iterdir()) == []
     [match] = [e for e in copy["evidence"] if e["kind"] == "hash_match"]
     assert (match["signal_type"], match["entry_id"]) == ("vpdq", "video-1")
     assert "of the bank video's frames found" in match["detail"]

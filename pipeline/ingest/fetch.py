@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -29,6 +31,9 @@ class FetchPolicy:
     max_bytes: int = 20 * 1024 * 1024
     timeout_s: float = 10.0
     max_redirects: int = 3
+    #: Videos stream to a file instead of memory, with limits of their own.
+    video_max_bytes: int = 1024 * 1024 * 1024
+    video_timeout_s: float = 300.0
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(item, strict=False) for item in self.allow]
@@ -84,13 +89,28 @@ class Fetcher:
 
     async def fetch(self, url: str) -> bytes:
         """The body at ``url``; raises MediaError with a reason label on any refusal or failure."""
+        body = bytearray()
+        await self._fetch(url, body.extend, self.policy.max_bytes, self.policy.timeout_s)
+        return bytes(body)
+
+    async def fetch_to_file(self, url: str, path: Path) -> None:
+        """Stream the body at ``url`` into ``path`` (a video: too big for memory), with the
+        video limits. On failure the partial file is the caller's to remove."""
+        with path.open("wb") as out:
+            await self._fetch(
+                url, out.write, self.policy.video_max_bytes, self.policy.video_timeout_s
+            )
+
+    async def _fetch(
+        self, url: str, write: Callable[[bytes], object], limit: int, timeout_s: float
+    ) -> None:
         try:
-            async with asyncio.timeout(self.policy.timeout_s):
-                return await self._follow(url)
+            async with asyncio.timeout(timeout_s):
+                await self._follow(url, write, limit)
         except MediaError:
             raise
         except TimeoutError:
-            raise MediaError("timeout", f"fetch took over {self.policy.timeout_s:g}s") from None
+            raise MediaError("timeout", f"fetch took over {timeout_s:g}s") from None
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, MediaError):
                 raise exc.os_error from None
@@ -98,7 +118,7 @@ class Fetcher:
         except aiohttp.ClientError as exc:
             raise MediaError("http_error", f"fetch failed: {exc}") from None
 
-    async def _follow(self, url: str) -> bytes:
+    async def _follow(self, url: str, write: Callable[[bytes], object], limit: int) -> None:
         session = await self._client()
         for _ in range(self.policy.max_redirects + 1):
             self._check_url(url)
@@ -111,19 +131,21 @@ class Fetcher:
                     continue
                 if response.status != 200:
                     raise MediaError("http_status", f"HTTP {response.status} from {url}")
-                return await self._read_capped(response)
+                await self._read_capped(response, write, limit)
+                return
         raise MediaError("too_many_redirects", f"more than {self.policy.max_redirects} redirects")
 
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        limit = self.policy.max_bytes
+    async def _read_capped(
+        self, response: aiohttp.ClientResponse, write: Callable[[bytes], object], limit: int
+    ) -> None:
         if response.content_length is not None and response.content_length > limit:
             raise MediaError("too_large", f"Content-Length {response.content_length} > {limit}")
-        body = bytearray()
+        size = 0
         async for chunk in response.content.iter_chunked(65536):
-            body += chunk
-            if len(body) > limit:
+            size += len(chunk)
+            if size > limit:
                 raise MediaError("too_large", f"body exceeds {limit} bytes")
-        return bytes(body)
+            write(chunk)
 
     def _check_url(self, url: str) -> None:
         parts = urlsplit(url)

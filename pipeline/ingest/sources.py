@@ -1,9 +1,17 @@
-"""Get the bytes of a media reference: inline base64, a URL, or a file under the media root."""
+"""Get a media reference's content: inline base64, a URL, or a file under the media root.
+
+Images come as bytes. Videos come as a file (too big for memory): the media-root file
+itself, or a download or inline copy in a scratch folder that is removed once hashed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pipeline.contracts import MediaRef
@@ -13,6 +21,15 @@ from pipeline.ingest.fetch import Fetcher
 
 def read_local(path: str, root: Path | None, max_bytes: int) -> bytes:
     """Read a file only if it resolves inside ``root`` (no ``..`` or symlink escapes)."""
+    target = local_path(path, root, max_bytes)
+    try:
+        return target.read_bytes()
+    except PermissionError:
+        raise MediaError("unreadable", f"permission denied: {path!r}") from None
+
+
+def local_path(path: str, root: Path | None, max_bytes: int) -> Path:
+    """The file ``path`` names if it resolves inside ``root`` and is at most ``max_bytes``."""
     if root is None:
         raise MediaError("path_disabled", "path media is disabled (set MODSTREAM_MEDIA_ROOT)")
     base = root.resolve()
@@ -21,15 +38,13 @@ def read_local(path: str, root: Path | None, max_bytes: int) -> bytes:
         raise MediaError("path_outside_root", f"{path!r} is outside the media root")
     try:
         size = target.stat().st_size
-        if size > max_bytes:
-            raise MediaError("too_large", f"file is {size} bytes, over {max_bytes}")
-        return target.read_bytes()
     except FileNotFoundError:
         raise MediaError("not_found", f"no such file under the media root: {path!r}") from None
-    except IsADirectoryError:
-        raise MediaError("not_found", f"{path!r} is a directory") from None
-    except PermissionError:
-        raise MediaError("unreadable", f"permission denied: {path!r}") from None
+    if not target.is_file():
+        raise MediaError("not_found", f"{path!r} is not a file")
+    if size > max_bytes:
+        raise MediaError("too_large", f"file is {size} bytes, over {max_bytes}")
+    return target
 
 
 async def load_media(ref: MediaRef, fetcher: Fetcher, root: Path | None) -> bytes:
@@ -42,3 +57,41 @@ async def load_media(ref: MediaRef, fetcher: Fetcher, root: Path | None) -> byte
         return await fetcher.fetch(ref.url)
     assert ref.path is not None
     return await asyncio.to_thread(read_local, ref.path, root, fetcher.policy.max_bytes)
+
+
+@contextlib.asynccontextmanager
+async def video_file(
+    ref: MediaRef, fetcher: Fetcher, root: Path | None, scratch: Path
+) -> AsyncIterator[Path]:
+    """The video as a file for as long as the ``async with`` lasts; a copy made in
+    ``scratch`` (a download, inline bytes) is removed afterwards, whatever happens."""
+    limit = fetcher.policy.video_max_bytes
+    if ref.path is not None:
+        yield await asyncio.to_thread(local_path, ref.path, root, limit)
+        return
+    handle, name = tempfile.mkstemp(prefix=SCRATCH_PREFIX, suffix=".video", dir=scratch)
+    os.close(handle)
+    path = Path(name)
+    try:
+        if ref.url is not None:
+            await fetcher.fetch_to_file(ref.url, path)
+        else:
+            data = base64.b64decode(ref.data_b64 or "")
+            if len(data) > fetcher.policy.max_bytes:
+                raise MediaError(
+                    "too_large", f"inline media is over {fetcher.policy.max_bytes} bytes"
+                )
+            await asyncio.to_thread(path.write_bytes, data)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+SCRATCH_PREFIX = "modstream-video-"
+
+
+def clear_scratch(scratch: Path) -> None:
+    """Remove copies a killed worker left behind (run at start, before any download)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    for leftover in scratch.glob(f"{SCRATCH_PREFIX}*"):
+        leftover.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -37,7 +38,7 @@ from pipeline.engine import Engine, Lookups, failed_media, hash_media, score_tex
 from pipeline.hashing.decode import MediaError
 from pipeline.hashing.pool import hashing_pool, process_started
 from pipeline.ingest.fetch import Fetcher, FetchPolicy
-from pipeline.ingest.sources import load_media
+from pipeline.ingest.sources import clear_scratch, load_media, video_file
 from pipeline.matching import hamming
 from pipeline.matching.bank import Bank
 from pipeline.settings import Settings
@@ -120,8 +121,12 @@ def build_app(settings: Settings) -> faust.App:
             settings.fetch_max_bytes,
             settings.fetch_timeout_s,
             settings.fetch_max_redirects,
+            settings.video_max_bytes,
+            settings.video_fetch_timeout_s,
         )
     )
+    scratch = datadir / "media-scratch"  # downloaded videos while they are hashed
+    clear_scratch(scratch)
     pool = hashing_pool(settings.hash_workers)
 
     warmed = asyncio.Event()  # index kernels compiled, hashing pool started
@@ -254,21 +259,27 @@ def build_app(settings: Settings) -> faust.App:
             mark_done(events)
 
     async def signals_of(upload: UploadEvent) -> list[MediaSignals]:
-        async def one(ref) -> MediaSignals:
-            try:
-                data = await load_media(ref, fetcher, settings.media_root)
-            except MediaError as exc:
-                metrics.MEDIA_FAILURES.labels(source=ref.source, reason=exc.reason).inc()
-                return failed_media(ref.media_id, ref.kind, exc)
-            result = await app.loop.run_in_executor(
+        async def hashed(ref, content: bytes | Path) -> MediaSignals:
+            return await app.loop.run_in_executor(
                 pool,
                 hash_media,
                 ref.media_id,
                 ref.kind,
-                data,
+                content,
                 settings.max_image_pixels,
                 settings.video_sampling,
             )
+
+        async def one(ref) -> MediaSignals:
+            try:
+                if ref.kind == "video":
+                    async with video_file(ref, fetcher, settings.media_root, scratch) as path:
+                        result = await hashed(ref, path)
+                else:
+                    result = await hashed(ref, await load_media(ref, fetcher, settings.media_root))
+            except MediaError as exc:
+                metrics.MEDIA_FAILURES.labels(source=ref.source, reason=exc.reason).inc()
+                return failed_media(ref.media_id, ref.kind, exc)
             if result.error_reason:
                 metrics.MEDIA_FAILURES.labels(source="decode", reason=result.error_reason).inc()
             return result

@@ -8,10 +8,13 @@ signal types up here by name; nothing else in the code lists them.
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -29,16 +32,36 @@ class Thresholds:
 
 
 class Content:
-    """Media bytes with a lazily decoded image, so bytes-only signals never decode, and how
-    to sample a video."""
+    """Media to compute signals from: bytes, or a file (a video too big for memory), with a
+    lazily decoded image, so bytes-only signals never decode, and how to sample a video."""
 
     def __init__(
-        self, data: bytes, kind: str, max_pixels: int, video: VideoSampling | None = None
+        self,
+        data: bytes | Path,
+        kind: str,
+        max_pixels: int,
+        video: VideoSampling | None = None,
     ) -> None:
-        self.data = data
+        self.path = data if isinstance(data, Path) else None
+        self._data = None if isinstance(data, Path) else data
         self.kind = kind
         self.max_pixels = max_pixels
         self.video = video
+
+    @property
+    def data(self) -> bytes:
+        return self._data if self._data is not None else self.path.read_bytes()  # type: ignore[union-attr]
+
+    def digest(self, algorithm: str) -> str:
+        """A hashlib digest of the content, streamed from the file if it is one."""
+        if self.path is None:
+            return hashlib.new(algorithm, self.data).hexdigest()
+        with self.path.open("rb") as file:
+            return hashlib.file_digest(file, algorithm).hexdigest()
+
+    def open(self) -> BinaryIO:
+        """The content as a binary file object (for decoders that read files)."""
+        return self.path.open("rb") if self.path is not None else io.BytesIO(self.data)
 
     @cached_property
     def image(self) -> Image.Image:

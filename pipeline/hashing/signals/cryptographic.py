@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
@@ -14,7 +13,7 @@ class _DigestSignal(ExactSignal):
     hex_digits: int
 
     def compute(self, content: Content) -> dict[str, Any]:
-        return {"value": hashlib.new(self.name, content.data).hexdigest()}
+        return {"value": content.digest(self.name)}
 
     def normalize(self, signal: str) -> str:
         value = signal.strip().lower()

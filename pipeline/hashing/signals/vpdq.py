@@ -7,7 +7,6 @@ line per kept frame; bank videos are matched by the share of their unique frames
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any
 
 from pipeline.hashing.signals.base import Content, SignalType, Thresholds, register
@@ -26,7 +25,8 @@ class VPDQSignal(SignalType):
     def compute(self, content: Content) -> dict[str, Any] | None:
         from pipeline.hashing.video import VideoSampling, format_vpdq, hash_video
 
-        video = hash_video(io.BytesIO(content.data), content.video or VideoSampling())
+        with content.open() as file:
+            video = hash_video(file, content.video or VideoSampling())
         if not video.frames:
             return None
         return {
