@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.contracts import (
@@ -111,7 +111,7 @@ class Engine:
         for name, values in wanted.items():
             signals = list(values)
             for signal, matches in zip(signals, self.bank.match_many(name, signals), strict=True):
-                found[(name, signal)] = matches
+                found[(name, signal)] = assessed(name, signal, matches)
         return found
 
     def evidence(
@@ -197,19 +197,17 @@ class Engine:
             return []
         matches = lookups.get((name, computed["value"]))
         if matches is None:
-            matches = self.bank.match(name, computed["value"])
-        return [
-            match_evidence("hash_match", name, m, computed["value"], media_id=media_id)
-            for m in matches
-        ]
+            matches = assessed(name, computed["value"], self.bank.match(name, computed["value"]))
+        return [match_evidence("hash_match", name, m, media_id=media_id) for m in matches]
 
     def _text_evidence(self, text: str, scored: TextScore | None) -> list[Evidence]:
         out = []
         computed = get_signal_type("text").compute(text)
         if computed is not None:
+            matches = self.bank.match("text", computed["value"])
             out += [
-                match_evidence("text_match", "text", match, computed["value"])
-                for match in self.bank.match("text", computed["value"])
+                match_evidence("text_match", "text", match)
+                for match in assessed("text", computed["value"], matches)
             ]
         if scored is None:
             scored = self.scorer.score(text, computed["value"] if computed else None)
@@ -227,10 +225,23 @@ class Engine:
         return out
 
 
-def match_evidence(kind: str, signal_type: str, match: Match, query: str, **extra: str) -> Evidence:
+def assessed(signal_type: str, signal: str, matches: list[Match]) -> list[Match]:
+    """The matches with their signal type's assessment, less those that match too little of
+    the query for their bank (``min_query_share``, vPDQ). Run where the lookups run (off the
+    event loop): a video's assessment compares frames."""
+    kind = get_signal_type(signal_type)
+    out = []
+    for match in matches:
+        assessment = kind.assess(signal, match.entry.signal, match.distance)
+        share = assessment.query_share
+        if share is None or share >= match.thresholds.min_query_share:
+            out.append(replace(match, assessment=assessment))
+    return out
+
+
+def match_evidence(kind: str, signal_type: str, match: Match, **extra: str) -> Evidence:
     """Evidence of one bank match: within the bank's takedown distance its hint applies,
-    within the review distance it goes to review. The signal type may explain it further."""
-    detail = get_signal_type(signal_type).explain(query, match.entry.signal, match.distance)
+    within the review distance it goes to review."""
     return Evidence(
         kind=kind,
         action=policy.hash_action(
@@ -245,7 +256,8 @@ def match_evidence(kind: str, signal_type: str, match: Match, query: str, **extr
         labels=match.entry.labels,
         distance=match.distance,
         threshold=match.thresholds.takedown,
-        detail=detail,
+        parts=match.assessment.parts,
+        detail=match.assessment.detail,
         **extra,
     )
 

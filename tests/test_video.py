@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import videos
 
-from pipeline.contracts import BankEntry, UploadEvent
+from pipeline.contracts import BankEntry, MediaSignals, UploadEvent
 from pipeline.demo import encode, sample
 from pipeline.engine import hash_media
 from pipeline.hashing.decode import MediaError
@@ -134,3 +134,23 @@ def test_a_banked_video_takes_down_its_logo_stamped_copy(clips, hashes):
     assert (evidence.bank, evidence.entry_id) == ("tve", "video-1") and evidence.distance <= 20
     assert "of the bank video's frames found" in evidence.detail
     assert "s here = 0-" in evidence.detail  # where it matches, for the reviewer
+
+
+def test_a_bank_can_require_a_share_of_the_query_too(hashes):
+    """A long upload that contains the whole bank video matches it by default (query share
+    0); a bank that sets ``min_query_share`` wants that much of the upload to be the video."""
+    padded = (*hashes["original"], *hashes["unrelated"], *hashes["unrelated"])
+    entry = BankEntry("tve", "video-1", "vpdq", format_vpdq(hashes["original"]), (), "takedown", "")
+    signals = {"vpdq": {"value": format_vpdq(padded)}}
+    media = MediaSignals("m1", "video", signals)
+    event = UploadEvent("e1", "p", "c1", "u1", "2026-11-26T10:00:00Z", None, ())
+    lenient = local_engine(Settings(), [entry])
+    decision = lenient.decide(event, [media], 1.0, lookups=lenient.lookup([[media]]))
+    assert decision.verdict == "takedown"
+    [evidence] = [e for e in decision.evidence if e.signal_type == "vpdq"]
+    shares = evidence.parts[0]
+    assert shares["bank_share"] == 1.0 and 0.3 <= shares["query_share"] <= 0.4
+    assert evidence.parts[1]["bank_from"] == 0.0  # where it matches, as numbers
+    strict = local_engine(Settings(thresholds={"tve/vpdq": {"min_query_share": 0.5}}), [entry])
+    decision = strict.decide(event, [media], 1.0, lookups=strict.lookup([[media]]))
+    assert decision.verdict == "allow"

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.contracts import BankEntry, parse_bank_key
-from pipeline.hashing.signals import Thresholds
+from pipeline.hashing.signals import Assessment, Thresholds
 from pipeline.hashing.signals import get as get_signal_type
 from pipeline.matching.entries import EntryStore
 from pipeline.matching.index import MatchIndex, read_index
@@ -28,6 +28,8 @@ class Match:
     entry: BankEntry
     distance: int
     thresholds: Thresholds
+    #: What the signal type adds for the reviewer (``Engine`` fills it in).
+    assessment: Assessment = field(default_factory=Assessment)
 
 
 class Bank:
@@ -75,7 +77,8 @@ class Bank:
         )
         takedown = int(override.get("takedown", default.takedown))
         review = max(takedown, int(override.get("review", default.review)))
-        return Thresholds(takedown=takedown, review=review)
+        share = float(override.get("min_query_share", default.min_query_share))
+        return Thresholds(takedown=takedown, review=review, min_query_share=share)
 
     def widest_review(self, signal_type: str) -> int:
         """The largest review distance of any bank for this type: the query radius."""

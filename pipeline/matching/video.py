@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.hashing.video import FrameHash, parse_vpdq, unique_frames
 from pipeline.matching.hamming import HammingIndex, hex_to_codes
 from pipeline.matching.index import read_signals, signals_snapshot
@@ -39,22 +41,28 @@ class VideoComparison:
 def compare(
     query: Sequence[FrameHash], bank: Sequence[FrameHash], frame_distance: int = FRAME_DISTANCE
 ) -> VideoComparison:
-    """Both shares and the matching stretches of two videos, by brute force (for evidence and
-    tests; the index finds candidates among many videos)."""
+    """Both shares and the matching stretches of two videos: every query frame against every
+    unique bank frame, in numpy, a block of query frames at a time (for evidence and tests;
+    the index finds the candidates among many videos)."""
     bank_frames = unique_frames(bank)
-    matched_bank: set[str] = set()
+    if not query or not bank_frames:
+        return VideoComparison(0.0, 0.0, ())
+    bank_codes = hex_to_codes(list(bank_frames), 256)
+    first_seen = np.array([min(times) for times in bank_frames.values()])
+    matched_bank = np.zeros(len(bank_frames), dtype=bool)
     pairs: list[tuple[float, float]] = []
-    matched_query = 0
-    for frame in query:
-        code = int(frame.pdq_hex, 16)
-        hits = [h for h in bank_frames if (code ^ int(h, 16)).bit_count() <= frame_distance]
-        if hits:
-            matched_query += 1
-            matched_bank.update(hits)
-            pairs.append((frame.timestamp, min(t for h in hits for t in bank_frames[h])))
+    for start in range(0, len(query), 256):
+        block = query[start : start + 256]
+        codes = hex_to_codes([f.pdq_hex for f in block], 256)
+        distances = np.bitwise_count(codes[:, None, :] ^ bank_codes[None, :, :]).sum(axis=2)
+        close = distances <= frame_distance
+        matched_bank |= close.any(axis=0)
+        for frame, row in zip(block, close, strict=True):
+            if row.any():
+                pairs.append((frame.timestamp, float(first_seen[row].min())))
     return VideoComparison(
-        bank_share=len(matched_bank) / len(bank_frames) if bank_frames else 0.0,
-        query_share=matched_query / len(query) if query else 0.0,
+        bank_share=float(matched_bank.mean()),
+        query_share=len(pairs) / len(query),
         ranges=_stretches(pairs),
     )
 

@@ -1,5 +1,12 @@
 """Signal-type plugins. Each module here registers one type; adding one is adding a module."""
 
-from pipeline.hashing.signals.base import Content, SignalType, Thresholds, get, registry
+from pipeline.hashing.signals.base import (
+    Assessment,
+    Content,
+    SignalType,
+    Thresholds,
+    get,
+    registry,
+)
 
-__all__ = ["Content", "SignalType", "Thresholds", "get", "registry"]
+__all__ = ["Assessment", "Content", "SignalType", "Thresholds", "get", "registry"]

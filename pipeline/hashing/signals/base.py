@@ -25,10 +25,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Distances at or under ``takedown`` act; up to ``review`` go to a human."""
+    """Distances at or under ``takedown`` act; up to ``review`` go to a human. A signal type
+    that measures how much of the query matched (vPDQ) also needs ``min_query_share`` of it."""
 
     takedown: int
     review: int
+    min_query_share: float = 0.0
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What a signal type can say about one match beyond its distance, for the reviewer."""
+
+    detail: str | None = None
+    #: Structured facts for review tools (shares, matching time ranges, ...).
+    parts: tuple[dict[str, Any], ...] = ()
+    #: The share of the query that matched, where the signal type measures one.
+    query_share: float | None = None
 
 
 class Content:
@@ -95,9 +108,9 @@ class SignalType(ABC):
         """An empty index that finds values within a distance of a query; ``layout`` picks
         the memory/speed trade-off where an index has one."""
 
-    def explain(self, query: str, bank_signal: str, distance: int) -> str | None:
-        """A reviewer's one-line account of a match beyond its distance, if there is one."""
-        return None
+    def assess(self, query: str, bank_signal: str, distance: int) -> Assessment:
+        """A reviewer's account of a match beyond its distance, if there is one."""
+        return Assessment()
 
     def usable(self, computed: dict[str, Any], min_quality: int) -> bool:
         """Whether a computed signal is good enough to match on (PDQ quality, for one)."""

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
-from pipeline.hashing.signals.base import SignalType, Thresholds, register
+from pipeline.hashing.signals.base import Assessment, SignalType, Thresholds, register
 
 if TYPE_CHECKING:
     from pipeline.matching.index import MatchIndex
@@ -59,8 +59,8 @@ class TextSignal(SignalType):
 
         return containment_distance(a, b)
 
-    def explain(self, query: str, bank_signal: str, distance: int) -> str:
-        return f"{100 - distance}% of the known text is in the post"
+    def assess(self, query: str, bank_signal: str, distance: int) -> Assessment:
+        return Assessment(f"{100 - distance}% of the known text is in the post")
 
     def new_index(self, layout: str = "fast") -> MatchIndex:
         from pipeline.matching.shingles import ShingleIndex

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.hashing.signals.base import Content, SignalType, Thresholds, register
+from pipeline.hashing.signals.base import (
+    Assessment,
+    Content,
+    SignalType,
+    Thresholds,
+    register,
+)
 
 if TYPE_CHECKING:
     from pipeline.matching.index import MatchIndex
@@ -49,7 +55,7 @@ class VPDQSignal(SignalType):
 
         return compare(parse_vpdq(a), parse_vpdq(b)).distance
 
-    def explain(self, query: str, bank_signal: str, distance: int) -> str:
+    def assess(self, query: str, bank_signal: str, distance: int) -> Assessment:
         """Both shares and where the copies match, so a reviewer can jump to the segment."""
         from pipeline.hashing.video import parse_vpdq
         from pipeline.matching.video import compare
@@ -59,9 +65,20 @@ class VPDQSignal(SignalType):
             f"{q0:.0f}-{q1:.0f} s here = {b0:.0f}-{b1:.0f} s in the bank video"
             for q0, q1, b0, b1 in found.ranges
         )
-        return (
-            f"{found.bank_share:.0%} of the bank video's frames found, "
-            f"{found.query_share:.0%} of this video's frames match: {where}"
+        return Assessment(
+            detail=f"{found.bank_share:.0%} of the bank video's frames found, "
+            f"{found.query_share:.0%} of this video's frames match: {where}",
+            parts=(
+                {
+                    "bank_share": round(found.bank_share, 4),
+                    "query_share": round(found.query_share, 4),
+                },
+                *(
+                    {"query_from": q0, "query_to": q1, "bank_from": b0, "bank_to": b1}
+                    for q0, q1, b0, b1 in found.ranges
+                ),
+            ),
+            query_share=found.query_share,
         )
 
     def new_index(self, layout: str = "fast") -> MatchIndex:
