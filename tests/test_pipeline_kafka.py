@@ -323,3 +323,50 @@ async def test_a_video_upload_is_decided_by_its_vpdq(workers):
     assert "of the bank video's frames found" in match["detail"]
     assert other["verdict"] == "allow"
     assert broken["media_errors"][0]["reason"] == "not_a_video"
+
+
+async def test_a_slow_video_does_not_hold_up_images(workers):
+    """A video whose download stalls is hashed by the video stage: image and text events
+    published after it are decided while it waits, and it is decided once it arrives."""
+    import videos
+
+    scenes = ["astronaut", "coffee", "immunohistochemistry"]
+    clip = videos.clip(workers.settings.media_root / "clip.mp4", scenes, fps=15, crf=23)
+    release = asyncio.Event()
+
+    async def stalled(request):
+        await release.wait()
+        return web.FileResponse(clip)
+
+    app = web.Application()
+    app.router.add_get("/clip.mp4", stalled)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/clip.mp4"
+    await send(workers, "hashbank", [])
+    workers.start()
+    try:
+        slow = upload("slow-video", media=[{"media_id": "v1", "kind": "video", "url": url}])
+        await send(workers, "uploads", [slow])
+        await asyncio.sleep(1)  # the video stage is now waiting on the download
+        others = {f"after-{i}" for i in range(6)}
+        photo = encode(sample("camera"), quality=80)
+        await send(
+            workers,
+            "uploads",
+            [upload(i, media=inline(photo)) if n % 2 else upload(i, text="hello")
+             for n, i in enumerate(sorted(others))],
+        )  # fmt: skip
+        found = await collect(workers, "decisions", others)
+        assert set(found) == others
+        decided = await end_offsets(workers.settings.bootstrap, workers.settings.topic("decisions"))
+        assert sum(decided.values()) == len(others), "the video must still be waiting"
+        release.set()
+        video = await collect(workers, "decisions", {"slow-video"})
+        assert video["slow-video"][0]["media_errors"] == []
+        assert video["slow-video"][0]["verdict"] == "allow"
+    finally:
+        release.set()
+        await runner.cleanup()

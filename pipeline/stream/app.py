@@ -1,7 +1,8 @@
 """The Faust application: every topic, agent and table of the pipeline, in one place.
 
     uploads --hash stage--> uploads.hashed (by uploader) --decide stage--> decisions
-       |                                                             |-> takedowns, reviews
+       |  |                       ^                                  |-> takedowns, reviews
+       |  +-> uploads.video --video stage (events with a video)
        +-> uploads.dlq (unparseable events, original bytes kept)
 
 The stages call the pure core (``pipeline.engine``); this module only moves records, keeps
@@ -84,6 +85,7 @@ def build_app(settings: Settings) -> faust.App:
         )
 
     uploads, hashed = topic(topics.UPLOADS), topic(topics.HASHED)
+    video_uploads = topic(topics.VIDEO)
     decisions, takedowns, reviews = (
         topic(topics.DECISIONS),
         topic(topics.TAKEDOWNS),
@@ -127,6 +129,8 @@ def build_app(settings: Settings) -> faust.App:
     )
     scratch = datadir / "media-scratch"  # downloaded videos while they are hashed
     clear_scratch(scratch)
+    # Videos may take all hashing processes but one, which stays free for images.
+    video_slots = asyncio.Semaphore(max(1, settings.hash_workers - 1))
     pool = hashing_pool(settings.hash_workers)
 
     warmed = asyncio.Event()  # index kernels compiled, hashing pool started
@@ -200,7 +204,7 @@ def build_app(settings: Settings) -> faust.App:
     async def measure_consumer_lag() -> None:
         """Records each owned partition holds beyond what this worker has finished."""
         owned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
-        stage_topics = {settings.topic(topics.UPLOADS), settings.topic(topics.HASHED)}
+        stage_topics = {settings.topic(t) for t in (topics.UPLOADS, topics.VIDEO, topics.HASHED)}
         for topic_name, partition in owned:
             if topic_name not in stage_topics:
                 continue
@@ -273,7 +277,10 @@ def build_app(settings: Settings) -> faust.App:
         async def one(ref) -> MediaSignals:
             try:
                 if ref.kind == "video":
-                    async with video_file(ref, fetcher, settings.media_root, scratch) as path:
+                    async with (
+                        video_slots,
+                        video_file(ref, fetcher, settings.media_root, scratch) as path,
+                    ):
                         result = await hashed(ref, path)
                 else:
                     result = await hashed(ref, await load_media(ref, fetcher, settings.media_root))
@@ -325,18 +332,31 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(uploads, name="hash_stage")
     async def hash_stage(stream: faust.StreamT) -> None:
         """Validate, fetch and hash a batch concurrently, score its texts, and forward it as
-        one record per uploader partition."""
+        one record per uploader partition. Events with a video go to the video stage."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await guarded("hash", hash_batch, events)
 
+    @app.agent(video_uploads, name="video_stage")
+    async def video_stage(stream: faust.StreamT) -> None:
+        """The hash stage for events with a video: a long video takes minutes to fetch and
+        hash, and here it holds up only other videos, never images and text."""
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await guarded("video", hash_batch, events)
+
     async def hash_batch(events: list[faust.EventT]) -> None:
         started = time.perf_counter()
+        stage = "video" if events[0].message.topic == video_uploads.get_topic_name() else "hash"
         valid: list[tuple[faust.EventT, UploadEvent]] = []
+        diverted = []
         for event, result in zip(events, map(parsed, events), strict=True):
             if isinstance(result, ContractError):
                 await send_dead_letter(event, str(result), "invalid_event")
+            elif stage == "hash" and any(m.kind == "video" for m in result.media):
+                message = event.message
+                diverted.append(await produce(video_uploads, message.key, message.value))
             else:
                 valid.append((event, result))
+        watch_deliveries(diverted)
         batch_uploads = [upload for _, upload in valid]
         media, scores = await asyncio.gather(
             asyncio.gather(
@@ -373,7 +393,7 @@ def build_app(settings: Settings) -> faust.App:
         watch_deliveries(deliveries)
         mark_done(events)
         metrics.count_hashed(
-            [upload.platform for _, upload in valid], time.perf_counter() - started
+            stage, [upload.platform for _, upload in valid], time.perf_counter() - started
         )
 
     @app.agent(hashed, name="decide_stage")

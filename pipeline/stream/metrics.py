@@ -109,10 +109,11 @@ def count_decisions(decided: Sequence[tuple[Decision, float]], stage_seconds: fl
         DECISIONS.labels(verdict=verdict, platform=platform).inc(count)
 
 
-def count_hashed(platforms: Sequence[str], stage_seconds: float) -> None:
-    """Metrics of a hashed batch: the platform of each event it forwarded."""
-    stage = STAGE_SECONDS.labels(stage="hash")
+def count_hashed(stage: str, platforms: Sequence[str], stage_seconds: float) -> None:
+    """Metrics of a batch a hashing stage (``hash`` or ``video``) forwarded: its events'
+    platforms."""
+    seconds = STAGE_SECONDS.labels(stage=stage)
     for _ in platforms:
-        stage.observe(stage_seconds)
+        seconds.observe(stage_seconds)
     for platform, count in collections.Counter(platforms).items():
-        EVENTS.labels(stage="hash", platform=platform, outcome="ok").inc(count)
+        EVENTS.labels(stage=stage, platform=platform, outcome="ok").inc(count)

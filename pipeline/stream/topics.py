@@ -11,6 +11,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pipeline.settings import Settings
 
 UPLOADS = "uploads"
+VIDEO = "uploads.video"  # events with a video, hashed apart so they never hold up the rest
 HASHED = "uploads.hashed"
 DECISIONS = "decisions"
 TAKEDOWNS = "takedowns"
@@ -31,6 +32,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     week = str(7 * 24 * 3600 * 1000)
     return [
         TopicSpec(settings.topic(UPLOADS), n, {"retention.ms": week}),
+        TopicSpec(settings.topic(VIDEO), n, {"retention.ms": week}),
         TopicSpec(settings.topic(HASHED), n, {"retention.ms": week}),
         TopicSpec(settings.topic(DECISIONS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(settings.topic(TAKEDOWNS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
