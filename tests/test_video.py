@@ -154,3 +154,37 @@ def test_a_bank_can_require_a_share_of_the_query_too(hashes):
     strict = local_engine(Settings(thresholds={"tve/vpdq": {"min_query_share": 0.5}}), [entry])
     decision = strict.decide(event, [media], 1.0, lookups=strict.lookup([[media]]))
     assert decision.verdict == "allow"
+
+
+def test_bank_video_frames_live_in_the_pdq_index_beside_images(hashes, tmp_path):
+    """One PDQ index holds images and the unique frames of videos (pointing back to their
+    video); each query kind finds only its own entries, and a snapshot restores both."""
+    from pipeline.matching.bank import Bank
+
+    photo = hash_media("p", "image", encode(sample("rocket")), 10**8).signals["pdq"]["value"]
+    bank = Bank()
+    bank.apply("tve/pdq/rocket", BankEntry("tve", "rocket", "pdq", photo, (), "takedown", ""))
+    video = BankEntry("tve", "video-1", "vpdq", format_vpdq(hashes["original"]), (), "takedown", "")
+    bank.apply(video.key, video)
+    frames = len({f.pdq_hex for f in hashes["original"]})
+    pdq_index = bank._indexes["pdq"]
+    assert len(pdq_index) == 1 + frames  # the image and every unique frame
+    logo = format_vpdq(hashes["logo"])
+
+    def found(b: Bank) -> tuple[list[str], list[str]]:
+        images = [m.entry.entry_id for m in b.match("pdq", photo)]
+        videos = [m.entry.entry_id for m in b.match("vpdq", logo)]
+        return images, videos
+
+    assert found(bank) == (["rocket"], ["video-1"])
+    bank.snapshot()(tmp_path / "snap")
+    restored = Bank()
+    restored.restore(tmp_path / "snap")
+    assert found(restored) == (["rocket"], ["video-1"])
+    assert restored._indexes["vpdq"]._frames is restored._indexes["pdq"]
+    restored.apply(video.key, None)  # a tombstone takes its frames out of the shared index
+    assert len(restored._indexes["pdq"]) == 1
+    assert found(restored) == (["rocket"], [])
+    again = BankEntry("tve", "video-2", "vpdq", video.signal, (), "takedown", "")
+    restored.apply(again.key, again)  # new frames get refs after every restored one
+    assert found(restored) == (["rocket"], ["video-2"])

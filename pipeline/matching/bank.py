@@ -60,14 +60,26 @@ class Bank:
             raise ValueError(f"bank key {key!r} does not match the entry's bank and signal type")
         kind = get_signal_type(entry.signal_type)
         signal = kind.normalize(entry.signal)
-        ref = self._next_ref
-        self._next_ref += 1
-        index = self._indexes.get(entry.signal_type)
-        if index is None:
-            index = self._indexes[entry.signal_type] = kind.new_index(self._index_layout)
-        index.add(ref, signal)
+        ref = self._allocate_refs(1)
+        self._index_for(entry.signal_type).add(ref, signal)
         self._entries.add(ref, entry)
         self._sizes[(entry.bank, entry.signal_type)] += 1
+
+    def _index_for(self, signal_type: str) -> MatchIndex:
+        index = self._indexes.get(signal_type)
+        if index is None:
+            kind = get_signal_type(signal_type)
+            index = self._indexes[signal_type] = kind.new_index(self._index_layout)
+            if kind.shares_index_of:
+                index.attach(self._index_for(kind.shares_index_of), self._allocate_refs)  # type: ignore[attr-defined]
+        return index
+
+    def _allocate_refs(self, count: int) -> int:
+        """The first of ``count`` new refs: entries, and the frames of videos, which share
+        the PDQ index with images and so need refs apart from the images' entries."""
+        first = self._next_ref
+        self._next_ref += count
+        return first
 
     def thresholds(self, bank: str, signal_type: str) -> Thresholds:
         """Per-bank override (``bank/type``), then any-bank (``*/type``), then the type default."""
@@ -140,6 +152,10 @@ class Bank:
             name: read_index(folder / f"index-{name}", self._index_layout)
             for name in manifest["indexes"]
         }
+        for name, index in indexes.items():
+            host = get_signal_type(name).shares_index_of
+            if host:  # its entries are in the host's snapshot already
+                index.attach(indexes[host], self._allocate_refs)  # type: ignore[attr-defined]
         # Only once everything has loaded: a broken snapshot leaves the bank as it was.
         self._entries, self._indexes = entries, indexes
         self._next_ref = manifest["next_ref"]

@@ -13,6 +13,7 @@ thresholds read as percentages: takedown at <= 20 is "80% of the bank video's fr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,6 @@ import numpy as np
 
 from pipeline.hashing.video import FrameHash, parse_vpdq, unique_frames
 from pipeline.matching.hamming import HammingIndex, hex_to_codes
-from pipeline.matching.index import read_signals, signals_snapshot
 
 FRAME_DISTANCE = 31
 
@@ -80,15 +80,32 @@ def _stretches(pairs: list[tuple[float, float]], gap: float = 2.5) -> tuple:
 
 
 class VideoIndex:
-    """Bank videos (vPDQ texts) by their unique frames, in one PDQ Hamming index."""
+    """Bank videos (vPDQ texts) by their unique frames, in one PDQ Hamming index: its own, or,
+    once ``attach``-ed, the bank's image PDQ index, where frames sit beside images."""
 
     def __init__(self, layout: str = "fast", min_query_share: float = 0.0) -> None:
         self.min_query_share = min_query_share
         self._frames = HammingIndex(256, layout=layout)
+        self._allocate: Callable[[int], int] = self._own_refs
+        self._hosted = False
         self._texts: dict[int, str] = {}
         self._video_frames: dict[int, list[int]] = {}  # video ref -> its frame entries
         self._frame_video: dict[int, int] = {}
         self._next_frame = 0
+
+    def attach(self, host: HammingIndex, allocate: Callable[[int], int]) -> None:
+        """Keep the frames in ``host`` (the bank's PDQ index, beside the images), with refs
+        from ``allocate(n)`` (the first of ``n`` new refs) so they never collide with the
+        host's own entries. Call before adding videos, or right after ``load`` of a snapshot
+        taken while attached (the host's own snapshot holds the frames then)."""
+        if self._hosted or (self._frame_video and len(self._frames)):
+            raise ValueError("attach a VideoIndex before adding videos")
+        self._frames, self._allocate, self._hosted = host, allocate, True
+
+    def _own_refs(self, count: int) -> int:
+        first = self._next_frame
+        self._next_frame += count
+        return first
 
     def add(self, ref: int, signal: str) -> None:
         self.add_many([(ref, signal)])
@@ -102,15 +119,19 @@ class VideoIndex:
         hexes: list[str] = []
         for ref, signal in videos:
             frames = list(unique_frames(parse_vpdq(signal)))
-            ids = list(range(self._next_frame, self._next_frame + len(frames)))
-            self._next_frame += len(frames)
-            self._frame_video.update(dict.fromkeys(ids, ref))
-            self._video_frames[ref] = ids
-            self._texts[ref] = signal
+            first = self._allocate(len(frames))
+            ids = self._remember(ref, signal, first, len(frames))
             frame_ids += ids
             hexes += frames
         if frame_ids:
             self._frames.add_many(frame_ids, hex_to_codes(hexes, 256))
+
+    def _remember(self, ref: int, signal: str, first: int, count: int) -> list[int]:
+        ids = list(range(first, first + count))
+        self._frame_video.update(dict.fromkeys(ids, ref))
+        self._video_frames[ref] = ids
+        self._texts[ref] = signal
+        return ids
 
     def remove(self, ref: int) -> None:
         ids = self._video_frames.pop(ref, None)
@@ -131,15 +152,19 @@ class VideoIndex:
     def _query(self, frames: Sequence[FrameHash], max_distance: int) -> list[tuple[int, int]]:
         hexes = [f.pdq_hex for f in frames]
         distinct = list(dict.fromkeys(hexes))
-        hits = self._frames.query_many(distinct, FRAME_DISTANCE)
+        frame_video = self._frame_video
+        # Hits that are not frames of a video (the host's images) are not this index's.
+        hits = [
+            [ref for ref, _ in found if ref in frame_video]
+            for found in self._frames.query_many(distinct, FRAME_DISTANCE)
+        ]
         videos_of = {
-            h: {self._frame_video[i] for i, _ in found}
-            for h, found in zip(distinct, hits, strict=True)
+            h: {frame_video[i] for i in found} for h, found in zip(distinct, hits, strict=True)
         }
         matched_frames: dict[int, set[int]] = {}
         for found in hits:
-            for frame_id, _ in found:
-                matched_frames.setdefault(self._frame_video[frame_id], set()).add(frame_id)
+            for frame_id in found:
+                matched_frames.setdefault(frame_video[frame_id], set()).add(frame_id)
         out = []
         for ref, matched in matched_frames.items():
             bank_share = len(matched) / len(self._video_frames[ref])
@@ -153,10 +178,26 @@ class VideoIndex:
         return len(self._texts)
 
     def snapshot(self) -> Callable[[Path], None]:
-        return signals_snapshot("vpdq", list(self._texts.items()))
+        videos = [[ref, text, self._video_frames[ref][0]] for ref, text in self._texts.items()]
+        hosted = self._hosted
+
+        def write(folder: Path) -> None:
+            folder.mkdir(parents=True)
+            (folder / "videos.json").write_text(json.dumps(videos))
+            (folder / "manifest.json").write_text(json.dumps({"kind": "vpdq", "hosted": hosted}))
+
+        return write
 
     @classmethod
     def load(cls, folder: Path, layout: str = "fast") -> VideoIndex:
+        """A snapshot's videos. Frames of a hosted index are in the host's own snapshot: only
+        which frame is whose is rebuilt here, and the bank attaches the host next."""
         index = cls(layout=layout)
-        index.add_many(read_signals(folder))
+        hosted = json.loads((folder / "manifest.json").read_text())["hosted"]
+        videos = json.loads((folder / "videos.json").read_text())
+        if not hosted:
+            index.add_many([(ref, text) for ref, text, _ in videos])
+            return index
+        for ref, text, first in videos:
+            index._remember(ref, text, first, len(unique_frames(parse_vpdq(text))))
         return index

@@ -87,8 +87,11 @@ class SignalType(ABC):
     """One kind of signal (``pdq``, ``md5``, ``text`` ...); register with ``@register``."""
 
     name: ClassVar[str]
-    #: What the signal is computed from: "bytes" (any media), "image" or "text".
+    #: What the signal is computed from: "bytes" (any media), "image", "video" or "text".
     source: ClassVar[str]
+    #: The signal type whose index also holds this one's entries (vPDQ frames live in the
+    #: PDQ index, beside the images); the bank ``attach``-es the new index to it.
+    shares_index_of: ClassVar[str | None] = None
     thresholds: ClassVar[Thresholds] = Thresholds(takedown=0, review=0)
 
     @abstractmethod

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 class VPDQSignal(SignalType):
     name = "vpdq"
     source = "video"
+    shares_index_of = "pdq"
     # Distances are 100 x (1 - share of the bank video's unique frames found): 20 is 80%.
     thresholds = Thresholds(takedown=20, review=40)
 
