@@ -277,9 +277,10 @@ def build_app(settings: Settings) -> faust.App:
         async def one(ref) -> MediaSignals:
             try:
                 if ref.kind == "video":
+                    # Downloads wait for no slot; hashing does (the slot is taken second).
                     async with (
-                        video_slots,
                         video_file(ref, fetcher, settings.media_root, scratch) as path,
+                        video_slots,
                     ):
                         result = await hashed(ref, path)
                 else:
