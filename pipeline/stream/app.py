@@ -251,11 +251,12 @@ def build_app(settings: Settings) -> faust.App:
         await dead_letters.send(key=message.key, value=dumps(letter), force=True)
 
     async def guarded(stage: str, process, events: list[faust.EventT]) -> None:
-        """Run a stage on a batch; if it fails unexpectedly (a bug, not bad input), every
-        event of the batch goes to the dead-letter topic with the error, and the stream goes
-        on, instead of the agent crashing with events taken but not processed."""
+        """Run a stage (``process(events, stage)``) on a batch; if it fails unexpectedly (a
+        bug, not bad input), every event of the batch goes to the dead-letter topic with the
+        error, and the stream goes on, instead of the agent crashing with events taken but
+        not processed."""
         try:
-            await process(events)
+            await process(events, stage)
         except Exception as exc:
             log.error("%s stage failed on a batch of %d", stage, len(events), exc_info=exc)
             for event in events:
@@ -344,9 +345,9 @@ def build_app(settings: Settings) -> faust.App:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await guarded("video", hash_batch, events)
 
-    async def hash_batch(events: list[faust.EventT]) -> None:
+    async def hash_batch(events: list[faust.EventT], stage: str) -> None:
+        """The hash stage (``hash``) or the video stage (``video``) on one batch."""
         started = time.perf_counter()
-        stage = "video" if events[0].message.topic == video_uploads.get_topic_name() else "hash"
         valid: list[tuple[faust.EventT, UploadEvent]] = []
         diverted = []
         for event, result in zip(events, map(parsed, events), strict=True):
@@ -376,7 +377,7 @@ def build_app(settings: Settings) -> faust.App:
             if isinstance(signals, BaseException):
                 log.error("hashing failed", exc_info=signals)
                 await send_dead_letter(
-                    event, f"internal error: {signals!r}", "internal_error", "hash"
+                    event, f"internal error: {signals!r}", "internal_error", stage
                 )
                 continue
             by_partition.setdefault(hashed_partition(upload.uploader_key), []).append(
@@ -404,7 +405,7 @@ def build_app(settings: Settings) -> faust.App:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await guarded("decide", decide_batch, events)
 
-    async def decide_batch(events: list[faust.EventT]) -> None:
+    async def decide_batch(events: list[faust.EventT], stage: str) -> None:
         started = time.perf_counter()
         # A batch's decisions are dated by its record's timestamp (when its signals were
         # complete), so a redelivered record yields identical decisions.
