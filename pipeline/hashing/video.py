@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.hashing.decode import MediaError
+from pipeline.hashing.signals import get as signal_type
 from pipeline.hashing.signals.pdq import pdq_of_rgb
 
 
@@ -68,6 +69,7 @@ def hash_video(source: Path | BinaryIO, sampling: VideoSampling = VideoSampling(
         if not container.streams.video or container.format.name in _STILL_IMAGE_FORMATS:
             raise MediaError("not_a_video", f"no video stream ({container.format.name})")
         stream = container.streams.video[0]
+        pdq = signal_type("pdq")
         stream.codec_context.skip_frame = "NONREF"
         stream.thread_type = "SLICE"  # one process per core already: no frame threads
         duration = _duration(container, stream)
@@ -90,7 +92,7 @@ def hash_video(source: Path | BinaryIO, sampling: VideoSampling = VideoSampling(
                     continue
                 if (
                     last_kept is not None
-                    and _distance(pdq_hex, last_kept) <= sampling.collapse_distance
+                    and pdq.distance(pdq_hex, last_kept) <= sampling.collapse_distance
                 ):
                     continue
                 last_kept = pdq_hex
@@ -121,10 +123,6 @@ def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
-def _distance(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
-
-
 def format_vpdq(frames: Iterable[FrameHash]) -> str:
     """Meta's vPDQ text: ``frame_number,quality,pdq_hex,timestamp_seconds`` a line."""
     return "".join(f"{f.frame_number},{f.quality},{f.pdq_hex},{f.timestamp:.3f}\n" for f in frames)
@@ -132,6 +130,7 @@ def format_vpdq(frames: Iterable[FrameHash]) -> str:
 
 def parse_vpdq(text: str) -> tuple[FrameHash, ...]:
     """Frames of a vPDQ text; raises ValueError naming the first bad line."""
+    pdq = signal_type("pdq")
     frames = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -141,11 +140,9 @@ def parse_vpdq(text: str) -> tuple[FrameHash, ...]:
             if len(parts) != 4:
                 raise ValueError("expected 4 comma-separated fields")
             frame_number, quality, pdq_hex, timestamp = parts
-            pdq_hex = pdq_hex.lower()
-            if len(pdq_hex) != 64:
-                raise ValueError("the PDQ hash must be 64 hex digits")
-            int(pdq_hex, 16)
-            frames.append(FrameHash(int(frame_number), int(quality), pdq_hex, float(timestamp)))
+            frames.append(
+                FrameHash(int(frame_number), int(quality), pdq.normalize(pdq_hex), float(timestamp))
+            )
         except ValueError as exc:
             raise ValueError(f"vpdq line {number}: {exc}") from None
     if not frames:
