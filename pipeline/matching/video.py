@@ -3,9 +3,10 @@
 Every unique frame of a bank video is one entry of a PDQ Hamming index, pointing back to its
 video. A query video's frames are looked up in one batch at the frame distance (31, PDQ's),
 and for each bank video two shares are counted: of its unique frames, how many some query
-frame matched; of the query's frames, how many matched some frame of it. A bank video
-matches when the first share reaches the bank's threshold and the second reaches
-``min_query_share`` (0 by default: a short clip cut from a long video is still the video).
+frame matched; of the query's frames, how many matched some frame of it. The index ranks bank
+videos by the first share; the second comes with the evidence (``compare``), where a bank's
+``min_query_share`` is applied (0 by default: a short clip cut from a long video is still
+the video).
 
 Like known text, the distance reported is ``round(100 * (1 - bank share))``, so the per-bank
 thresholds read as percentages: takedown at <= 20 is "80% of the bank video's frames found".
@@ -83,8 +84,7 @@ class VideoIndex:
     """Bank videos (vPDQ texts) by their unique frames, in one PDQ Hamming index: its own, or,
     once ``attach``-ed, the bank's image PDQ index, where frames sit beside images."""
 
-    def __init__(self, layout: str = "fast", min_query_share: float = 0.0) -> None:
-        self.min_query_share = min_query_share
+    def __init__(self, layout: str = "fast") -> None:
         self._frames = HammingIndex(256, layout=layout)
         self._allocate: Callable[[int], int] = self._own_refs
         self._hosted = False
@@ -150,27 +150,18 @@ class VideoIndex:
         return [self._query(parse_vpdq(signal), max_distance) for signal in signals]
 
     def _query(self, frames: Sequence[FrameHash], max_distance: int) -> list[tuple[int, int]]:
-        hexes = [f.pdq_hex for f in frames]
-        distinct = list(dict.fromkeys(hexes))
+        distinct = list(dict.fromkeys(f.pdq_hex for f in frames))
         frame_video = self._frame_video
-        # Hits that are not frames of a video (the host's images) are not this index's.
-        hits = [
-            [ref for ref, _ in found if ref in frame_video]
-            for found in self._frames.query_many(distinct, FRAME_DISTANCE)
-        ]
-        videos_of = {
-            h: {frame_video[i] for i in found} for h, found in zip(distinct, hits, strict=True)
-        }
         matched_frames: dict[int, set[int]] = {}
-        for found in hits:
-            for frame_id in found:
-                matched_frames.setdefault(frame_video[frame_id], set()).add(frame_id)
+        for found in self._frames.query_many(distinct, FRAME_DISTANCE):
+            for frame_id, _ in found:
+                video = frame_video.get(frame_id)  # None: one of the host's images
+                if video is not None:
+                    matched_frames.setdefault(video, set()).add(frame_id)
         out = []
         for ref, matched in matched_frames.items():
-            bank_share = len(matched) / len(self._video_frames[ref])
-            query_share = sum(1 for h in hexes if ref in videos_of[h]) / len(hexes)
-            distance = round(100 * (1 - bank_share))
-            if distance <= max_distance and query_share >= self.min_query_share:
+            distance = round(100 * (1 - len(matched) / len(self._video_frames[ref])))
+            if distance <= max_distance:
                 out.append((distance, ref))
         return [(ref, distance) for distance, ref in sorted(out)]
 
