@@ -195,19 +195,21 @@ class Engine:
     ) -> list[Evidence]:
         if not get_signal_type(name).usable(computed, self.pdq_min_quality):
             return []
-        matches = lookups.get((name, computed["value"]))
-        if matches is None:
-            matches = assessed(name, computed["value"], self.bank.match(name, computed["value"]))
+        matches = self._matches(name, computed["value"], lookups)
         return [match_evidence("hash_match", name, m, media_id=media_id) for m in matches]
+
+    def _matches(self, name: str, signal: str, lookups: Lookups) -> list[Match]:
+        """The assessed bank matches of one signal: from a batch's lookups, or searched now."""
+        found = lookups.get((name, signal))
+        return found if found is not None else assessed(name, signal, self.bank.match(name, signal))
 
     def _text_evidence(self, text: str, scored: TextScore | None) -> list[Evidence]:
         out = []
         computed = get_signal_type("text").compute(text)
         if computed is not None:
-            matches = self.bank.match("text", computed["value"])
             out += [
                 match_evidence("text_match", "text", match)
-                for match in assessed("text", computed["value"], matches)
+                for match in self._matches("text", computed["value"], {})
             ]
         if scored is None:
             scored = self.scorer.score(text, computed["value"] if computed else None)
