@@ -205,14 +205,10 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.engine import hash_media
-    from pipeline.scan import media_kind
+    from pipeline.scan import hash_file
 
     for path in args.files:
-        kind = media_kind(path)
-        result = hash_media(
-            str(path), kind, path.read_bytes(), settings.max_image_pixels, settings.video_sampling
-        )
+        result = hash_file(str(path), path, settings)
         sys.stdout.write(orjson.dumps({"file": str(path), **asdict(result)}).decode() + "\n")
         if args.vpdq and "vpdq" in result.signals:
             args.vpdq.mkdir(parents=True, exist_ok=True)
@@ -221,9 +217,8 @@ def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.engine import hash_media
     from pipeline.matching.bankfile import read_bank_file
-    from pipeline.scan import local_engine, local_event, media_kind
+    from pipeline.scan import hash_file, local_engine, local_event
 
     engine = local_engine(settings, list(read_bank_file(args.bank, args.bank_name)))
     items: list[tuple[str, str | None, list]] = []
@@ -231,11 +226,7 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         if path.suffix == ".txt":
             items.append((str(path), path.read_text(encoding="utf-8"), []))
         else:
-            kind = media_kind(path)
-            media = hash_media(
-                "0", kind, path.read_bytes(), settings.max_image_pixels, settings.video_sampling
-            )
-            items.append((str(path), None, [media]))
+            items.append((str(path), None, [hash_file("0", path, settings)]))
     items.extend((f"text:{i}", text, []) for i, text in enumerate(args.text))
     if not items:
         raise UserError("nothing to scan: give files or --text")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.contracts import BankEntry, MediaRef, UploadEvent
-from pipeline.engine import Engine
+from pipeline.contracts import BankEntry, MediaRef, MediaSignals, UploadEvent
+from pipeline.engine import Engine, hash_media
 from pipeline.matching.bank import Bank
 from pipeline.settings import Settings
 
@@ -16,6 +16,14 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpe
 def media_kind(path: Path) -> str:
     """``video`` or ``image``, by the file's suffix."""
     return "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
+
+
+def hash_file(media_id: str, path: Path, settings: Settings) -> MediaSignals:
+    """Signals of a local image or video (by suffix); a video is read as it is hashed,
+    never loaded whole."""
+    kind = media_kind(path)
+    content = path if kind == "video" else path.read_bytes()
+    return hash_media(media_id, kind, content, settings.max_image_pixels, settings.video_sampling)
 
 
 def local_engine(settings: Settings, entries: list[BankEntry]) -> Engine:
