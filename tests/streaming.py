@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
+from aiohttp import web
 
 from pipeline.stream.client import publish, read_topic
 
@@ -46,3 +49,22 @@ def upload(event_id: str, *, text=None, media=None, uploader="u1") -> tuple[byte
 
 def inline(data: bytes) -> list[dict]:
     return [{"media_id": "m1", "kind": "image", "data_b64": base64.b64encode(data).decode()}]
+
+
+@contextlib.asynccontextmanager
+async def http_server(
+    routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+) -> AsyncIterator[str]:
+    """A real HTTP server on loopback serving GET ``routes`` (path: handler), for media URLs;
+    yields its base URL and stops when the block ends."""
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()

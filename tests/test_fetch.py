@@ -4,6 +4,7 @@ import ipaddress
 
 import pytest
 from aiohttp import web
+from streaming import http_server
 
 from pipeline.hashing.decode import MediaError
 from pipeline.ingest.fetch import Fetcher, FetchPolicy, address_allowed
@@ -30,19 +31,9 @@ async def server():
     async def missing(request):
         raise web.HTTPNotFound()
 
-    app = web.Application()
-    app.router.add_get("/photo", photo)
-    app.router.add_get("/big", big)
-    app.router.add_get("/slow", slow)
-    app.router.add_get("/hop", hop)
-    app.router.add_get("/missing", missing)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    routes = {"/photo": photo, "/big": big, "/slow": slow, "/hop": hop, "/missing": missing}
+    async with http_server(routes) as base:
+        yield base
 
 
 async def fetch(url, **policy):

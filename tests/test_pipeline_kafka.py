@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
-from streaming import collect, inline, send, upload
+from streaming import collect, http_server, inline, send, upload
 
 from pipeline.contracts import BankEntry, HashedBatch, dumps
 from pipeline.demo import bank_entries, demo_uploads, encode, resized, sample
@@ -30,36 +30,23 @@ async def test_uploads_in_decisions_out_with_dlq_broken_media_and_urls(workers, 
     _, port = workers.start()
 
     photo = encode(resized(sample("rocket"), 0.7), quality=70)
-    routes = web.RouteTableDef()
 
-    @routes.get("/rocket.jpg")
     async def serve(request):
         return web.Response(body=photo, content_type="image/jpeg")
-
-    app = web.Application()
-    app.add_routes(routes)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    http_port = site._server.sockets[0].getsockname()[1]
 
     cases = demo_uploads("e2e", workers.settings.media_root)
     expected = {body["event_id"]: verdict for verdict, body in cases}
     records = [(body["content_id"].encode(), orjson.dumps(body)) for _, body in cases]
-    url_media = [
-        {"media_id": "m1", "kind": "image", "url": f"http://127.0.0.1:{http_port}/rocket.jpg"}
-    ]
-    records.append(upload("by-url", media=url_media))
-    dead_url = [{"media_id": "m1", "kind": "image", "url": "http://127.0.0.1:9/gone.jpg"}]
-    records.append(upload("dead-url", media=dead_url))
-    expected.update({"by-url": "takedown", "dead-url": "review"})
-    malformed = b'{"schema": 1, "event_id": "bad", "media": "nope"}'
-    records.append((b"bad-key", malformed))
-    await send(workers, "uploads", records)
-
-    decisions = await collect(workers, "decisions", set(expected))
-    await runner.cleanup()
+    async with http_server({"/rocket.jpg": serve}) as base:
+        url_media = [{"media_id": "m1", "kind": "image", "url": f"{base}/rocket.jpg"}]
+        records.append(upload("by-url", media=url_media))
+        dead_url = [{"media_id": "m1", "kind": "image", "url": "http://127.0.0.1:9/gone.jpg"}]
+        records.append(upload("dead-url", media=dead_url))
+        expected.update({"by-url": "takedown", "dead-url": "review"})
+        malformed = b'{"schema": 1, "event_id": "bad", "media": "nope"}'
+        records.append((b"bad-key", malformed))
+        await send(workers, "uploads", records)
+        decisions = await collect(workers, "decisions", set(expected))
     got = {event_id: found[0]["verdict"] for event_id, found in decisions.items()}
     assert got == expected
 
@@ -301,19 +288,12 @@ async def test_a_video_upload_is_decided_by_its_vpdq(workers):
     async def serve(request):
         return web.FileResponse(root / "copy.mp4")
 
-    app = web.Application()
-    app.router.add_get("/copy.mp4", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/copy.mp4"
-
     names = {"vid-copy": "copy.mp4", "vid-other": "other.mp4", "vid-broken": "broken.mp4"}
-    by_url = upload("vid-url", media=[{"media_id": "v1", "kind": "video", "url": url}])
-    await send(workers, "uploads", [upload(i, media=video(n)) for i, n in names.items()] + [by_url])
-    found = await collect(workers, "decisions", {*names, "vid-url"})
-    await runner.cleanup()
+    async with http_server({"/copy.mp4": serve}) as base:
+        url = [{"media_id": "v1", "kind": "video", "url": f"{base}/copy.mp4"}]
+        uploads = [upload(i, media=video(n)) for i, n in names.items()]
+        await send(workers, "uploads", [*uploads, upload("vid-url", media=url)])
+        found = await collect(workers, "decisions", {*names, "vid-url"})
     copy, other, broken = (found[i][0] for i in names)
     assert found["vid-url"][0]["verdict"] == copy["verdict"] == "takedown"
     [scratch] = workers.settings.data_dir.glob("worker-*/media-scratch")
@@ -338,18 +318,11 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
         await release.wait()
         return web.FileResponse(clip)
 
-    app = web.Application()
-    app.router.add_get("/clip.mp4", stalled)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/clip.mp4"
     await send(workers, "hashbank", [])
     workers.start()
-    try:
-        slow = upload("slow-video", media=[{"media_id": "v1", "kind": "video", "url": url}])
-        await send(workers, "uploads", [slow])
+    async with http_server({"/clip.mp4": stalled}) as base:
+        url = [{"media_id": "v1", "kind": "video", "url": f"{base}/clip.mp4"}]
+        await send(workers, "uploads", [upload("slow-video", media=url)])
         await asyncio.sleep(1)  # the video stage is now waiting on the download
         others = {f"after-{i}" for i in range(6)}
         photo = encode(sample("camera"), quality=80)
@@ -359,14 +332,15 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
             [upload(i, media=inline(photo)) if n % 2 else upload(i, text="hello")
              for n, i in enumerate(sorted(others))],
         )  # fmt: skip
-        found = await collect(workers, "decisions", others)
-        assert set(found) == others
-        decided = await end_offsets(workers.settings.bootstrap, workers.settings.topic("decisions"))
-        assert sum(decided.values()) == len(others), "the video must still be waiting"
-        release.set()
+        try:
+            found = await collect(workers, "decisions", others)
+            assert set(found) == others
+            decided = await end_offsets(
+                workers.settings.bootstrap, workers.settings.topic("decisions")
+            )
+            assert sum(decided.values()) == len(others), "the video must still be waiting"
+        finally:
+            release.set()
         video = await collect(workers, "decisions", {"slow-video"})
-        assert video["slow-video"][0]["media_errors"] == []
-        assert video["slow-video"][0]["verdict"] == "allow"
-    finally:
-        release.set()
-        await runner.cleanup()
+    assert video["slow-video"][0]["media_errors"] == []
+    assert video["slow-video"][0]["verdict"] == "allow"
