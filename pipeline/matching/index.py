@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 
 class MatchIndex(Protocol):
@@ -64,20 +64,52 @@ def read_index(folder: Path, layout: str) -> MatchIndex:
     return readers[kind](folder)
 
 
-class ExactIndex:
+class PairsIndex:
+    """Base of the indexes searched one query at a time and saved as their ``(ref, signal)``
+    pairs, rebuilt by adding them again (exact, shingle): subclasses keep ``_signals``."""
+
+    kind: str
+    _signals: dict[int, str]
+
+    def add(self, ref: int, signal: str) -> None:
+        raise NotImplementedError
+
+    def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
+        raise NotImplementedError
+
+    def query_many(self, signals: Sequence[str], max_distance: int) -> list[list[tuple[int, int]]]:
+        return [self.query(signal, max_distance) for signal in signals]
+
+    def __len__(self) -> int:
+        return len(self._signals)
+
+    def snapshot(self) -> Callable[[Path], None]:
+        return signals_snapshot(self.kind, list(self._signals.items()))
+
+    @classmethod
+    def load(cls, folder: Path) -> Self:
+        index = cls()
+        for ref, signal in read_signals(folder):
+            index.add(ref, signal)
+        return index
+
+
+class ExactIndex(PairsIndex):
     """Equality lookups: cryptographic hashes and normalized text."""
+
+    kind = "exact"
 
     def __init__(self) -> None:
         self._refs_by_signal: dict[str, set[int]] = {}
-        self._signal_by_ref: dict[int, str] = {}
+        self._signals: dict[int, str] = {}
 
     def add(self, ref: int, signal: str) -> None:
         self.remove(ref)
         self._refs_by_signal.setdefault(signal, set()).add(ref)
-        self._signal_by_ref[ref] = signal
+        self._signals[ref] = signal
 
     def remove(self, ref: int) -> None:
-        signal = self._signal_by_ref.pop(ref, None)
+        signal = self._signals.pop(ref, None)
         if signal is None:
             return
         refs = self._refs_by_signal[signal]
@@ -87,19 +119,3 @@ class ExactIndex:
 
     def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
         return [(ref, 0) for ref in sorted(self._refs_by_signal.get(signal, ()))]
-
-    def query_many(self, signals: Sequence[str], max_distance: int) -> list[list[tuple[int, int]]]:
-        return [self.query(signal, max_distance) for signal in signals]
-
-    def __len__(self) -> int:
-        return len(self._signal_by_ref)
-
-    def snapshot(self) -> Callable[[Path], None]:
-        return signals_snapshot("exact", list(self._signal_by_ref.items()))
-
-    @classmethod
-    def load(cls, folder: Path) -> ExactIndex:
-        index = cls()
-        for ref, signal in read_signals(folder):
-            index.add(ref, signal)
-        return index

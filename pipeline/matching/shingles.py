@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from pipeline.matching.index import read_signals, signals_snapshot
+from pipeline.matching.index import PairsIndex
 
 SHINGLE_WORDS = 4
 #: Shingles in more bank texts than this are too common to tell texts apart; skipped.
@@ -36,18 +34,20 @@ def containment_distance(post: str, bank_text: str) -> int:
     return round(100 * (1 - len(wanted & shingles(post)) / len(wanted)))
 
 
-class ShingleIndex:
+class ShingleIndex(PairsIndex):
     """Bank texts by shingle; a query counts, per bank text, the shingles the post shares."""
 
+    kind = "shingle"
+
     def __init__(self) -> None:
-        self._texts: dict[int, str] = {}
+        self._signals: dict[int, str] = {}
         self._shingles: dict[int, frozenset[int]] = {}
         self._postings: dict[int, set[int]] = {}
 
     def add(self, ref: int, signal: str) -> None:
         self.remove(ref)
         own = shingles(signal)
-        self._texts[ref] = signal
+        self._signals[ref] = signal
         self._shingles[ref] = own
         for shingle in own:
             self._postings.setdefault(shingle, set()).add(ref)
@@ -56,7 +56,7 @@ class ShingleIndex:
         own = self._shingles.pop(ref, None)
         if own is None:
             return
-        del self._texts[ref]
+        del self._signals[ref]
         for shingle in own:
             refs = self._postings[shingle]
             refs.discard(ref)
@@ -78,19 +78,3 @@ class ShingleIndex:
             if distance <= max_distance:
                 hits.append((distance, ref))
         return [(ref, distance) for distance, ref in sorted(hits)]
-
-    def query_many(self, signals: Sequence[str], max_distance: int) -> list[list[tuple[int, int]]]:
-        return [self.query(signal, max_distance) for signal in signals]
-
-    def __len__(self) -> int:
-        return len(self._texts)
-
-    def snapshot(self) -> Callable[[Path], None]:
-        return signals_snapshot("shingle", list(self._texts.items()))
-
-    @classmethod
-    def load(cls, folder: Path) -> ShingleIndex:
-        index = cls()
-        for ref, text in read_signals(folder):
-            index.add(ref, text)
-        return index
