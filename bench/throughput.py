@@ -59,12 +59,12 @@ def photos(count: int) -> list[bytes]:
 async def burst(records: list[tuple[bytes, bytes]]) -> float:
     """Events per second from the first publish to the last decision."""
     ids = {key.decode() for key, _ in records}
-    start = await end_offsets(SETTINGS.bootstrap, SETTINGS.topic("decisions"))
+    start = await end_offsets(SETTINGS.kafka, SETTINGS.topic("decisions"))
     started = time.perf_counter()
-    await publish(SETTINGS.bootstrap, SETTINGS.topic("uploads"), records)
+    await publish(SETTINGS.kafka, SETTINGS.topic("uploads"), records)
     seen = set()
     async for key, _ in read_topic(
-        SETTINGS.bootstrap, SETTINGS.topic("decisions"), start=start, timeout_s=60
+        SETTINGS.kafka, SETTINGS.topic("decisions"), start=start, timeout_s=60
     ):
         seen.add(key.decode())
         if ids <= seen:
@@ -76,11 +76,11 @@ async def paced(records: list[tuple[bytes, bytes]], rate: float) -> list[float]:
     """End-to-end latencies (s) with events published at ``rate`` per second."""
     sent: dict[str, float] = {}
     latencies: list[float] = []
-    start_offsets = await end_offsets(SETTINGS.bootstrap, SETTINGS.topic("decisions"))
+    start_offsets = await end_offsets(SETTINGS.kafka, SETTINGS.topic("decisions"))
 
     async def reader() -> None:
         async for key, _ in read_topic(
-            SETTINGS.bootstrap, SETTINGS.topic("decisions"), start=start_offsets, timeout_s=30
+            SETTINGS.kafka, SETTINGS.topic("decisions"), start=start_offsets, timeout_s=30
         ):
             event_id = key.decode()
             if event_id in sent:
@@ -91,7 +91,7 @@ async def paced(records: list[tuple[bytes, bytes]], rate: float) -> list[float]:
     task = asyncio.create_task(reader())
     await asyncio.sleep(1)
     producer = AIOKafkaProducer(
-        bootstrap_servers=SETTINGS.bootstrap, linger_ms=0, max_request_size=8 * 1024 * 1024
+        **SETTINGS.kafka.options(), linger_ms=0, max_request_size=8 * 1024 * 1024
     )
     await producer.start()
     t0 = time.perf_counter()

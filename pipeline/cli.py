@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 
@@ -20,21 +21,34 @@ class UserError(Exception):
     """Printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit status 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.run is not cmd_worker:  # the client library's retry chatter is not for users
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         settings = Settings.from_env()
         return int(args.run(args, settings) or 0)
     except (UserError, ContractError, ValueError, OSError) as exc:
-        print(f"modstream: error: {exc}", file=sys.stderr)
+        print(f"modstream: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
 
 
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modstream", description=__doc__)
+    parser = _Parser(prog="modstream", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     kafka = commands.add_parser("kafka", help="run a local Apache Kafka broker (KRaft)")
@@ -187,7 +201,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> None:
         async for key, value in read_topic(
-            settings.bootstrap,
+            settings.kafka,
             settings.topic(args.topic),
             max_records=args.max,
             timeout_s=args.timeout,
@@ -279,7 +293,7 @@ def _texts_and_labels(rows: list[dict]) -> tuple[list[str], list[int]]:
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.stream.topics import ensure_topics, topic_specs
 
-    asyncio.run(ensure_topics(settings))
+    _run(ensure_topics(settings))
     for spec in topic_specs(settings):
         print(f"{spec.name}: {spec.partitions} partitions {spec.config}")
     return 0
@@ -291,18 +305,22 @@ def _publish(settings: Settings, topic: str, records: list) -> int:
 
     async def run() -> int:
         await ensure_topics(settings)
-        return await publish(settings.bootstrap, settings.topic(topic), records)
+        return await publish(settings.kafka, settings.topic(topic), records)
 
     return _run(run())
 
 
 def _run(coro):
-    from aiokafka.errors import KafkaConnectionError
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    from pipeline.stream.client import MissingTopicError
 
     try:
         return asyncio.run(coro)
     except KafkaConnectionError as exc:
         raise UserError(f"cannot reach Kafka at {Settings.from_env().bootstrap}: {exc}") from None
+    except (KafkaError, MissingTopicError) as exc:
+        raise UserError(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +22,8 @@ import orjson
 from pipeline.text.scorer import TextScore
 
 SCHEMA_VERSION = 1
+# A sane range for event times (2000-01-01 .. 2100-01-01 UTC, epoch seconds).
+EARLIEST_TIME, LATEST_TIME = 946_684_800.0, 4_102_444_800.0
 MEDIA_KINDS = ("image", "video")
 VERDICTS = ("allow", "review", "takedown")
 _DECISION_NAMESPACE = uuid.UUID("6f1c7a52-3b8e-4c4e-9d7a-6d6f64737472")
@@ -35,13 +39,38 @@ def dumps(record: Any) -> bytes:
 
 
 def _loads_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """A JSON object from untrusted bytes: strict JSON (orjson refuses NaN, invalid UTF-8 and
+    lone surrogates) without duplicate keys, which parsers resolve differently (last wins
+    here, first elsewhere) and so let one record mean two things."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ContractError(f"{what}: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise ContractError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    try:  # orjson keeps the last of duplicate keys silently: parse again to find them
+        _DUPLICATE_CHECK.decode(raw.decode() if isinstance(raw, bytes) else raw)
+    except _DuplicateKey as exc:
+        raise ContractError(f"{what}: duplicate key {exc}") from None
     return value
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(repr(key))
+            seen.add(key)
+    return value
+
+
+_DUPLICATE_CHECK = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
 class _Fields:
@@ -78,6 +107,15 @@ class _Fields:
             raise ContractError(f"{self.path}.{name}: longer than {max_len} characters")
         return value
 
+    def ident(self, name: str, *, required: bool = True) -> str | None:
+        """An id: printable characters only. Control, format (bidi overrides, zero-width)
+        and separator characters make ids that look alike but differ, or that rewrite the
+        logs and review screens they are shown in."""
+        value = self.text(name, required=required)
+        if value is not None and not value.isprintable():
+            raise ContractError(f"{self.path}.{name}: control or invisible characters")
+        return value
+
     def schema(self) -> None:
         version = self.get("schema", int)
         if version != SCHEMA_VERSION:
@@ -109,7 +147,7 @@ class MediaRef:
             raise ContractError(f"{path}: expected an object")
         f = _Fields(data, path, {"media_id", "kind", "url", "data_b64", "path", "mime"})
         ref = cls(
-            media_id=f.text("media_id"),
+            media_id=f.ident("media_id"),
             kind=f.text("kind"),
             url=f.text("url", required=False, max_len=4096),
             data_b64=f.get("data_b64", str, required=False),
@@ -124,15 +162,27 @@ class MediaRef:
         if ref.url is not None and not ref.url.lower().startswith(("http://", "https://")):
             raise ContractError(f"{path}.url: only http and https URLs are accepted")
         if ref.data_b64 is not None:
-            try:
-                base64.b64decode(ref.data_b64, validate=True)
-            except (binascii.Error, ValueError):
-                raise ContractError(f"{path}.data_b64: not valid base64") from None
+            _check_base64(ref.data_b64, f"{path}.data_b64")
+        if ref.path is not None and (ref.path.endswith("/") or "\x00" in ref.path):
+            raise ContractError(f"{path}.path: must name a file (no trailing '/', no NUL)")
         return ref
 
     @property
     def source(self) -> str:
         return "url" if self.url else "inline" if self.data_b64 is not None else "path"
+
+
+def _check_base64(value: str, path: str) -> None:
+    """Canonical, non-empty base64: one encoding per content, so that padding or spare bits
+    cannot make one upload look like another to anything that compares the text."""
+    if not value:
+        raise ContractError(f"{path}: empty")
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ContractError(f"{path}: not valid base64") from None
+    if base64.b64encode(decoded) != value.encode("ascii"):
+        raise ContractError(f"{path}: not canonical base64 (padding or trailing bits)")
 
 
 @dataclass(frozen=True)
@@ -166,17 +216,21 @@ class UploadEvent:
         if len(set(ids)) != len(ids):
             raise ContractError("upload.media: media_id values must be unique")
         event = cls(
-            event_id=f.text("event_id"),
-            platform=f.text("platform"),
-            content_id=f.text("content_id"),
-            uploader_id=f.text("uploader_id"),
+            event_id=f.ident("event_id"),
+            platform=f.ident("platform"),
+            content_id=f.ident("content_id"),
+            uploader_id=f.ident("uploader_id"),
             created_at=f.text("created_at"),
             text=f.text("text", required=False, max_len=100_000),
             media=media,
         )
         if event.text is None and not event.media:
             raise ContractError("upload: needs text or media")
-        parse_time(event.created_at, "upload.created_at")
+        if "/" in event.platform:  # the uploader key is platform/uploader: one way to split it
+            raise ContractError("upload.platform: must not contain '/'")
+        created = parse_time(event.created_at, "upload.created_at")
+        if not EARLIEST_TIME <= created <= LATEST_TIME:
+            raise ContractError("upload.created_at: outside 2000-01-01 .. 2100-01-01")
         return event
 
     @classmethod
@@ -187,7 +241,8 @@ class UploadEvent:
 
     @property
     def uploader_key(self) -> str:
-        """The key that co-partitions an uploader's events (for per-uploader state)."""
+        """The key that co-partitions an uploader's events (for per-uploader state); scoped by
+        platform, which has no '/', so two platforms' uploaders never share a key."""
         return f"{self.platform}/{self.uploader_id}"
 
 
@@ -280,6 +335,28 @@ class HashedUpload:
     received_at: float
     text_score: TextScore | None = None
 
+    def to_json(self, max_bytes: int) -> bytes:
+        """The record as JSON in at most ``max_bytes``, so that it fits in a Kafka record and
+        the event is still decided: if it is larger, the largest media signals (long videos'
+        vPDQ) are left out, largest first, each replaced by a ``too_large`` error for its item.
+        Text (at most 100,000 characters) always fits in the smallest allowed record."""
+        data = dumps(self)
+        media = list(self.media)
+        by_size = sorted(range(len(media)), key=lambda i: -len(dumps(media[i].signals)))
+        for index in by_size:
+            if len(data) <= max_bytes - _BATCH_OVERHEAD:
+                break
+            item = media[index]
+            media[index] = MediaSignals(
+                item.media_id,
+                item.kind,
+                {},
+                "its signals are too large to hand to the decide stage",
+                "too_large",
+            )
+            data = dumps(replace(self, media=tuple(media)))
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HashedUpload:
         score = data.get("text_score")
@@ -302,8 +379,30 @@ class HashedBatch:
 
     @classmethod
     def parse(cls, raw: bytes) -> HashedBatch:
-        data = _loads_object(raw, "hashed batch")
+        data = orjson.loads(raw)  # written by this pipeline: no untrusted-input checks
         return cls(uploads=tuple(HashedUpload.from_dict(u) for u in data["uploads"]))
+
+    @staticmethod
+    def records(uploads: Sequence[bytes], max_bytes: int) -> Iterator[bytes]:
+        """Serialized uploads (``HashedUpload.to_json``) packed in order into batch records of
+        at most ``max_bytes`` each."""
+        part: list[bytes] = []
+        size = _BATCH_OVERHEAD
+        for upload in uploads:
+            if part and size + len(upload) + 1 > max_bytes:
+                yield _batch_record(part)
+                part, size = [], _BATCH_OVERHEAD
+            part.append(upload)
+            size += len(upload) + 1
+        if part:
+            yield _batch_record(part)
+
+
+def _batch_record(uploads: list[bytes]) -> bytes:
+    return b'{"uploads":[' + b",".join(uploads) + b'],"schema":%d}' % SCHEMA_VERSION
+
+
+_BATCH_OVERHEAD = len(_batch_record([]))
 
 
 @dataclass(frozen=True)
@@ -344,10 +443,11 @@ class Decision:
         return orjson.dumps(self)
 
 
-def decision_id_for(event_id: str, policy_version: str) -> str:
-    """Deterministic id: the same event under the same policy always gets the same id.
-    A UUIDv5 (``uuid.uuid5`` of the same name), formatted without building a UUID object."""
-    name = f"{policy_version}\x00{event_id}".encode()
+def decision_id_for(platform: str, event_id: str, policy_version: str) -> str:
+    """Deterministic id: the same event of the same platform under the same policy always gets
+    the same id, and two platforms' events never share one (ids hold no NUL). A UUIDv5
+    (``uuid.uuid5`` of the same name), formatted without building a UUID object."""
+    name = f"{policy_version}\x00{platform}\x00{event_id}".encode()
     digest = bytearray(hashlib.sha1(_DECISION_NAMESPACE.bytes + name).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant

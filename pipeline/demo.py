@@ -205,7 +205,7 @@ def run_demo(settings: Settings, external: bool = False) -> int:
     entries = bank_entries()
     asyncio.run(
         publish(
-            settings.bootstrap,
+            settings.kafka,
             settings.topic("hashbank"),
             [(e.key.encode(), dumps(e)) for e in entries],
         )
@@ -219,12 +219,12 @@ def run_demo(settings: Settings, external: bool = False) -> int:
         uploads = demo_uploads(run, media_root)
         expected = {body["event_id"]: verdict for verdict, body in uploads}
         start = {
-            topic: asyncio.run(end_offsets(settings.bootstrap, settings.topic(topic)))
+            topic: asyncio.run(end_offsets(settings.kafka, settings.topic(topic)))
             for topic in ("decisions", "uploads.dlq")
         }
         records = [(body["content_id"].encode(), orjson.dumps(body)) for _, body in uploads]
         records.append((b"malformed", b'{"schema": 1, "event_id": "oops", "media": "not a list"'))
-        asyncio.run(publish(settings.bootstrap, settings.topic("uploads"), records))
+        asyncio.run(publish(settings.kafka, settings.topic("uploads"), records))
         print(
             f"published {len(records)} uploads (one of them malformed); decisions as they arrive:\n"
         )
@@ -233,7 +233,7 @@ def run_demo(settings: Settings, external: bool = False) -> int:
             wrong = 0
             seen: set[str] = set()
             async for _, value in read_topic(
-                settings.bootstrap,
+                settings.kafka,
                 settings.topic("decisions"),
                 start=start["decisions"],
                 timeout_s=60,
@@ -252,7 +252,7 @@ def run_demo(settings: Settings, external: bool = False) -> int:
             for event_id in sorted(missing):
                 print(f"  MISSING  no decision for {event_id}")
             async for _, value in read_topic(
-                settings.bootstrap,
+                settings.kafka,
                 settings.topic("uploads.dlq"),
                 start=start["uploads.dlq"],
                 max_records=1,

@@ -24,6 +24,7 @@ from pipeline.hashing.decode import MediaError
 from pipeline.hashing.signals import Content, registry
 from pipeline.hashing.signals import get as get_signal_type
 from pipeline.hashing.video import VideoSampling
+from pipeline.ingest.urls import redact_urls
 from pipeline.matching.bank import Bank, Match
 from pipeline.settings import Settings
 from pipeline.text.classifier import LinearTextClassifier
@@ -52,11 +53,25 @@ def hash_media(
     for signal_type in sorted(applicable, key=lambda t: t.source != "bytes"):
         try:
             value = signal_type.compute(content)
-        except MediaError as exc:
-            return MediaSignals(media_id, kind, signals, str(exc), exc.reason)
+        except Exception as exc:  # one item's failure is that item's error, never the event's
+            error = media_failure(exc)
+            return MediaSignals(media_id, kind, signals, str(error), error.reason)
         if value is not None:
             signals[signal_type.name] = value
     return MediaSignals(media_id, kind, signals)
+
+
+def media_failure(exc: Exception) -> MediaError:
+    """Any failure while getting or hashing one media item, as that item's MediaError: the
+    expected ones keep their reason, the rest get a bounded set of labels (for metrics) and a
+    message with the URLs in it redacted."""
+    if isinstance(exc, MediaError):
+        return MediaError(exc.reason, redact_urls(str(exc)))
+    if isinstance(exc, MemoryError):
+        return MediaError("too_costly", "out of memory while processing the media")
+    if isinstance(exc, OSError | RuntimeError):  # unreadable files, symlink loops, long names
+        return MediaError("unreadable", redact_urls(f"{type(exc).__name__}: {exc}"))
+    return MediaError("internal_error", redact_urls(f"{type(exc).__name__}: {exc}"))
 
 
 def score_texts(model: Path | None, texts: Sequence[str]) -> list[TextScore]:
@@ -174,7 +189,7 @@ class Engine:
                 )
             )
         return Decision(
-            decision_id=decision_id_for(event.event_id, POLICY_VERSION),
+            decision_id=decision_id_for(event.platform, event.event_id, POLICY_VERSION),
             event_id=event.event_id,
             content_id=event.content_id,
             platform=event.platform,

@@ -5,7 +5,9 @@ Every knob of the pipeline lives here so that the README can document them in on
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,14 @@ class Settings:
     """Runtime configuration. Field ``foo_bar`` is read from ``MODSTREAM_FOO_BAR``."""
 
     broker: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_ca_file: Path | None = None
+    kafka_cert_file: Path | None = None
+    kafka_key_file: Path | None = None
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_password_file: Path | None = None
     app_id: str = "modstream"
     topic_prefix: str = ""
     partitions: int = 4
@@ -45,10 +55,14 @@ class Settings:
     fetch_timeout_s: float = 10.0
     fetch_max_redirects: int = 3
     max_image_pixels: int = 64_000_000
+    hash_memory_mb: int = 2048
     video_max_bytes: int = 1024 * 1024 * 1024
     video_fetch_timeout_s: float = 300.0
     video_seconds_per_frame: float = 1.0
     video_max_seconds: float = 1800.0
+    video_max_frames: int = 100_000
+    video_max_cpu_s: float = 300.0
+    max_record_bytes: int = 900_000
     # Matching and policy
     pdq_min_quality: int = 50
     index_layout: str = "fast"
@@ -76,6 +90,7 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        self.kafka.validate()
         if self.on_media_error not in ("review", "allow", "takedown"):
             raise ValueError("MODSTREAM_ON_MEDIA_ERROR must be review, allow or takedown")
         if self.index_layout not in ("fast", "compact"):
@@ -86,6 +101,13 @@ class Settings:
             raise ValueError("MODSTREAM_VIDEO_SECONDS_PER_FRAME and _MAX_SECONDS must be > 0")
         if self.partitions < 1 or self.hash_workers < 1 or self.batch_size < 1:
             raise ValueError("partitions, hash_workers and batch_size must be >= 1")
+        if 0 < self.hash_memory_mb < 768:
+            raise ValueError("MODSTREAM_HASH_MEMORY_MB must be 0 (no limit) or >= 768")
+        if self.video_max_frames < 1 or self.video_max_cpu_s <= 0:
+            raise ValueError("MODSTREAM_VIDEO_MAX_FRAMES and _MAX_CPU_S must be > 0")
+        if not 800_000 <= self.max_record_bytes <= 16 * 1024 * 1024:
+            # the floor fits the longest text an event may carry, fully escaped
+            raise ValueError("MODSTREAM_MAX_RECORD_BYTES must be 800000 .. 16777216")
 
     @property
     def video_sampling(self) -> VideoSampling:
@@ -95,11 +117,36 @@ class Settings:
             seconds_per_frame=self.video_seconds_per_frame,
             max_seconds=self.video_max_seconds,
             min_quality=self.pdq_min_quality,
+            max_pixels=self.max_image_pixels,
+            max_frames=self.video_max_frames,
+            max_cpu_s=self.video_max_cpu_s,
         )
+
+    @property
+    def hash_memory_limit(self) -> int | None:
+        """Address-space limit of each hashing process, in bytes (None: unlimited)."""
+        return self.hash_memory_mb * 1024 * 1024 if self.hash_memory_mb > 0 else None
 
     def topic(self, name: str) -> str:
         """The Kafka topic name for a logical topic, with the configured prefix."""
         return f"{self.topic_prefix}{name}"
+
+    @functools.cached_property
+    def kafka(self) -> KafkaAccess:
+        """How every Kafka client of this process reaches and authenticates to the brokers."""
+        password = self.kafka_password
+        if self.kafka_password_file is not None:
+            password = self.kafka_password_file.read_text().strip()
+        return KafkaAccess(
+            bootstrap=self.bootstrap,
+            security_protocol=self.kafka_security_protocol.upper(),
+            ca_file=self.kafka_ca_file,
+            cert_file=self.kafka_cert_file,
+            key_file=self.kafka_key_file,
+            sasl_mechanism=self.kafka_sasl_mechanism.upper(),
+            username=self.kafka_username,
+            password=password,
+        )
 
     @property
     def kafka_url(self) -> str:
@@ -108,6 +155,77 @@ class Settings:
     @property
     def bootstrap(self) -> str:
         return self.broker.split("://", 1)[-1]
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """The brokers' address and this process's credentials: what every Kafka client gets
+    (the worker, the bank replica, the CLI, the benchmarks). The password never appears in a
+    repr, and so in no log line."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+    MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+    def validate(self) -> None:
+        if self.security_protocol not in self.PROTOCOLS:
+            # SASL_PLAINTEXT is left out on purpose: PLAIN would send the password in clear.
+            raise ValueError(
+                f"MODSTREAM_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(self.PROTOCOLS)}"
+            )
+        if self.security_protocol == "SASL_SSL":
+            if self.sasl_mechanism not in self.MECHANISMS:
+                raise ValueError(
+                    f"MODSTREAM_KAFKA_SASL_MECHANISM must be one of {', '.join(self.MECHANISMS)}"
+                )
+            if not self.username or not self.password:
+                raise ValueError(
+                    "SASL_SSL needs MODSTREAM_KAFKA_USERNAME and MODSTREAM_KAFKA_PASSWORD "
+                    "(or MODSTREAM_KAFKA_PASSWORD_FILE)"
+                )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("MODSTREAM_KAFKA_CERT_FILE and MODSTREAM_KAFKA_KEY_FILE go together")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.uses_tls:
+            return None
+        return _ssl_context(self.ca_file, self.cert_file, self.key_file)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's producer, consumer and admin client."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.security_protocol == "SASL_SSL":
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.username
+            options["sasl_plain_password"] = self.password
+        return options
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
+    """Verifies the brokers' certificates and host names (against ``ca`` if given, else the
+    system's roots), and presents a client certificate if one is configured."""
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if cert is not None and key is not None:
+        context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 def _parse(name: str, type_name: str, raw: str) -> Any:

@@ -18,7 +18,7 @@ async def collect(workers, topic: str, want: set[str], start=None, timeout=60.0)
     seen: dict[str, list] = {}
     deadline = time.monotonic() + timeout
     async for key, value in read_topic(
-        workers.settings.bootstrap, workers.settings.topic(topic), start=start, timeout_s=timeout
+        workers.settings.kafka, workers.settings.topic(topic), start=start, timeout_s=timeout
     ):
         record = orjson.loads(value)
         seen.setdefault(record.get("event_id", key.decode() if key else ""), []).append(record)
@@ -28,7 +28,7 @@ async def collect(workers, topic: str, want: set[str], start=None, timeout=60.0)
 
 
 async def send(workers, topic: str, records) -> None:
-    await publish(workers.settings.bootstrap, workers.settings.topic(topic), records)
+    await publish(workers.settings.kafka, workers.settings.topic(topic), records)
 
 
 def upload(event_id: str, *, text=None, media=None, uploader="u1") -> tuple[bytes, bytes]:

@@ -62,13 +62,15 @@ def test_invalid_uploads_name_the_problem(raw, message):
         UploadEvent.parse(raw)
 
 
-def test_decision_id_is_deterministic_per_event_and_policy():
-    assert decision_id_for("e1", "v1") == decision_id_for("e1", "v1")
-    assert decision_id_for("e1", "v1") != decision_id_for("e2", "v1")
-    assert decision_id_for("e1", "v1") != decision_id_for("e1", "v2")
+def test_decision_id_is_deterministic_per_platform_event_and_policy():
+    assert decision_id_for("p", "e1", "v1") == decision_id_for("p", "e1", "v1")
+    assert decision_id_for("p", "e1", "v1") != decision_id_for("p", "e2", "v1")
+    assert decision_id_for("p", "e1", "v1") != decision_id_for("p", "e1", "v2")
+    assert decision_id_for("a", "e1", "v1") != decision_id_for("b", "e1", "v1")
     namespace = uuid.UUID("6f1c7a52-3b8e-4c4e-9d7a-6d6f64737472")
-    for event_id in ("e1", "ünïcode-🙂", "x" * 500):  # a standard UUIDv5, as before
-        assert decision_id_for(event_id, "v1") == str(uuid.uuid5(namespace, f"v1\x00{event_id}"))
+    for event_id in ("e1", "ünïcode-🙂", "x" * 500):  # a standard UUIDv5
+        expected = uuid.uuid5(namespace, f"v1\x00p\x00{event_id}")
+        assert decision_id_for("p", event_id, "v1") == str(expected)
 
 
 def test_bank_entry_key_round_trip_allows_slashes_in_entry_id():

@@ -7,8 +7,9 @@ from aiohttp import web
 from streaming import http_server
 
 from pipeline.hashing.decode import MediaError
-from pipeline.ingest.fetch import Fetcher, FetchPolicy, address_allowed
+from pipeline.ingest.fetch import Fetcher, FetchPolicy
 from pipeline.ingest.sources import read_local
+from pipeline.ingest.urls import address_allowed
 
 
 @pytest.fixture

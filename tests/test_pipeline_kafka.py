@@ -64,7 +64,7 @@ async def test_uploads_in_decisions_out_with_dlq_broken_media_and_urls(workers, 
     letters = [
         orjson.loads(v)
         async for _, v in read_topic(
-            workers.settings.bootstrap,
+            workers.settings.kafka,
             workers.settings.topic("uploads.dlq"),
             max_records=1,
             timeout_s=10,
@@ -98,7 +98,7 @@ async def test_bank_changes_reach_every_worker_within_seconds(workers):
     matched_in = 0.0
     while time.monotonic() < deadline:
         ids = {f"live-{time.monotonic_ns()}-{i}" for i in range(8)}
-        start = await end_offsets(workers.settings.bootstrap, workers.settings.topic("decisions"))
+        start = await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
         await send(
             workers, "uploads", [upload(i, media=inline(photo), uploader=i) for i in sorted(ids)]
         )
@@ -119,7 +119,7 @@ async def test_bank_changes_reach_every_worker_within_seconds(workers):
     await send(workers, "hashbank", [(entry.key.encode(), None)])  # tombstone
     await asyncio.sleep(2)
     ids = {f"after-removal-{i}" for i in range(8)}
-    start = await end_offsets(workers.settings.bootstrap, workers.settings.topic("decisions"))
+    start = await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
     await send(
         workers, "uploads", [upload(i, media=inline(photo), uploader=i) for i in sorted(ids)]
     )
@@ -148,7 +148,7 @@ async def test_every_event_decided_once_and_history_co_partitioned(workers):
     }
 
     async def records_by_partition(topic: str) -> list[tuple[int, bytes | None, bytes]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=workers.settings.bootstrap, group_id=None)
+        consumer = AIOKafkaConsumer(**workers.settings.kafka.options(), group_id=None)
         await consumer.start()
         try:
             tps = await topic_partitions(consumer, topic)
@@ -191,7 +191,7 @@ async def test_killed_worker_loses_no_event_and_redelivery_is_identical(workers)
     )
     before = 0
     async for _ in read_topic(
-        workers.settings.bootstrap,
+        workers.settings.kafka,
         workers.settings.topic("decisions"),
         max_records=300,
         timeout_s=30,
@@ -201,7 +201,7 @@ async def test_killed_worker_loses_no_event_and_redelivery_is_identical(workers)
     proc.wait()
     sent = sum(
         (
-            await end_offsets(workers.settings.bootstrap, workers.settings.topic("decisions"))
+            await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
         ).values()
     )
     assert before >= 300 and sent < len(ids), "the kill must land mid-stream"
@@ -247,7 +247,7 @@ async def test_restart_loads_the_bank_snapshot_and_reads_only_newer_changes(work
     assert status["bank_from_snapshot"] is True
     assert status["bank_entries"] == len(entries) + len(extra)  # one out, one in
     astronaut = encode(resized(sample("astronaut"), 0.7), quality=80)
-    start = await end_offsets(workers.settings.bootstrap, workers.settings.topic("decisions"))
+    start = await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
     await send(workers, "uploads", [
         upload("after-cat", media=inline(chelsea)),
         upload("after-astronaut", media=inline(astronaut)),
@@ -336,7 +336,7 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
             found = await collect(workers, "decisions", others)
             assert set(found) == others
             decided = await end_offsets(
-                workers.settings.bootstrap, workers.settings.topic("decisions")
+                workers.settings.kafka, workers.settings.topic("decisions")
             )
             assert sum(decided.values()) == len(others), "the video must still be waiting"
         finally:

@@ -35,6 +35,10 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
                 raise MediaError(
                     "too_large", f"image is {width}x{height}, over the {max_pixels}-pixel limit"
                 )
+            if image.format == "JPEG" and not jpeg_complete(data):
+                # libjpeg fills a truncated JPEG with grey and only warns: a few KB would
+                # decode as a huge flat picture that hashes as nothing.
+                raise MediaError("corrupt", "premature end of JPEG data")
             image.load()
     except MediaError:
         raise
@@ -48,6 +52,14 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         if image.getexif().get(_ORIENTATION, 1) != 1:  # transposing copies: only when needed
             image = ImageOps.exif_transpose(image) or image
     return to_rgb(image)
+
+
+def jpeg_complete(data: bytes) -> bool:
+    """Whether the last scan of a JPEG ends with its end-of-image marker. Inside a scan 0xFF
+    is always followed by 0x00 or a restart marker, so an EOI after the last start-of-scan is
+    the real end (an EXIF thumbnail's EOI comes before the first scan)."""
+    last_scan = data.rfind(b"\xff\xda")
+    return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) >= 0
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

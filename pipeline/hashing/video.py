@@ -8,13 +8,19 @@ frame). Only what the sampling needs is decoded: frames nothing else refers to (
 are skipped by the decoder, which is most of a modern stream.
 
 Work per video is bounded: at most ``max_seconds`` of it is hashed, and the result says when
-the rest was cut. The format is Meta's vPDQ text, one frame a line:
+the rest was cut. A hostile file is refused (``too_large``, ``too_costly``) rather than cut:
+frames over the pixel limit (checked in the header and on every frame), more decoded frames
+than ``max_frames`` (thousands of frames packed into a second of media time), or more CPU
+time than ``max_cpu_s``. A cut would let padding in front of banned footage hide it.
+
+The format is Meta's vPDQ text, one frame a line:
 ``frame_number,quality,pdq_hex,timestamp_seconds``, so hashes from other vPDQ tools import
 and ours export.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +49,11 @@ class VideoSampling:
     min_quality: int = 50
     #: A sampled frame this close to the last kept one is the same scene: not kept again.
     collapse_distance: int = 2
+    #: Refuse frames larger than this (the image decompression-bomb limit).
+    max_pixels: int = 64_000_000
+    #: Refuse a video once this many frames were decoded, or this much CPU time spent.
+    max_frames: int = 100_000
+    max_cpu_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -70,14 +81,28 @@ def hash_video(source: Path | BinaryIO, sampling: VideoSampling = VideoSampling(
             raise MediaError("not_a_video", f"no video stream ({container.format.name})")
         stream = container.streams.video[0]
         pdq = signal_type("pdq")
-        stream.codec_context.skip_frame = "NONREF"
+        context = stream.codec_context
+        _check_pixels(context.width, context.height, sampling.max_pixels)
+        # FFmpeg refuses larger frames itself, before it allocates them.
+        context.options = {**context.options, "max_pixels": str(sampling.max_pixels)}
+        context.skip_frame = "NONREF"
         stream.thread_type = "SLICE"  # one process per core already: no frame threads
         duration = _duration(container, stream)
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
         frames: list[FrameHash] = []
         next_sample, hashed_to, last_kept = 0.0, 0.0, None
+        cpu_deadline = time.process_time() + sampling.max_cpu_s
         try:
-            for frame in container.decode(stream):
+            for decoded, frame in enumerate(container.decode(stream), 1):
+                _check_pixels(frame.width, frame.height, sampling.max_pixels)
+                if decoded > sampling.max_frames:
+                    raise MediaError(
+                        "too_costly", f"more than {sampling.max_frames} frames to decode"
+                    )
+                if time.process_time() > cpu_deadline:
+                    raise MediaError(
+                        "too_costly", f"decoding took over {sampling.max_cpu_s:g} CPU seconds"
+                    )
                 at = frame.time
                 if at is None or at + 1e-6 < next_sample:
                     continue
@@ -105,6 +130,13 @@ def hash_video(source: Path | BinaryIO, sampling: VideoSampling = VideoSampling(
         if not frames and hashed_to == 0.0 and duration == 0.0:
             raise MediaError("corrupt", "no frame could be decoded")
         return VideoHash(tuple(frames), max(duration, hashed_to), hashed_to)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise MediaError(
+            "too_large", f"video frames are {width}x{height}, over the {max_pixels}-pixel limit"
+        )
 
 
 # Demuxers FFmpeg opens a single picture with: a photo is not a video (animated GIF is).

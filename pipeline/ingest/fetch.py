@@ -1,9 +1,11 @@
 """Fetch media by URL without becoming a proxy into the private network (SSRF).
 
-Every address a name resolves to is checked, and the connection goes to the checked address
-(no second lookup an attacker's DNS could answer differently). Loopback, private, link-local,
-multicast, reserved and unspecified addresses are refused unless allowlisted. Redirects are
-followed by hand so that each hop is checked again. Size and time are capped.
+The URL is parsed and checked once (``urls.fetchable_url``) and that parsed URL is what the
+client requests, so the host checked is the host connected to. Every address a name resolves
+to is checked, and the connection goes to the checked address (no second lookup an attacker's
+DNS could answer differently). Loopback, private, link-local, multicast, reserved and
+unspecified addresses are refused unless allowlisted. Redirects are followed by hand so that
+each hop is checked again. Size and time are capped. URLs in error messages are redacted.
 """
 
 from __future__ import annotations
@@ -15,14 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from pipeline.hashing.decode import MediaError
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from pipeline.ingest.urls import (
+    Network,
+    address_allowed,
+    fetchable_url,
+    host_address,
+    redact_url,
+    redact_urls,
+)
 
 
 @dataclass(frozen=True)
@@ -35,31 +43,24 @@ class FetchPolicy:
     video_max_bytes: int = 1024 * 1024 * 1024
     video_timeout_s: float = 300.0
 
-    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    def networks(self) -> list[Network]:
         return [ipaddress.ip_network(item, strict=False) for item in self.allow]
-
-
-def address_allowed(address: IPAddress, allow: list[Any]) -> bool:
-    """Public unicast addresses, or anything inside an allowlisted network."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    if any(address in network for network in allow):
-        return True
-    return address.is_global and not address.is_multicast
 
 
 class _CheckingResolver(AbstractResolver):
     """Resolves with the system resolver, then drops every address the policy refuses."""
 
-    def __init__(self, allow: list[Any]) -> None:
+    def __init__(self, allow: list[Network]) -> None:
         self._inner = aiohttp.ThreadedResolver()
         self._allow = allow
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
         answers = await self._inner.resolve(host, port, family)
-        allowed = [
-            a for a in answers if address_allowed(ipaddress.ip_address(a["host"]), self._allow)
-        ]
+        allowed = []
+        for answer in answers:
+            address = host_address(answer["host"])
+            if address is not None and address_allowed(address, self._allow):
+                allowed.append(answer)
         if not allowed:
             raise MediaError("blocked_address", f"{host} resolves only to refused addresses")
         return allowed
@@ -114,23 +115,27 @@ class Fetcher:
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, MediaError):
                 raise exc.os_error from None
-            raise MediaError("unreachable", f"cannot connect: {exc.os_error}") from None
+            message = redact_urls(f"cannot connect: {exc.os_error}")
+            raise MediaError("unreachable", message) from None
         except aiohttp.ClientError as exc:
-            raise MediaError("http_error", f"fetch failed: {exc}") from None
+            raise MediaError("http_error", redact_urls(f"fetch failed: {exc}")) from None
+        except (ValueError, UnicodeError) as exc:  # what the client refuses to request
+            raise MediaError("bad_url", redact_urls(f"cannot request the URL: {exc}")) from None
 
     async def _follow(self, url: str, write: Callable[[bytes], object], limit: int) -> None:
         session = await self._client()
+        target = fetchable_url(url, self._allow)  # the parsed URL is what gets requested
         for _ in range(self.policy.max_redirects + 1):
-            self._check_url(url)
-            async with session.get(url, allow_redirects=False) as response:
+            async with session.get(target, allow_redirects=False) as response:
+                shown = redact_url(str(target))
                 if response.status in (301, 302, 303, 307, 308):
                     location = response.headers.get("Location")
                     if not location:
-                        raise MediaError("http_error", f"redirect without Location from {url}")
-                    url = urljoin(url, location)
+                        raise MediaError("http_error", f"redirect without Location from {shown}")
+                    target = fetchable_url(target.join(URL(location)), self._allow)
                     continue
                 if response.status != 200:
-                    raise MediaError("http_status", f"HTTP {response.status} from {url}")
+                    raise MediaError("http_status", f"HTTP {response.status} from {shown}")
                 await self._read_capped(response, write, limit)
                 return
         raise MediaError("too_many_redirects", f"more than {self.policy.max_redirects} redirects")
@@ -146,17 +151,6 @@ class Fetcher:
             if size > limit:
                 raise MediaError("too_large", f"body exceeds {limit} bytes")
             write(chunk)
-
-    def _check_url(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise MediaError("bad_url", f"only http(s) URLs with a host are fetched: {url!r}")
-        try:
-            literal = ipaddress.ip_address(parts.hostname)
-        except ValueError:
-            return  # a name: checked by the resolver at connect time
-        if not address_allowed(literal, self._allow):
-            raise MediaError("blocked_address", f"{parts.hostname} is a refused address")
 
     async def close(self) -> None:
         if self._session is not None:

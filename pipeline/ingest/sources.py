@@ -33,13 +33,18 @@ def local_path(path: str, root: Path | None, max_bytes: int) -> Path:
     if root is None:
         raise MediaError("path_disabled", "path media is disabled (set MODSTREAM_MEDIA_ROOT)")
     base = root.resolve()
-    target = (base / path).resolve()
+    try:
+        target = (base / path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, NUL, long names
+        raise MediaError("bad_path", f"{path[:300]!r} cannot be resolved: {exc}") from None
     if not target.is_relative_to(base):
-        raise MediaError("path_outside_root", f"{path!r} is outside the media root")
+        raise MediaError("path_outside_root", f"{path[:300]!r} is outside the media root")
     try:
         size = target.stat().st_size
     except FileNotFoundError:
         raise MediaError("not_found", f"no such file under the media root: {path!r}") from None
+    except OSError as exc:  # a name too long, a loop below the root, ...
+        raise MediaError("bad_path", f"{path[:300]!r}: {exc.strerror}") from None
     if not target.is_file():
         raise MediaError("not_found", f"{path!r} is not a file")
     if size > max_bytes:

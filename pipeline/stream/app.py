@@ -35,14 +35,21 @@ from pipeline.contracts import (
     parse_time,
 )
 from pipeline.decide import history
-from pipeline.engine import Engine, Lookups, failed_media, hash_media, score_texts, struck
-from pipeline.hashing.decode import MediaError
-from pipeline.hashing.pool import hashing_pool, process_started
+from pipeline.engine import (
+    Engine,
+    Lookups,
+    failed_media,
+    hash_media,
+    media_failure,
+    score_texts,
+    struck,
+)
+from pipeline.hashing.pool import HashingPool
 from pipeline.ingest.fetch import Fetcher, FetchPolicy
 from pipeline.ingest.sources import clear_scratch, load_media, video_file
 from pipeline.matching import hamming
 from pipeline.matching.bank import Bank
-from pipeline.settings import Settings
+from pipeline.settings import KafkaAccess, Settings
 from pipeline.stream import metrics, topics
 from pipeline.stream.banksync import BankReplica
 from pipeline.stream.consumer import InOrderOfArrivalConsumer
@@ -58,13 +65,17 @@ def build_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_url,
+        broker_credentials=faust_credentials(settings.kafka),
         web_port=settings.web_port,
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust binds every interface unless told
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         producer_linger=0.005,
+        # Dead letters carry a whole refused record (base64): more than Kafka's 1 MB default.
+        producer_max_request_size=topics.MAX_DEAD_LETTER_BYTES,
         broker_commit_interval=1.0,
         # A crashed worker's partitions move to the others after this long.
         broker_session_timeout=15.0,
@@ -108,7 +119,7 @@ def build_app(settings: Settings) -> faust.App:
     bank = Bank(settings.thresholds, settings.index_layout)
     replica = BankReplica(
         bank,
-        settings.bootstrap,
+        settings.kafka,
         settings.topic(topics.HASHBANK),
         # Shared by the workers of one data dir: snapshots are swapped in atomically.
         snapshot_link=settings.data_dir / "bank-snapshot",
@@ -131,7 +142,7 @@ def build_app(settings: Settings) -> faust.App:
     clear_scratch(scratch)
     # Videos may take all hashing processes but one, which stays free for images.
     video_slots = asyncio.Semaphore(max(1, settings.hash_workers - 1))
-    pool = hashing_pool(settings.hash_workers)
+    pool = HashingPool(settings.hash_workers, settings.hash_memory_limit)
 
     warmed = asyncio.Event()  # index kernels compiled, hashing pool started
 
@@ -141,19 +152,18 @@ def build_app(settings: Settings) -> faust.App:
 
         async def on_start(self) -> None:
             await replica.start()
-            await asyncio.gather(
-                app.loop.run_in_executor(None, hamming.warm_up),
-                *(
-                    app.loop.run_in_executor(pool, process_started)
-                    for _ in range(settings.hash_workers)
-                ),
-            )
+            await asyncio.gather(app.loop.run_in_executor(None, hamming.warm_up), pool.start())
             warmed.set()
 
         async def on_stop(self) -> None:
             await replica.stop()
             await fetcher.close()
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
+
+    @app.timer(interval=2.0)
+    async def check_hashing_pool() -> None:
+        """Replace a pool whose idle process died, so /ready tells before an event fails."""
+        pool.check()
 
     @app.page("/live")
     async def live(web, request):
@@ -161,9 +171,10 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.page("/ready")
     async def ready(web, request):
-        is_ready = replica.ready.is_set() and warmed.is_set()
+        is_ready = replica.ready.is_set() and warmed.is_set() and pool.healthy
         body = {
             "ready": is_ready,
+            "hashing_pool": "healthy" if pool.healthy else "broken or starting",
             "bank_entries": len(bank),
             "bank_from_snapshot": replica.restored,
             # Which partitions this worker owns now: what on-call needs after a rebalance.
@@ -265,8 +276,7 @@ def build_app(settings: Settings) -> faust.App:
 
     async def signals_of(upload: UploadEvent) -> list[MediaSignals]:
         async def hashed(ref, content: bytes | Path) -> MediaSignals:
-            return await app.loop.run_in_executor(
-                pool,
+            return await pool.run(
                 hash_media,
                 ref.media_id,
                 ref.kind,
@@ -286,9 +296,12 @@ def build_app(settings: Settings) -> faust.App:
                         result = await hashed(ref, path)
                 else:
                     result = await hashed(ref, await load_media(ref, fetcher, settings.media_root))
-            except MediaError as exc:
-                metrics.MEDIA_FAILURES.labels(source=ref.source, reason=exc.reason).inc()
-                return failed_media(ref.media_id, ref.kind, exc)
+            except Exception as exc:  # one item's failure never sinks the event
+                error = media_failure(exc)
+                if error.reason == "internal_error":
+                    log.error("media item failed unexpectedly", exc_info=exc)
+                metrics.MEDIA_FAILURES.labels(source=ref.source, reason=error.reason).inc()
+                return failed_media(ref.media_id, ref.kind, error)
             if result.error_reason:
                 metrics.MEDIA_FAILURES.labels(source="decode", reason=result.error_reason).inc()
             return result
@@ -303,12 +316,7 @@ def build_app(settings: Settings) -> faust.App:
         share = -(-len(texted) // settings.hash_workers)  # one task per pool process
         chunks = [texted[i : i + share] for i in range(0, len(texted), share)]
         scored = await asyncio.gather(
-            *(
-                app.loop.run_in_executor(
-                    pool, score_texts, settings.text_model, [u.text for u in chunk]
-                )
-                for chunk in chunks
-            )
+            *(pool.run(score_texts, settings.text_model, [u.text for u in c]) for c in chunks)
         )
         return {
             u.event_id: score
@@ -371,7 +379,7 @@ def build_app(settings: Settings) -> faust.App:
             log.error("scoring texts failed", exc_info=scores)
             scores = {}
         media_of = iter(media)
-        by_partition: dict[int, list[HashedUpload]] = {}
+        by_partition: dict[int, list[bytes]] = {}
         for event, upload in valid:
             signals = next(media_of) if upload.media else []
             if isinstance(signals, BaseException):
@@ -380,17 +388,19 @@ def build_app(settings: Settings) -> faust.App:
                     event, f"internal error: {signals!r}", "internal_error", stage
                 )
                 continue
+            handed_off = HashedUpload(
+                event=replace(upload, media=()),  # the decide stage needs the signals only
+                media=tuple(signals),
+                received_at=event.message.timestamp,
+                text_score=scores.get(upload.event_id),
+            )
             by_partition.setdefault(hashed_partition(upload.uploader_key), []).append(
-                HashedUpload(
-                    event=without_media_bytes(upload),
-                    media=tuple(signals),
-                    received_at=event.message.timestamp,
-                    text_score=scores.get(upload.event_id),
-                )
+                handed_off.to_json(settings.max_record_bytes)
             )
         deliveries = [
-            await produce(hashed, None, dumps(HashedBatch(tuple(batch))), partition)
-            for partition, batch in by_partition.items()
+            await produce(hashed, None, record, partition)
+            for partition, serialized in by_partition.items()
+            for record in HashedBatch.records(serialized, settings.max_record_bytes)
         ]
         watch_deliveries(deliveries)
         mark_done(events)
@@ -446,14 +456,20 @@ def build_app(settings: Settings) -> faust.App:
     return app
 
 
+def faust_credentials(kafka: KafkaAccess) -> faust.types.auth.CredentialsT | None:
+    """The same TLS and SASL settings as every other client of the process, in Faust's terms."""
+    if kafka.security_protocol == "SASL_SSL":
+        return faust.SASLCredentials(
+            username=kafka.username,
+            password=kafka.password,
+            ssl_context=kafka.ssl_context(),
+            mechanism=kafka.sasl_mechanism,
+        )
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(kafka.ssl_context())
+    return None
+
+
 def _report_failed_send(delivery: asyncio.Future) -> None:
     if not delivery.cancelled() and delivery.exception() is not None:
         log.error("producing a record failed", exc_info=delivery.exception())
-
-
-def without_media_bytes(upload: UploadEvent) -> UploadEvent:
-    """The event as forwarded downstream: inline media are hashed, their bytes are not resent."""
-    if not any(m.data_b64 for m in upload.media):
-        return upload
-    media = tuple(replace(m, data_b64="") if m.data_b64 else m for m in upload.media)
-    return replace(upload, media=media)

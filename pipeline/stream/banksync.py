@@ -28,8 +28,9 @@ from mode import Service
 
 from pipeline.contracts import BankEntry, ContractError
 from pipeline.matching.bank import Bank
+from pipeline.settings import KafkaAccess
 from pipeline.stream import metrics
-from pipeline.stream.client import topic_partitions
+from pipeline.stream.client import consumer, started, topic_partitions
 
 log = logging.getLogger("modstream.bank")
 
@@ -38,7 +39,7 @@ class BankReplica(Service):
     def __init__(
         self,
         bank: Bank,
-        bootstrap: str,
+        kafka: KafkaAccess,
         topic: str,
         snapshot_link: Path | None = None,
         snapshot_interval_s: float = 300.0,
@@ -46,7 +47,7 @@ class BankReplica(Service):
     ) -> None:
         super().__init__(**kwargs)
         self.bank = bank
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.snapshot_link = snapshot_link  # a symlink to the newest complete snapshot
         self.snapshot_interval_s = snapshot_interval_s
@@ -59,14 +60,15 @@ class BankReplica(Service):
         self._unsaved = 0
 
     async def on_start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=2000,
+        self._consumer = await started(
+            consumer(
+                self.kafka,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=2000,
+            )
         )
-        await self._consumer.start()
         partitions = await topic_partitions(self._consumer, self.topic)
         self._consumer.assign(partitions)
         restored = await self._restore(partitions)

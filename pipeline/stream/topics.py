@@ -18,6 +18,8 @@ TAKEDOWNS = "takedowns"
 REVIEWS = "reviews"
 DLQ = "uploads.dlq"
 HASHBANK = "hashbank"
+# A dead letter holds a refused record (up to Kafka's 1 MB default) in base64, and its reason.
+MAX_DEAD_LETTER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(DECISIONS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(settings.topic(TAKEDOWNS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(settings.topic(REVIEWS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
-        TopicSpec(settings.topic(DLQ), 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(
+            settings.topic(DLQ),
+            1,
+            {
+                "retention.ms": str(30 * 24 * 3600 * 1000),
+                "max.message.bytes": str(MAX_DEAD_LETTER_BYTES),
+            },
+        ),
         # Compacted: the latest entry per key forever, tombstones remove entries.
         TopicSpec(
             settings.topic(HASHBANK),
@@ -53,9 +62,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; existing ones are left as they are. Returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
-    await admin.start()
+    admin = AIOKafkaAdminClient(**settings.kafka.options(), request_timeout_ms=15000)
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [s for s in topic_specs(settings) if s.name not in existing]
         if missing:
