@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.run is not cmd_worker:  # the client library's retry chatter is not for users
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        logging.getLogger("aiokafka").propagate = False
     try:
         settings = Settings.from_env()
         return int(args.run(args, settings) or 0)
@@ -310,17 +310,35 @@ def _publish(settings: Settings, topic: str, records: list) -> int:
     return _run(run())
 
 
+class _LastKafkaError(logging.Handler):
+    """Keeps the client library's last error line: it says why a connection failed (invalid
+    credentials, a certificate refused) where its exception says only "unable to bootstrap"."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
 def _run(coro):
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
     from pipeline.stream.client import MissingTopicError
 
+    last_error = _LastKafkaError()
+    client_log = logging.getLogger("aiokafka")
+    client_log.addHandler(last_error)
     try:
         return asyncio.run(coro)
     except KafkaConnectionError as exc:
-        raise UserError(f"cannot reach Kafka at {Settings.from_env().bootstrap}: {exc}") from None
+        why = last_error.message or str(exc)
+        raise UserError(f"cannot reach Kafka at {Settings.from_env().bootstrap}: {why}") from None
     except (KafkaError, MissingTopicError) as exc:
         raise UserError(str(exc)) from None
+    finally:
+        client_log.removeHandler(last_error)
 
 
 if __name__ == "__main__":

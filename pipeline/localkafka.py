@@ -13,7 +13,8 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
@@ -28,16 +29,54 @@ class LocalKafka:
     home: Path
     port: int = 9092
     heap: str = "512m"
+    #: Where the jars are (default: ``home/libs``); brokers with other homes can share them.
+    libs_dir: Path | None = None
+    #: The server.properties template in deploy/kafka, and values for it beyond the ports.
+    template: str = "server.properties"
+    values: Mapping[str, str] = field(default_factory=dict)
+    #: Extra arguments to the storage format (e.g. ``--add-scram``: users exist at start).
+    format_args: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, bootstrap: str) -> LocalKafka:
-        default_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modstream"
-        home = Path(os.environ.get("MODSTREAM_KAFKA_HOME", default_home / "kafka"))
+        home = Path(os.environ.get("MODSTREAM_KAFKA_HOME", _default_home()))
         return cls(home=home, port=int(bootstrap.rsplit(":", 1)[-1]))
+
+    @classmethod
+    def secure(
+        cls,
+        home: Path,
+        port: int,
+        certs: Path,
+        scram_users: Mapping[str, str],
+        plain_users: Mapping[str, str],
+    ) -> LocalKafka:
+        """A broker with only encrypted, authenticated client listeners (secure.properties):
+        SASL_SSL on ``port`` (SCRAM-SHA-512 and PLAIN users), mutual TLS on ``port + 1``;
+        ``certs`` as written by deploy/kafka/make-certs.sh."""
+        plain = " ".join(f'user_{name}="{password}"' for name, password in plain_users.items())
+        scram = [
+            f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
+            for name, password in scram_users.items()
+        ]
+        return cls(
+            home=home,
+            port=port,
+            libs_dir=Path(os.environ.get("MODSTREAM_KAFKA_HOME", _default_home())) / "libs",
+            template="secure.properties",
+            values={
+                "ssl_port": str(port + 1),
+                "controller_port": str(port + 2),
+                "keystore": str(certs / "broker-keystore.pem"),
+                "truststore": str(certs / "ca.pem"),
+                "plain_users": plain,
+            },
+            format_args=tuple(scram),
+        )
 
     @property
     def libs(self) -> Path:
-        return self.home / "libs"
+        return self.libs_dir or self.home / "libs"
 
     @property
     def pid_file(self) -> Path:
@@ -63,6 +102,7 @@ class LocalKafka:
             )
         if pid is not None:
             raise KafkaError(f"broker pid {pid} is alive but not answering; see {self.log_file}")
+        self.home.mkdir(parents=True, exist_ok=True)
         self._resolve_jars()
         properties = self._write_properties()
         self._format(properties)
@@ -123,10 +163,9 @@ class LocalKafka:
             raise KafkaError(f"mvn could not resolve Kafka:\n{result.stdout}{result.stderr}")
 
     def _write_properties(self) -> Path:
-        template = (DEPLOY_DIR / "server.properties").read_text()
-        text = template.format(
-            port=self.port, controller_port=self.port + 1, log_dirs=self.data_dir
-        )
+        template = (DEPLOY_DIR / self.template).read_text()
+        values = {"controller_port": str(self.port + 1), **self.values}
+        text = template.format(port=self.port, log_dirs=self.data_dir, **values)
         path = self.home / f"server-{self.port}.properties"
         path.write_text(text)
         return path
@@ -154,6 +193,7 @@ class LocalKafka:
                 "-c",
                 str(properties),
                 "--ignore-formatted",
+                *self.format_args,
             ],
             capture_output=True,
             text=True,
@@ -185,6 +225,10 @@ class LocalKafka:
         except (FileNotFoundError, ValueError):
             return None
         return pid if _alive(pid) else None
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modstream" / "kafka"
 
 
 def _alive(pid: int) -> bool:
