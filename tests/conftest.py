@@ -48,7 +48,7 @@ class Workers:
 
     def start(self, **extra_env: str) -> tuple[subprocess.Popen, int]:
         port = free_port()
-        env = dict(os.environ, **self.env, **extra_env, MODSTREAM_WEB_PORT=str(port))
+        env = {**os.environ, **self.env, **extra_env, "MODSTREAM_WEB_PORT": str(port)}
         log = open(self.tmp / f"worker-{port}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log

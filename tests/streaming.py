@@ -54,17 +54,18 @@ def inline(data: bytes) -> list[dict]:
 @contextlib.asynccontextmanager
 async def http_server(
     routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[str]:
-    """A real HTTP server on loopback serving GET ``routes`` (path: handler), for media URLs;
-    yields its base URL and stops when the block ends."""
+    """A real HTTP server on a loopback address serving GET ``routes`` (path: handler), for
+    media URLs; yields its base URL and stops when the block ends."""
     app = web.Application()
     for path, handler in routes.items():
         app.router.add_get(path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
     try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        yield f"http://{host}:{site._server.sockets[0].getsockname()[1]}"
     finally:
         await runner.cleanup()
