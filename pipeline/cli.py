@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.run is not cmd_worker:  # the client library's retry chatter is not for users
-        logging.getLogger("aiokafka").propagate = False
+        client_log = logging.getLogger("aiokafka")
+        client_log.propagate = False
+        client_log.addHandler(logging.NullHandler())
     try:
         settings = Settings.from_env()
         return int(args.run(args, settings) or 0)
@@ -41,6 +43,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not _is_kafka_failure(exc):
+            raise
+        print(f"modstream: error: Kafka: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _is_kafka_failure(exc: Exception) -> bool:
+    """Errors of the broker or the client library that reach here outside ``_run``."""
+    from aiokafka.errors import KafkaError
+
+    from pipeline.stream.client import MissingTopicError
+
+    return isinstance(exc, KafkaError | MissingTopicError)
 
 
 def _one_line(exc: Exception) -> str:
@@ -182,17 +198,26 @@ def cmd_bank_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
-    """Lines are sent as they are (invalid ones too: the pipeline dead-letters them)."""
-    records = []
+    """Lines are sent as they are (invalid ones too: the pipeline dead-letters them); with
+    bound platforms, each to its platform's topic."""
+    from pipeline.ingest.trust import platform_topic
+
+    by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
     for line in args.file.read_bytes().splitlines():
         if not line.strip():
             continue
+        topic, key = "uploads", None
         try:
-            key = UploadEvent.parse(line).content_id.encode()
+            event = UploadEvent.parse(line)
         except ContractError:
-            key = None
-        records.append((key, line))
-    print(f"published {_publish(settings, 'uploads', records)} events")
+            pass
+        else:
+            key = event.content_id.encode()
+            if event.platform in settings.platforms:
+                topic = platform_topic(event.platform)
+        by_topic.setdefault(topic, []).append((key, line))
+    published = sum(_publish(settings, topic, records) for topic, records in by_topic.items())
+    print(f"published {published} events")
     return 0
 
 
@@ -330,6 +355,7 @@ def _run(coro):
     last_error = _LastKafkaError()
     client_log = logging.getLogger("aiokafka")
     client_log.addHandler(last_error)
+    propagates, client_log.propagate = client_log.propagate, False  # retry chatter: kept back
     try:
         return asyncio.run(coro)
     except KafkaConnectionError as exc:
@@ -339,6 +365,7 @@ def _run(coro):
         raise UserError(str(exc)) from None
     finally:
         client_log.removeHandler(last_error)
+        client_log.propagate = propagates
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pipeline.ingest.trust import platform_topic
+
 if TYPE_CHECKING:
     from pipeline.hashing.video import VideoSampling
 
@@ -39,6 +41,7 @@ class Settings:
     kafka_password_file: Path | None = None
     app_id: str = "modstream"
     topic_prefix: str = ""
+    platforms: tuple[str, ...] = ()
     partitions: int = 4
     hash_workers: int = field(default_factory=_default_workers)
     batch_size: int = 256
@@ -91,6 +94,8 @@ class Settings:
 
     def validate(self) -> None:
         self.kafka.validate()
+        for platform in self.platforms:
+            platform_topic(platform)  # raises on a name that cannot be a topic
         if self.on_media_error not in ("review", "allow", "takedown"):
             raise ValueError("MODSTREAM_ON_MEDIA_ERROR must be review, allow or takedown")
         if self.index_layout not in ("fast", "compact"):

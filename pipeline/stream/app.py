@@ -47,6 +47,7 @@ from pipeline.engine import (
 from pipeline.hashing.pool import HashingPool
 from pipeline.ingest.fetch import Fetcher, FetchPolicy
 from pipeline.ingest.sources import clear_scratch, load_media, video_file
+from pipeline.ingest.trust import PlatformBinding, platform_topic
 from pipeline.matching import hamming
 from pipeline.matching.bank import Bank
 from pipeline.settings import KafkaAccess, Settings
@@ -86,16 +87,19 @@ def build_app(settings: Settings) -> faust.App:
     app.transport.Consumer = InOrderOfArrivalConsumer
     setup_sensors(app, pattern="/metrics")
 
-    def topic(name: str, partitions: int | None = None) -> faust.TopicT:
+    def topic(name: str, *more: str, partitions: int | None = None) -> faust.TopicT:
         return app.topic(
             settings.topic(name),
+            *(settings.topic(n) for n in more),
             key_serializer="raw",
             value_serializer="raw",
             partitions=partitions or settings.partitions,
             internal=False,
         )
 
-    uploads, hashed = topic(topics.UPLOADS), topic(topics.HASHED)
+    binding = PlatformBinding.of(settings.platforms, settings.topic)
+    uploads = topic(topics.UPLOADS, *(platform_topic(p) for p in settings.platforms))
+    hashed = topic(topics.HASHED)
     video_uploads = topic(topics.VIDEO)
     decisions, takedowns, reviews = (
         topic(topics.DECISIONS),
@@ -361,6 +365,10 @@ def build_app(settings: Settings) -> faust.App:
         for event, result in zip(events, map(parsed, events), strict=True):
             if isinstance(result, ContractError):
                 await send_dead_letter(event, str(result), "invalid_event")
+            elif stage == "hash" and (
+                refused := binding.refusal(event.message.topic, result.platform)
+            ):
+                await send_dead_letter(event, refused[1], refused[0])
             elif stage == "hash" and any(m.kind == "video" for m in result.media):
                 message = event.message
                 diverted.append(await produce(video_uploads, message.key, message.value))

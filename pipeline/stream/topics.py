@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from pipeline.ingest.trust import platform_topic
 from pipeline.settings import Settings
 
 UPLOADS = "uploads"
@@ -34,6 +35,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     week = str(7 * 24 * 3600 * 1000)
     return [
         TopicSpec(settings.topic(UPLOADS), n, {"retention.ms": week}),
+        *(
+            TopicSpec(settings.topic(platform_topic(p)), n, {"retention.ms": week})
+            for p in settings.platforms
+        ),
         TopicSpec(settings.topic(VIDEO), n, {"retention.ms": week}),
         TopicSpec(settings.topic(HASHED), n, {"retention.ms": week}),
         TopicSpec(settings.topic(DECISIONS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
