@@ -60,7 +60,8 @@ async def test_strikes_cannot_be_forged_from_another_platforms_topic(workers):
     await send(workers, "uploads", [with_platform(upload("shared", text="hi"), "alpha")])
     await asyncio.sleep(1)
     # bob's own harmless post, from beta's topic, is judged on its own.
-    await send(workers, beta, [with_platform(upload("bob-post", text="lovely weather at the lake"), "beta")])
+    harmless = upload("bob-post", text="lovely weather at the lake")
+    await send(workers, beta, [with_platform(harmless, "beta")])
     await send(workers, alpha, [with_platform(upload("alpha-post", text="sunny"), "alpha")])
     decisions = await collect(workers, "decisions", {"bob-post", "alpha-post"})
     assert decisions["bob-post"][0]["verdict"] == "allow"
