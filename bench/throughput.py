@@ -34,7 +34,7 @@ ENV = {
     "MODSTREAM_LOG_LEVEL": "WARNING",
     "MODSTREAM_DATA_DIR": f"/tmp/modstream-bench-{RUN}",
 }
-SETTINGS = Settings.from_env(ENV)
+SETTINGS = Settings.from_env({**os.environ, **ENV})  # TLS/SASL settings from the environment
 
 
 def event(event_id: str, **fields) -> tuple[bytes, bytes]:

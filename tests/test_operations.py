@@ -128,10 +128,25 @@ def test_alert_rules_check_and_unit_tests_pass():
 def test_compose_stack_is_complete():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"kafka", "topics", "worker", "demo", "prometheus", "grafana"}
+    assert set(services) == {
+        "kafka",
+        "topics",
+        "worker",
+        "demo",
+        "prometheus",
+        "grafana",
+        "kafka-secure",
+        "worker-secure",
+    }
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
+    assert services["kafka-secure"]["image"] == services["kafka"]["image"]
     assert "KRaft" in (ROOT / "docker-compose.yml").read_text()
     assert services["demo"]["profiles"] == ["demo"]
+    secure = services["worker-secure"]
+    assert services["kafka-secure"]["profiles"] == secure["profiles"] == ["secure"]
+    assert secure["environment"]["MODSTREAM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    listeners = services["kafka-secure"]["environment"]["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert "PLAINTEXT" not in listeners.replace("CONTROLLER:PLAINTEXT", "")
     assert "ports" not in services["worker"], "fixed host ports would stop --scale worker=3"
     for name, service in services.items():
         assert service.get("restart"), f"{name}: no restart policy"

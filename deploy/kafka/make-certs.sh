@@ -4,7 +4,8 @@
 #   deploy/kafka/make-certs.sh DIR [BROKER_NAME...]
 #
 # Writes to DIR: ca.pem (trust this), broker-keystore.pem (the broker's key + certificate,
-# Kafka's PEM keystore), client.pem + client.key (a client certificate for mutual TLS).
+# Kafka's PEM keystore), client.pem + client.key (a client certificate for mutual TLS), and
+# public/ca.pem: a folder with no key in it, for clients that need only to trust the broker.
 # The broker certificate is valid for 127.0.0.1, localhost and every BROKER_NAME given
 # (e.g. `kafka` in docker compose). Keys are unencrypted: keep DIR private (mode 700).
 # The test suite runs this at test time; nothing it writes is committed.
@@ -37,4 +38,6 @@ openssl pkcs8 -topk8 -nocrypt -in broker.key -out broker.pk8
 cat broker.pk8 broker.pem ca.pem > broker-keystore.pem
 rm -f broker.pk8 ca.srl
 chmod 600 ./*.key broker-keystore.pem
+mkdir -p public
+cp ca.pem public/ca.pem
 echo "certificates in $dir"
