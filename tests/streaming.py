@@ -13,8 +13,12 @@ from aiohttp import web
 from pipeline.stream.client import publish, read_topic
 
 
-async def collect(workers, topic: str, want: set[str], start=None, timeout=60.0) -> dict[str, list]:
-    """Decisions (or other records keyed by event id) until every id in ``want`` is seen."""
+async def collect(
+    workers, topic: str, want: set[str], start=None, timeout=60.0, copies: dict | None = None
+) -> dict[str, list]:
+    """Decisions (or other records keyed by event id) until every id in ``want`` is seen (ids
+    in ``copies`` that many times: one event id used by several platforms)."""
+    copies = copies or {}
     seen: dict[str, list] = {}
     deadline = time.monotonic() + timeout
     async for key, value in read_topic(
@@ -22,7 +26,8 @@ async def collect(workers, topic: str, want: set[str], start=None, timeout=60.0)
     ):
         record = orjson.loads(value)
         seen.setdefault(record.get("event_id", key.decode() if key else ""), []).append(record)
-        if want <= set(seen) or time.monotonic() > deadline:
+        enough = all(len(seen.get(i, ())) >= copies.get(i, 1) for i in want)
+        if enough or time.monotonic() > deadline:
             break
     return seen
 

@@ -48,6 +48,7 @@ from pipeline.hashing.pool import HashingPool
 from pipeline.ingest.fetch import Fetcher, FetchPolicy
 from pipeline.ingest.sources import clear_scratch, load_media, video_file
 from pipeline.ingest.trust import PlatformBinding, platform_topic
+from pipeline.ingest.urls import redact_urls
 from pipeline.matching import hamming
 from pipeline.matching.bank import Bank
 from pipeline.settings import KafkaAccess, Settings
@@ -248,6 +249,7 @@ def build_app(settings: Settings) -> faust.App:
         event: faust.EventT, error: str, reason: str, stage: str = "ingest"
     ) -> None:
         message = event.message
+        error = redact_urls(error)  # the reason leaves the process; the original bytes are kept
         letter = DeadLetter.of(
             message.value,
             message.key,

@@ -116,7 +116,9 @@ async def test_hostile_events_never_sink_their_neighbours(workers):
         records.append(upload("after-refused", text="a quiet day"))
         expected["after-refused"] = "allow"
         await send(workers, "uploads", records)
-        decisions = await collect(workers, "decisions", set(expected), timeout=120)
+        decisions = await collect(
+            workers, "decisions", set(expected), timeout=120, copies={"same-id": 2}
+        )
     assert set(decisions) >= set(expected)
     for event_id, verdict in expected.items():
         if verdict is not None:
