@@ -17,7 +17,7 @@ run: setup
 	$(BIN)/modstream demo
 
 lint: setup
-	$(BIN)/ruff check pipeline tests bench grafana
+	$(BIN)/ruff check modstream tests bench grafana
 
 # The operations tests run a real Prometheus (Debian package `prometheus`, with promtool).
 prometheus:
@@ -50,7 +50,7 @@ bench-index: setup
 # Rebuild the labelled corpus and retrain the packaged text model from it (deterministic).
 text-model: setup
 	$(BIN)/python data/text/build_corpus.py
-	$(BIN)/modstream text train data/text/corpus.jsonl --out pipeline/text/default_model.json
+	$(BIN)/modstream text train data/text/corpus.jsonl --out modstream/text/default_model.json
 
 kafka-stop: setup
 	$(BIN)/modstream kafka stop

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.contracts import BankEntry
-from pipeline.matching.bank import SNAPSHOT_VERSION, Bank
-from pipeline.matching.entries import EntryStore
-from pipeline.matching.hamming import HammingIndex, warm_up
+from modstream.contracts import BankEntry
+from modstream.matching.bank import SNAPSHOT_VERSION, Bank
+from modstream.matching.entries import EntryStore
+from modstream.matching.hamming import HammingIndex, warm_up
 
 CHUNK = 1_000_000
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from pipeline.matching.hamming import HammingIndex, warm_up
+from modstream.matching.hamming import HammingIndex, warm_up
 
 RADIUS = 31
 

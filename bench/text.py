@@ -15,11 +15,11 @@ import random
 import time
 from pathlib import Path
 
-from pipeline.contracts import BankEntry, UploadEvent
-from pipeline.hashing.signals import get as signal_type
-from pipeline.scan import local_engine
-from pipeline.settings import Settings
-from pipeline.text.classifier import read_jsonl
+from modstream.contracts import BankEntry, UploadEvent
+from modstream.hashing.signals import get as signal_type
+from modstream.scan import local_engine
+from modstream.settings import Settings
+from modstream.text.classifier import read_jsonl
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "text" / "corpus.jsonl"
 BANK_TEXTS = int(os.environ.get("BANK_TEXTS", "100000"))

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from pipeline.demo import encode, sample
-from pipeline.settings import Settings
-from pipeline.stream.client import end_offsets, publish, read_topic
-from pipeline.stream.topics import ensure_topics
+from modstream.demo import encode, sample
+from modstream.settings import Settings
+from modstream.stream.client import end_offsets, publish, read_topic
+from modstream.stream.topics import ensure_topics
 
 RUN = uuid.uuid4().hex[:8]
 ENV = {
@@ -113,7 +113,7 @@ async def main() -> None:
     await ensure_topics(SETTINGS)
     log = open(f"/tmp/modstream-bench-{RUN}.log", "ab")  # noqa: SIM115
     worker = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "worker"],
+        [sys.executable, "-m", "modstream.cli", "worker"],
         env=dict(os.environ, **ENV),
         stdout=log,
         stderr=log,

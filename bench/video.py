@@ -25,9 +25,9 @@ import av
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import videos
 
-from pipeline.hashing.signals.pdq import pdq_of_rgb
-from pipeline.hashing.video import FrameHash, format_vpdq, hash_video
-from pipeline.matching.video import VideoIndex
+from modstream.hashing.signals.pdq import pdq_of_rgb
+from modstream.hashing.video import FrameHash, format_vpdq, hash_video
+from modstream.matching.video import VideoIndex
 
 CACHE = Path("/tmp/modstream-bench-video")
 SCENES = ["astronaut", "coffee", "immunohistochemistry", "chelsea", "camera", "rocket"]

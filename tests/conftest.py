@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.settings import Settings
+from modstream.settings import Settings
 
 BROKER = os.environ.get("MODSTREAM_BROKER", "127.0.0.1:9092")
 
@@ -25,7 +25,7 @@ BROKER = os.environ.get("MODSTREAM_BROKER", "127.0.0.1:9092")
 @pytest.fixture(scope="session")
 def kafka() -> str:
     """A real broker: the local one, started if it is not running yet."""
-    from pipeline.localkafka import LocalKafka
+    from modstream.localkafka import LocalKafka
 
     LocalKafka.from_env(BROKER).start()
     return BROKER
@@ -51,7 +51,7 @@ class Workers:
         env = {**os.environ, **self.env, **extra_env, "MODSTREAM_WEB_PORT": str(port)}
         log = open(self.tmp / f"worker-{port}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "modstream.cli", "worker"], env=env, stdout=log, stderr=log
         )
         self.procs.append((proc, port))
         self.wait_ready(proc, port)
@@ -125,7 +125,7 @@ def workers(kafka: str, tmp_path: Path) -> Iterator[Workers]:
         "MODSTREAM_LOG_FORMAT": "json",
     }
     group = Workers(tmp_path, env)
-    from pipeline.stream.topics import ensure_topics
+    from modstream.stream.topics import ensure_topics
 
     asyncio.run(ensure_topics(group.settings))
     yield group

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from pipeline.stream.client import publish, read_topic
+from modstream.stream.client import publish, read_topic
 
 
 async def collect(

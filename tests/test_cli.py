@@ -5,13 +5,13 @@ import sys
 
 import orjson
 
-from pipeline.demo import encode, resized, sample
-from pipeline.engine import hash_media
+from modstream.demo import encode, resized, sample
+from modstream.engine import hash_media
 
 
 def run(*args: str, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "modstream.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -4,7 +4,7 @@ import uuid
 import orjson
 import pytest
 
-from pipeline.contracts import (
+from modstream.contracts import (
     BankEntry,
     ContractError,
     DeadLetter,

@@ -2,13 +2,13 @@
 
 import time
 
-from pipeline.contracts import BankEntry, Evidence, MediaSignals, UploadEvent
-from pipeline.decide import history
-from pipeline.decide.policy import PolicyConfig, hash_action, text_action, verdict_for
-from pipeline.engine import struck
-from pipeline.hashing.signals.text import normalize_text
-from pipeline.scan import local_engine
-from pipeline.settings import Settings
+from modstream.contracts import BankEntry, Evidence, MediaSignals, UploadEvent
+from modstream.decide import history
+from modstream.decide.policy import PolicyConfig, hash_action, text_action, verdict_for
+from modstream.engine import struck
+from modstream.hashing.signals.text import normalize_text
+from modstream.scan import local_engine
+from modstream.settings import Settings
 
 
 def test_verdict_is_the_most_severe_action():

@@ -6,10 +6,10 @@ import pytest
 from aiohttp import web
 from streaming import http_server
 
-from pipeline.hashing.decode import MediaError
-from pipeline.ingest.fetch import Fetcher, FetchPolicy
-from pipeline.ingest.sources import read_local
-from pipeline.ingest.urls import address_allowed
+from modstream.hashing.decode import MediaError
+from modstream.ingest.fetch import Fetcher, FetchPolicy
+from modstream.ingest.sources import read_local
+from modstream.ingest.urls import address_allowed
 
 
 @pytest.fixture
@@ -116,8 +116,8 @@ def test_paths_stay_under_the_media_root(tmp_path):
 async def test_videos_stream_to_a_scratch_file_that_is_always_removed(server, tmp_path):
     """A video URL is downloaded to a file (not memory) under the video limits; the file
     exists while it is hashed and is gone afterwards, also when the download fails."""
-    from pipeline.contracts import MediaRef
-    from pipeline.ingest.sources import clear_scratch, video_file
+    from modstream.contracts import MediaRef
+    from modstream.ingest.sources import clear_scratch, video_file
 
     scratch = tmp_path / "scratch"
     (scratch).mkdir()

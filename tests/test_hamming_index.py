@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.matching.hamming import HammingIndex, hex_to_codes, slot_radii
+from modstream.matching.hamming import HammingIndex, hex_to_codes, slot_radii
 
 
 def brute(live: dict[int, str], query: str, radius: int) -> list[tuple[int, int]]:

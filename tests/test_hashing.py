@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.demo import captioned, cropped, encode, resized, sample
-from pipeline.engine import hash_media
-from pipeline.hashing.decode import MediaError, decode_image
-from pipeline.hashing.signals import get, registry
-from pipeline.hashing.signals.pdq import pdq_of_rgb
+from modstream.demo import captioned, cropped, encode, resized, sample
+from modstream.engine import hash_media
+from modstream.hashing.decode import MediaError, decode_image
+from modstream.hashing.signals import get, registry
+from modstream.hashing.signals.pdq import pdq_of_rgb
 
 LIMIT = 50_000_000
 

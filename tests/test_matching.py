@@ -2,9 +2,9 @@
 
 import random
 
-from pipeline.contracts import BankEntry
-from pipeline.matching.bank import Bank
-from pipeline.matching.index import ExactIndex
+from modstream.contracts import BankEntry
+from modstream.matching.bank import Bank
+from modstream.matching.index import ExactIndex
 
 
 def test_exact_index():

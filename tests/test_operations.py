@@ -19,8 +19,8 @@ import yaml
 from conftest import free_port
 from streaming import collect, send, upload
 
-from pipeline.contracts import dumps
-from pipeline.demo import bank_entries, demo_uploads
+from modstream.contracts import dumps
+from modstream.demo import bank_entries, demo_uploads
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"

@@ -16,10 +16,10 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from streaming import collect, http_server, inline, send, upload
 
-from pipeline.contracts import BankEntry, HashedBatch, dumps
-from pipeline.demo import bank_entries, demo_uploads, encode, resized, sample
-from pipeline.engine import hash_media
-from pipeline.stream.client import end_offsets, read_topic, topic_partitions
+from modstream.contracts import BankEntry, HashedBatch, dumps
+from modstream.demo import bank_entries, demo_uploads, encode, resized, sample
+from modstream.engine import hash_media
+from modstream.stream.client import end_offsets, read_topic, topic_partitions
 
 pytestmark = pytest.mark.kafka
 
@@ -269,7 +269,7 @@ async def test_a_video_upload_is_decided_by_its_vpdq(workers):
     unrelated video is allowed; a file that is not a video says so."""
     import videos
 
-    from pipeline.hashing.video import format_vpdq, hash_video
+    from modstream.hashing.video import format_vpdq, hash_video
 
     scenes = ["astronaut", "coffee", "immunohistochemistry", "chelsea"]
     root = workers.settings.media_root

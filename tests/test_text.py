@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.text.classifier import (
+from modstream.cli import main
+from modstream.text.classifier import (
     LinearTextClassifier,
     evaluate_splits,
     read_jsonl,
@@ -97,8 +97,8 @@ STATEMENT = (
 
 
 def known_text_bank():
-    from pipeline.contracts import BankEntry
-    from pipeline.matching.bank import Bank
+    from modstream.contracts import BankEntry
+    from modstream.matching.bank import Bank
 
     bank = Bank()
     bank.apply("tve/text/s7", BankEntry("tve", "s7", "text", STATEMENT, (), "takedown", ""))
@@ -106,7 +106,7 @@ def known_text_bank():
 
 
 def test_known_text_matches_copies_near_copies_and_copies_inside_longer_posts():
-    from pipeline.hashing.signals import get
+    from modstream.hashing.signals import get
 
     bank, text = known_text_bank(), get("text")
 
@@ -127,9 +127,9 @@ def test_known_text_matches_copies_near_copies_and_copies_inside_longer_posts():
 
 
 def test_known_text_evidence_says_how_much_was_found():
-    from pipeline.contracts import UploadEvent
-    from pipeline.decide.policy import PolicyConfig
-    from pipeline.engine import Engine
+    from modstream.contracts import UploadEvent
+    from modstream.decide.policy import PolicyConfig
+    from modstream.engine import Engine
 
     engine = Engine(known_text_bank(), LinearTextClassifier.load(), PolicyConfig())
     near = STATEMENT.replace("steadfast", "strong")

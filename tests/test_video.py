@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import videos
 
-from pipeline.contracts import BankEntry, MediaSignals, UploadEvent
-from pipeline.demo import encode, sample
-from pipeline.engine import hash_media
-from pipeline.hashing.decode import MediaError
-from pipeline.hashing.video import FrameHash, VideoSampling, format_vpdq, hash_video, parse_vpdq
-from pipeline.matching.video import VideoIndex, compare
-from pipeline.scan import local_engine
-from pipeline.settings import Settings
+from modstream.contracts import BankEntry, MediaSignals, UploadEvent
+from modstream.demo import encode, sample
+from modstream.engine import hash_media
+from modstream.hashing.decode import MediaError
+from modstream.hashing.video import FrameHash, VideoSampling, format_vpdq, hash_video, parse_vpdq
+from modstream.matching.video import VideoIndex, compare
+from modstream.scan import local_engine
+from modstream.settings import Settings
 
 # Photos as scenes. Not the dark ones (rocket, retina): a bright logo in a dark corner moves
 # PDQ by 60-70 bits, a known weakness of PDQ on flat dark frames; they serve as unrelated.
@@ -159,7 +159,7 @@ def test_a_bank_can_require_a_share_of_the_query_too(hashes):
 def test_bank_video_frames_live_in_the_pdq_index_beside_images(hashes, tmp_path):
     """One PDQ index holds images and the unique frames of videos (pointing back to their
     video); each query kind finds only its own entries, and a snapshot restores both."""
-    from pipeline.matching.bank import Bank
+    from modstream.matching.bank import Bank
 
     photo = hash_media("p", "image", encode(sample("rocket")), 10**8).signals["pdq"]["value"]
     bank = Bank()

@@ -15,7 +15,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from pipeline.demo import sample
+from modstream.demo import sample
 
 Frame = Image.Image
 

@@ -52,7 +52,7 @@ NEEDS_THE_BROKER = [
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "modstream.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

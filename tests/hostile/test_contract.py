@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.contracts import ContractError, HashedBatch, HashedUpload, MediaSignals, UploadEvent
-from pipeline.engine import Engine
-from pipeline.matching.bank import Bank
-from pipeline.settings import Settings
+from modstream.contracts import ContractError, HashedBatch, HashedUpload, MediaSignals, UploadEvent
+from modstream.engine import Engine
+from modstream.matching.bank import Bank
+from modstream.settings import Settings
 
 GOOD = {
     "schema": 1,

@@ -22,10 +22,10 @@ import pytest
 from conftest import Workers, free_port
 from streaming import collect, send, upload
 
-from pipeline.demo import encode, sample
-from pipeline.engine import hash_media
-from pipeline.localkafka import DEPLOY_DIR, LocalKafka
-from pipeline.stream.topics import ensure_topics
+from modstream.demo import encode, sample
+from modstream.engine import hash_media
+from modstream.localkafka import DEPLOY_DIR, LocalKafka
+from modstream.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -83,7 +83,7 @@ def scram_env(port: int, certs: Path, **extra: str) -> dict[str, str]:
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "modstream.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -200,7 +200,7 @@ def test_plaintext_clients_get_nothing_from_the_secure_broker(secure_kafka):
 
 
 def test_the_settings_refuse_half_configured_security():
-    from pipeline.settings import Settings
+    from modstream.settings import Settings
 
     with pytest.raises(ValueError, match="USERNAME"):
         Settings.from_env({"MODSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"})
@@ -216,8 +216,8 @@ def test_the_settings_refuse_half_configured_security():
 
 def test_every_kafka_client_gets_the_same_credentials(secure_kafka):
     """The worker's Faust app, the bank replica and the CLI clients all take KafkaAccess."""
-    from pipeline.settings import Settings
-    from pipeline.stream.app import faust_credentials
+    from modstream.settings import Settings
+    from modstream.stream.app import faust_credentials
 
     port, certs = secure_kafka
     settings = Settings.from_env(scram_env(port, certs))

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from videos import write
 
-from pipeline.engine import hash_media
-from pipeline.hashing.decode import MediaError, decode_image
-from pipeline.hashing.pool import HashingPool, process_started
-from pipeline.hashing.video import VideoSampling, hash_video
+from modstream.engine import hash_media
+from modstream.hashing.decode import MediaError, decode_image
+from modstream.hashing.pool import HashingPool, process_started
+from modstream.hashing.video import VideoSampling, hash_video
 
 LIMIT = 64_000_000
 

@@ -17,10 +17,10 @@ from aiohttp import web
 from PIL import Image
 from streaming import collect, http_server, send, upload
 
-from pipeline.contracts import BankEntry, dumps
-from pipeline.demo import encode, sample
-from pipeline.engine import hash_media
-from pipeline.stream.client import end_offsets, read_topic
+from modstream.contracts import BankEntry, dumps
+from modstream.demo import encode, sample
+from modstream.engine import hash_media
+from modstream.stream.client import end_offsets, read_topic
 
 pytestmark = pytest.mark.kafka
 

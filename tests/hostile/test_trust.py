@@ -9,13 +9,13 @@ import orjson
 import pytest
 from streaming import collect, send, upload
 
-from pipeline.contracts import BankEntry, dumps
-from pipeline.demo import encode, sample
-from pipeline.engine import hash_media
-from pipeline.ingest.trust import PlatformBinding, platform_topic
-from pipeline.settings import Settings
-from pipeline.stream.client import read_topic
-from pipeline.stream.topics import ensure_topics
+from modstream.contracts import BankEntry, dumps
+from modstream.demo import encode, sample
+from modstream.engine import hash_media
+from modstream.ingest.trust import PlatformBinding, platform_topic
+from modstream.settings import Settings
+from modstream.stream.client import read_topic
+from modstream.stream.topics import ensure_topics
 
 
 def test_a_bound_topic_speaks_for_its_platform_only():

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streaming import http_server
 
-from pipeline.hashing.decode import MediaError
-from pipeline.ingest.fetch import Fetcher, FetchPolicy
-from pipeline.ingest.urls import address_allowed, fetchable_url, redact_url, redact_urls
+from modstream.hashing.decode import MediaError
+from modstream.ingest.fetch import Fetcher, FetchPolicy
+from modstream.ingest.urls import address_allowed, fetchable_url, redact_url, redact_urls
 
 REFUSED_V4 = [
     "127.0.0.0/8",

@@ -1,0 +1,372 @@
+"""``modstream`` command line: run the broker and workers, manage banks, try the engine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging.config
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import NoReturn
+
+import orjson
+
+from modstream.contracts import ContractError, UploadEvent, bank_key, dumps
+from modstream.settings import Settings
+
+
+class UserError(Exception):
+    """Printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit status 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.run is not cmd_worker:  # the client library's retry chatter is not for users
+        client_log = logging.getLogger("aiokafka")
+        client_log.propagate = False
+        client_log.addHandler(logging.NullHandler())
+    try:
+        settings = Settings.from_env()
+        return int(args.run(args, settings) or 0)
+    except (UserError, ContractError, ValueError, OSError) as exc:
+        print(f"modstream: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if not _is_kafka_failure(exc):
+            raise
+        print(f"modstream: error: Kafka: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _is_kafka_failure(exc: Exception) -> bool:
+    """Errors of the broker or the client library that reach here outside ``_run``."""
+    from aiokafka.errors import KafkaError
+
+    from modstream.stream.client import MissingTopicError
+
+    return isinstance(exc, KafkaError | MissingTopicError)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="modstream", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    kafka = commands.add_parser("kafka", help="run a local Apache Kafka broker (KRaft)")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.set_defaults(run=cmd_kafka)
+
+    worker = commands.add_parser("worker", help="run a pipeline worker")
+    worker.add_argument("--web-port", type=int, help="metrics/health port (MODSTREAM_WEB_PORT)")
+    worker.set_defaults(run=cmd_worker)
+
+    bank = commands.add_parser("bank", help="publish bank entries to the hashbank topic")
+    bank_commands = bank.add_subparsers(required=True, metavar="ACTION")
+    imp = bank_commands.add_parser("import", help="import a CSV or JSON-lines bank file")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--bank", required=True)
+    imp.add_argument("--action-hint", choices=["takedown", "review"], default="takedown")
+    imp.set_defaults(run=cmd_bank_import)
+    rem = bank_commands.add_parser("remove", help="remove entries (publishes tombstones)")
+    rem.add_argument("--bank", required=True)
+    rem.add_argument("--signal-type", required=True)
+    rem.add_argument("entry_ids", nargs="+")
+    rem.set_defaults(run=cmd_bank_remove)
+
+    produce = commands.add_parser("produce", help="publish upload events from a JSON-lines file")
+    produce.add_argument("file", type=Path)
+    produce.set_defaults(run=cmd_produce)
+
+    tail = commands.add_parser("tail", help="print a topic's records as JSON lines")
+    tail.add_argument("topic")
+    tail.add_argument("--max", type=int, default=None)
+    tail.add_argument("--timeout", type=float, default=None, help="stop after S idle seconds")
+    tail.set_defaults(run=cmd_tail)
+
+    hash_ = commands.add_parser("hash", help="print the signals of local files (no broker)")
+    hash_.add_argument("files", nargs="+", type=Path, help="images and videos (by suffix)")
+    hash_.add_argument(
+        "--vpdq", type=Path, metavar="DIR", help="also write each video's hash as DIR/NAME.vpdq"
+    )
+    hash_.set_defaults(run=cmd_hash)
+
+    scan = commands.add_parser("scan", help="decide local files and texts in-process (no broker)")
+    scan.add_argument(
+        "files", nargs="*", type=Path, help="images, videos; .txt files are scanned as text"
+    )
+    scan.add_argument("--bank", type=Path, required=True, help="bank file (CSV or JSON lines)")
+    scan.add_argument("--bank-name", default="local")
+    scan.add_argument("--text", action="append", default=[], help="a text post to scan")
+    scan.set_defaults(run=cmd_scan)
+
+    demo = commands.add_parser("demo", help="the end-to-end demo on the local broker")
+    demo.add_argument(
+        "--external",
+        action="store_true",
+        help="use the running broker and workers (docker compose) instead of starting them",
+    )
+    demo.set_defaults(run=cmd_demo)
+
+    topics_ = commands.add_parser("topics", help="create the pipeline's topics if missing")
+    topics_.set_defaults(run=cmd_topics)
+
+    text = commands.add_parser("text", help="train and evaluate the text classifier")
+    text_commands = text.add_subparsers(required=True, metavar="ACTION")
+    train = text_commands.add_parser(
+        "train", help="train on labelled JSON lines ({text, label: propaganda|other, ...})"
+    )
+    train.add_argument("data", type=Path)
+    train.add_argument("--out", type=Path, required=True, help="model file (JSON) to write")
+    train.add_argument("--holdout", type=float, default=0.25, help="share of families held out")
+    train.add_argument("--splits", type=int, default=10, help="family splits to evaluate on")
+    train.add_argument("--c", type=float, default=16.0, help="inverse regularization strength")
+    train.set_defaults(run=cmd_text_train)
+    evaluate = text_commands.add_parser("eval", help="precision, recall, F1 on labelled data")
+    evaluate.add_argument("data", type=Path)
+    evaluate.add_argument("--model", type=Path, help="model file (default: the packaged one)")
+    evaluate.add_argument("--threshold", type=float, help="default: MODSTREAM_TEXT_REVIEW_SCORE")
+    evaluate.set_defaults(run=cmd_text_eval)
+    return parser
+
+
+def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.localkafka import KafkaError, LocalKafka
+
+    kafka = LocalKafka.from_env(settings.bootstrap)
+    try:
+        if args.action == "start":
+            print(kafka.start())
+        elif args.action == "stop":
+            print(kafka.stop())
+        else:
+            answering, pid = kafka.status()
+            state = "running" if answering else "not running"
+            print(f"Kafka {state} on 127.0.0.1:{kafka.port}" + (f" (pid {pid})" if pid else ""))
+            return 0 if answering else 3
+    except KafkaError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from faust import Worker
+
+    from modstream.logs import logging_config
+    from modstream.stream.app import build_app
+    from modstream.stream.topics import ensure_topics
+
+    if args.web_port:
+        settings = Settings.from_env(web_port=args.web_port)
+    config = logging_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(config)
+    _run(ensure_topics(settings))
+    app = build_app(settings)
+    worker = Worker(app, loglevel=settings.log_level, logging_config=config, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_bank_import(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.matching.bankfile import read_bank_file
+
+    entries = list(read_bank_file(args.file, args.bank, args.action_hint))
+    count = _publish(settings, "hashbank", [(e.key.encode(), dumps(e)) for e in entries])
+    print(f"published {count} entries to bank {args.bank!r}")
+    return 0
+
+
+def cmd_bank_remove(args: argparse.Namespace, settings: Settings) -> int:
+    keys = [bank_key(args.bank, args.signal_type, entry_id).encode() for entry_id in args.entry_ids]
+    count = _publish(settings, "hashbank", [(key, None) for key in keys])
+    print(f"removed {count} entries from bank {args.bank!r}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    """Lines are sent as they are (invalid ones too: the pipeline dead-letters them); with
+    bound platforms, each to its platform's topic."""
+    from modstream.ingest.trust import platform_topic
+
+    by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+    for line in args.file.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        topic, key = "uploads", None
+        try:
+            event = UploadEvent.parse(line)
+        except ContractError:
+            pass
+        else:
+            key = event.content_id.encode()
+            if event.platform in settings.platforms:
+                topic = platform_topic(event.platform)
+        by_topic.setdefault(topic, []).append((key, line))
+    published = sum(_publish(settings, topic, records) for topic, records in by_topic.items())
+    print(f"published {published} events")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.stream.client import read_topic
+
+    async def run() -> None:
+        async for key, value in read_topic(
+            settings.kafka,
+            settings.topic(args.topic),
+            max_records=args.max,
+            timeout_s=args.timeout,
+        ):
+            out = {"key": key.decode(errors="replace") if key is not None else None}
+            try:
+                out["value"] = orjson.loads(value) if value is not None else None
+            except orjson.JSONDecodeError:
+                out["value_raw"] = value.decode(errors="replace")
+            sys.stdout.write(orjson.dumps(out).decode() + "\n")
+            sys.stdout.flush()
+
+    _run(run())
+    return 0
+
+
+def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.scan import hash_file
+
+    for path in args.files:
+        result = hash_file(str(path), path, settings)
+        sys.stdout.write(orjson.dumps({"file": str(path), **asdict(result)}).decode() + "\n")
+        if args.vpdq and "vpdq" in result.signals:
+            args.vpdq.mkdir(parents=True, exist_ok=True)
+            (args.vpdq / f"{path.stem}.vpdq").write_text(result.signals["vpdq"]["value"])
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.matching.bankfile import read_bank_file
+    from modstream.scan import hash_file, local_engine, local_event
+
+    engine = local_engine(settings, list(read_bank_file(args.bank, args.bank_name)))
+    items: list[tuple[str, str | None, list]] = []
+    for path in args.files:
+        if path.suffix == ".txt":
+            items.append((str(path), path.read_text(encoding="utf-8"), []))
+        else:
+            items.append((str(path), None, [hash_file("0", path, settings)]))
+    items.extend((f"text:{i}", text, []) for i, text in enumerate(args.text))
+    if not items:
+        raise UserError("nothing to scan: give files or --text")
+    for name, text, media in items:
+        decision = engine.decide(local_event(name, text, len(media)), media, decided_at=time.time())
+        sys.stdout.write(decision.to_json().decode() + "\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.demo import run_demo
+
+    return run_demo(settings, external=args.external)
+
+
+def cmd_text_train(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.text import classifier
+
+    rows = classifier.read_jsonl(args.data)
+    threshold = settings.text_review_score
+    report = None
+    if args.holdout > 0 and args.splits > 0:
+        report = classifier.evaluate_splits(rows, args.splits, args.holdout, args.c, threshold)
+        print(
+            f"held out {args.holdout:.0%} of the families of {len(rows)} texts, "
+            f"{args.splits} different ways; every held-out prediction pooled:"
+        )
+        print(classifier.format_report(report))
+    model = classifier.train(*_texts_and_labels(rows), c=args.c)
+    model.metrics = {"trained_on": len(rows), "c": args.c, "holdout": report}
+    model.save(args.out)
+    print(f"model trained on all {len(rows)} texts written to {args.out}")
+    return 0
+
+
+def cmd_text_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.text import classifier
+
+    model = classifier.LinearTextClassifier.load(args.model)
+    threshold = settings.text_review_score if args.threshold is None else args.threshold
+    report = classifier.evaluate(model, classifier.read_jsonl(args.data), threshold)
+    print(classifier.format_report(report))
+    return 0
+
+
+def _texts_and_labels(rows: list[dict]) -> tuple[list[str], list[int]]:
+    return [r["text"] for r in rows], [int(r["label"] == "propaganda") for r in rows]
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.stream.topics import ensure_topics, topic_specs
+
+    _run(ensure_topics(settings))
+    for spec in topic_specs(settings):
+        print(f"{spec.name}: {spec.partitions} partitions {spec.config}")
+    return 0
+
+
+def _publish(settings: Settings, topic: str, records: list) -> int:
+    from modstream.stream.client import publish
+    from modstream.stream.topics import ensure_topics
+
+    async def run() -> int:
+        await ensure_topics(settings)
+        return await publish(settings.kafka, settings.topic(topic), records)
+
+    return _run(run())
+
+
+class _LastKafkaError(logging.Handler):
+    """Keeps the client library's last error line: it says why a connection failed (invalid
+    credentials, a certificate refused) where its exception says only "unable to bootstrap"."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
+def _run(coro):
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    from modstream.stream.client import MissingTopicError
+
+    last_error = _LastKafkaError()
+    client_log = logging.getLogger("aiokafka")
+    client_log.addHandler(last_error)
+    propagates, client_log.propagate = client_log.propagate, False  # retry chatter: kept back
+    try:
+        return asyncio.run(coro)
+    except KafkaConnectionError as exc:
+        why = last_error.message or str(exc)
+        raise UserError(f"cannot reach Kafka at {Settings.from_env().bootstrap}: {why}") from None
+    except (KafkaError, MissingTopicError) as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        client_log.removeHandler(last_error)
+        client_log.propagate = propagates
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,494 @@
+"""The records modstream reads and writes on Kafka, with strict validation.
+
+Every record carries ``schema: 1``. Records are plain dataclasses serialized with orjson;
+parsing rejects unknown fields, wrong types and missing required fields with a message that
+names the field, so a dead letter says exactly what was wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from modstream.text.scorer import TextScore
+
+SCHEMA_VERSION = 1
+# A sane range for event times (2000-01-01 .. 2100-01-01 UTC, epoch seconds).
+EARLIEST_TIME, LATEST_TIME = 946_684_800.0, 4_102_444_800.0
+MEDIA_KINDS = ("image", "video")
+VERDICTS = ("allow", "review", "takedown")
+_DECISION_NAMESPACE = uuid.UUID("6f1c7a52-3b8e-4c4e-9d7a-6d6f64737472")
+
+
+class ContractError(ValueError):
+    """A record does not match its contract; the message names the offending field."""
+
+
+def dumps(record: Any) -> bytes:
+    """Serialize a contract dataclass (or plain dict) to JSON bytes (orjson reads dataclasses)."""
+    return orjson.dumps(record)
+
+
+def _loads_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """A JSON object from untrusted bytes: strict JSON (orjson refuses NaN, invalid UTF-8 and
+    lone surrogates) without duplicate keys, which parsers resolve differently (last wins
+    here, first elsewhere) and so let one record mean two things."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError(f"{what}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ContractError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    try:  # orjson keeps the last of duplicate keys silently: parse again to find them
+        _DUPLICATE_CHECK.decode(raw.decode() if isinstance(raw, bytes) else raw)
+    except _DuplicateKey as exc:
+        raise ContractError(f"{what}: duplicate key {exc}") from None
+    return value
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(repr(key))
+            seen.add(key)
+    return value
+
+
+_DUPLICATE_CHECK = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+class _Fields:
+    """Pulls typed fields out of a dict and reports the first problem by path."""
+
+    def __init__(self, data: dict[str, Any], path: str, allowed: set[str]) -> None:
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ContractError(f"{path}: unknown field(s) {', '.join(unknown)}")
+        self.data = data
+        self.path = path
+
+    def get(self, name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+        if name not in self.data or self.data[name] is None:
+            if required:
+                raise ContractError(f"{self.path}.{name}: required")
+            return None
+        value = self.data[name]
+        if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
+            raise ContractError(f"{self.path}.{name}: expected {_kind_name(kind)}, got bool")
+        if not isinstance(value, kind):
+            raise ContractError(
+                f"{self.path}.{name}: expected {_kind_name(kind)}, got {type(value).__name__}"
+            )
+        return value
+
+    def text(self, name: str, *, required: bool = True, max_len: int = 256) -> str | None:
+        value = self.get(name, str, required=required)
+        if value is None:
+            return None
+        if required and not value.strip():
+            raise ContractError(f"{self.path}.{name}: must not be empty")
+        if len(value) > max_len:
+            raise ContractError(f"{self.path}.{name}: longer than {max_len} characters")
+        return value
+
+    def ident(self, name: str, *, required: bool = True) -> str | None:
+        """An id: printable characters only. Control, format (bidi overrides, zero-width)
+        and separator characters make ids that look alike but differ, or that rewrite the
+        logs and review screens they are shown in."""
+        value = self.text(name, required=required)
+        if value is not None and not value.isprintable():
+            raise ContractError(f"{self.path}.{name}: control or invisible characters")
+        return value
+
+    def schema(self) -> None:
+        version = self.get("schema", int)
+        if version != SCHEMA_VERSION:
+            raise ContractError(f"{self.path}.schema: unsupported version {version}")
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in _as_tuple(kind))
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """Where one piece of media is: exactly one of ``url``, ``data_b64`` or ``path``."""
+
+    media_id: str
+    kind: str
+    url: str | None = None
+    data_b64: str | None = None
+    path: str | None = None
+    mime: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str) -> MediaRef:
+        if not isinstance(data, dict):
+            raise ContractError(f"{path}: expected an object")
+        f = _Fields(data, path, {"media_id", "kind", "url", "data_b64", "path", "mime"})
+        ref = cls(
+            media_id=f.ident("media_id"),
+            kind=f.text("kind"),
+            url=f.text("url", required=False, max_len=4096),
+            data_b64=f.get("data_b64", str, required=False),
+            path=f.text("path", required=False, max_len=4096),
+            mime=f.text("mime", required=False),
+        )
+        if ref.kind not in MEDIA_KINDS:
+            raise ContractError(f"{path}.kind: must be one of {', '.join(MEDIA_KINDS)}")
+        sources = [s for s in ("url", "data_b64", "path") if getattr(ref, s) is not None]
+        if len(sources) != 1:
+            raise ContractError(f"{path}: exactly one of url, data_b64, path is required")
+        if ref.url is not None and not ref.url.lower().startswith(("http://", "https://")):
+            raise ContractError(f"{path}.url: only http and https URLs are accepted")
+        if ref.data_b64 is not None:
+            _check_base64(ref.data_b64, f"{path}.data_b64")
+        if ref.path is not None and (ref.path.endswith("/") or "\x00" in ref.path):
+            raise ContractError(f"{path}.path: must name a file (no trailing '/', no NUL)")
+        return ref
+
+    @property
+    def source(self) -> str:
+        return "url" if self.url else "inline" if self.data_b64 is not None else "path"
+
+
+def _check_base64(value: str, path: str) -> None:
+    """Canonical, non-empty base64: one encoding per content, so that padding or spare bits
+    cannot make one upload look like another to anything that compares the text."""
+    if not value:
+        raise ContractError(f"{path}: empty")
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ContractError(f"{path}: not valid base64") from None
+    if base64.b64encode(decoded) != value.encode("ascii"):
+        raise ContractError(f"{path}: not canonical base64 (padding or trailing bits)")
+
+
+@dataclass(frozen=True)
+class UploadEvent:
+    """A platform's upload: text and/or media by one uploader. Kafka key: ``content_id``."""
+
+    event_id: str
+    platform: str
+    content_id: str
+    uploader_id: str
+    created_at: str
+    text: str | None = None
+    media: tuple[MediaRef, ...] = ()
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> UploadEvent:
+        """Parse and validate JSON bytes; raises ContractError naming the bad field."""
+        return cls.from_dict(_loads_object(raw, "upload"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UploadEvent:
+        keys = {"schema", "event_id", "platform", "content_id", "uploader_id", "created_at"}
+        f = _Fields(data, "upload", keys | {"text", "media"})
+        f.schema()
+        media_raw = f.get("media", list, required=False) or []
+        if len(media_raw) > 64:
+            raise ContractError("upload.media: more than 64 items")
+        media = tuple(MediaRef.from_dict(m, f"upload.media[{i}]") for i, m in enumerate(media_raw))
+        ids = [m.media_id for m in media]
+        if len(set(ids)) != len(ids):
+            raise ContractError("upload.media: media_id values must be unique")
+        event = cls(
+            event_id=f.ident("event_id"),
+            platform=f.ident("platform"),
+            content_id=f.ident("content_id"),
+            uploader_id=f.ident("uploader_id"),
+            created_at=f.text("created_at"),
+            text=f.text("text", required=False, max_len=100_000),
+            media=media,
+        )
+        if event.text is None and not event.media:
+            raise ContractError("upload: needs text or media")
+        if "/" in event.platform:  # the uploader key is platform/uploader: one way to split it
+            raise ContractError("upload.platform: must not contain '/'")
+        created = parse_time(event.created_at, "upload.created_at")
+        if not EARLIEST_TIME <= created <= LATEST_TIME:
+            raise ContractError("upload.created_at: outside 2000-01-01 .. 2100-01-01")
+        return event
+
+    @classmethod
+    def trusted(cls, data: dict[str, Any]) -> UploadEvent:
+        """Rebuild an event this pipeline serialized itself, validated when it came in."""
+        media = tuple(MediaRef(**m) for m in data["media"])
+        return cls(**{**data, "media": media})
+
+    @property
+    def uploader_key(self) -> str:
+        """The key that co-partitions an uploader's events (for per-uploader state); scoped by
+        platform, which has no '/', so two platforms' uploaders never share a key."""
+        return f"{self.platform}/{self.uploader_id}"
+
+
+@dataclass(frozen=True)
+class BankEntry:
+    """One known item in a bank. Kafka key: ``bank/signal_type/entry_id`` (compacted)."""
+
+    bank: str
+    entry_id: str
+    signal_type: str
+    signal: str
+    labels: tuple[str, ...] = ()
+    action_hint: str = "takedown"
+    added_at: str = ""
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        return bank_key(self.bank, self.signal_type, self.entry_id)
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> BankEntry:
+        return cls.from_dict(_loads_object(raw, "bank entry"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BankEntry:
+        keys = {"schema", "bank", "entry_id", "signal_type", "signal", "labels"}
+        f = _Fields(data, "bank_entry", keys | {"action_hint", "added_at"})
+        f.schema()
+        labels = f.get("labels", list, required=False) or []
+        if not all(isinstance(label, str) for label in labels):
+            raise ContractError("bank_entry.labels: expected a list of strings")
+        entry = cls(
+            bank=f.text("bank"),
+            entry_id=f.text("entry_id"),
+            signal_type=f.text("signal_type"),
+            signal=f.text("signal", max_len=100_000),
+            labels=tuple(labels),
+            action_hint=f.text("action_hint", required=False) or "takedown",
+            added_at=f.text("added_at", required=False) or "",
+        )
+        if entry.action_hint not in ("takedown", "review"):
+            raise ContractError("bank_entry.action_hint: must be takedown or review")
+        if "/" in entry.bank or "/" in entry.signal_type:
+            raise ContractError("bank_entry: bank and signal_type must not contain '/'")
+        return entry
+
+
+def parse_time(value: str, path: str = "time") -> float:
+    """ISO 8601 with a UTC offset (``Z`` accepted) to epoch seconds."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ContractError(f"{path}: not an ISO 8601 time: {value!r}") from None
+    if moment.tzinfo is None:
+        raise ContractError(f"{path}: needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
+    return moment.timestamp()
+
+
+def bank_key(bank: str, signal_type: str, entry_id: str) -> str:
+    return f"{bank}/{signal_type}/{entry_id}"
+
+
+def parse_bank_key(key: bytes | str) -> tuple[str, str, str]:
+    """Split ``bank/signal_type/entry_id`` (entry ids may contain '/')."""
+    text = key.decode() if isinstance(key, bytes) else key
+    parts = text.split("/", 2)
+    if len(parts) != 3 or not all(parts):
+        raise ContractError(f"bank key {text!r}: expected bank/signal_type/entry_id")
+    return parts[0], parts[1], parts[2]
+
+
+@dataclass(frozen=True)
+class MediaSignals:
+    """What the hash stage learned about one piece of media: signals, or why it failed."""
+
+    media_id: str
+    kind: str
+    signals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+    error_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class HashedUpload:
+    """One event as the hash stage hands it to the decide stage: media signals, text score."""
+
+    event: UploadEvent
+    media: tuple[MediaSignals, ...]
+    received_at: float
+    text_score: TextScore | None = None
+
+    def to_json(self, max_bytes: int) -> bytes:
+        """The record as JSON in at most ``max_bytes``, so that it fits in a Kafka record and
+        the event is still decided: if it is larger, the largest media signals (long videos'
+        vPDQ) are left out, largest first, each replaced by a ``too_large`` error for its item.
+        Text (at most 100,000 characters) always fits in the smallest allowed record."""
+        data = dumps(self)
+        media = list(self.media)
+        by_size = sorted(range(len(media)), key=lambda i: -len(dumps(media[i].signals)))
+        for index in by_size:
+            if len(data) <= max_bytes - _BATCH_OVERHEAD:
+                break
+            item = media[index]
+            media[index] = MediaSignals(
+                item.media_id,
+                item.kind,
+                {},
+                "its signals are too large to hand to the decide stage",
+                "too_large",
+            )
+            data = dumps(replace(self, media=tuple(media)))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HashedUpload:
+        score = data.get("text_score")
+        return cls(
+            event=UploadEvent.trusted(data["event"]),
+            media=tuple(MediaSignals(**m) for m in data["media"]),
+            received_at=data["received_at"],
+            text_score=TextScore(score["score"], tuple(score["parts"])) if score else None,
+        )
+
+
+@dataclass(frozen=True)
+class HashedBatch:
+    """Internal record on ``uploads.hashed``: the events of one hash-stage batch whose uploaders
+    fall in one partition. One record per partition and batch, not per event, so the decide
+    stage pays Faust's per-record cost once per batch."""
+
+    uploads: tuple[HashedUpload, ...]
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def parse(cls, raw: bytes) -> HashedBatch:
+        data = orjson.loads(raw)  # written by this pipeline: no untrusted-input checks
+        return cls(uploads=tuple(HashedUpload.from_dict(u) for u in data["uploads"]))
+
+    @staticmethod
+    def records(uploads: Sequence[bytes], max_bytes: int) -> Iterator[bytes]:
+        """Serialized uploads (``HashedUpload.to_json``) packed in order into batch records of
+        at most ``max_bytes`` each."""
+        part: list[bytes] = []
+        size = _BATCH_OVERHEAD
+        for upload in uploads:
+            if part and size + len(upload) + 1 > max_bytes:
+                yield _batch_record(part)
+                part, size = [], _BATCH_OVERHEAD
+            part.append(upload)
+            size += len(upload) + 1
+        if part:
+            yield _batch_record(part)
+
+
+def _batch_record(uploads: list[bytes]) -> bytes:
+    return b'{"uploads":[' + b",".join(uploads) + b'],"schema":%d}' % SCHEMA_VERSION
+
+
+_BATCH_OVERHEAD = len(_batch_record([]))
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One reason behind a verdict. Fields that do not apply to ``kind`` stay None."""
+
+    kind: str  # hash_match | text_match | text_score | media_error | repeat_uploader
+    action: str  # the verdict this evidence alone asks for
+    media_id: str | None = None
+    signal_type: str | None = None
+    bank: str | None = None
+    entry_id: str | None = None
+    labels: tuple[str, ...] = ()
+    distance: int | None = None
+    threshold: float | None = None
+    score: float | None = None
+    parts: tuple[dict[str, Any], ...] = ()
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict for one upload with everything that led to it."""
+
+    decision_id: str
+    event_id: str
+    content_id: str
+    platform: str
+    uploader_id: str
+    verdict: str
+    evidence: tuple[Evidence, ...]
+    policy_version: str
+    decided_at: float
+    media_errors: tuple[dict[str, str], ...] = ()
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+
+def decision_id_for(platform: str, event_id: str, policy_version: str) -> str:
+    """Deterministic id: the same event of the same platform under the same policy always gets
+    the same id, and two platforms' events never share one (ids hold no NUL). A UUIDv5
+    (``uuid.uuid5`` of the same name), formatted without building a UUID object."""
+    name = f"{policy_version}\x00{platform}\x00{event_id}".encode()
+    digest = bytearray(hashlib.sha1(_DECISION_NAMESPACE.bytes + name).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be processed, kept whole so that nothing is lost."""
+
+    original_b64: str
+    original_key_b64: str | None
+    error: str
+    stage: str
+    topic: str
+    partition: int
+    offset: int
+    failed_at: float
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def of(
+        cls,
+        value: bytes | None,
+        key: bytes | None,
+        error: str,
+        *,
+        stage: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        failed_at: float,
+    ) -> DeadLetter:
+        return cls(
+            original_b64=base64.b64encode(value or b"").decode(),
+            original_key_b64=base64.b64encode(key).decode() if key is not None else None,
+            error=error,
+            stage=stage,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            failed_at=failed_at,
+        )

@@ -1,0 +1,284 @@
+"""The moderation engine without Kafka: hash media, gather evidence, decide.
+
+The Faust shell and the ``modstream scan`` command both call these functions, so what the CLI
+shows for a file is exactly what the stream would decide for it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from modstream.contracts import (
+    Decision,
+    Evidence,
+    MediaSignals,
+    UploadEvent,
+    decision_id_for,
+)
+from modstream.decide import policy
+from modstream.decide.policy import POLICY_VERSION, PolicyConfig
+from modstream.hashing.decode import MediaError
+from modstream.hashing.signals import Content, registry
+from modstream.hashing.signals import get as get_signal_type
+from modstream.hashing.video import VideoSampling
+from modstream.ingest.urls import redact_urls
+from modstream.matching.bank import Bank, Match
+from modstream.settings import Settings
+from modstream.text.classifier import LinearTextClassifier
+from modstream.text.scorer import TextScore, TextScorer
+
+# (signal type, signal) -> the bank entries it matched
+Lookups = dict[tuple[str, str], list[Match]]
+
+
+def hash_media(
+    media_id: str,
+    kind: str,
+    data: bytes | Path,
+    max_pixels: int,
+    video: VideoSampling | None = None,
+) -> MediaSignals:
+    """Every applicable signal of one piece of media. CPU-bound: run it in a process pool.
+
+    Byte signals (MD5, SHA-256) are kept even when decoding fails, so a banked copy of a
+    corrupt file still matches; the failure is reported next to them.
+    """
+    content = Content(data, kind, max_pixels, video)
+    signals: dict[str, dict] = {}
+    applicable = [t for t in registry().values() if t.source in ("bytes", kind)]
+    # Byte signals first, so they are there even if decoding fails.
+    for signal_type in sorted(applicable, key=lambda t: t.source != "bytes"):
+        try:
+            value = signal_type.compute(content)
+        except Exception as exc:  # one item's failure is that item's error, never the event's
+            error = media_failure(exc)
+            return MediaSignals(media_id, kind, signals, str(error), error.reason)
+        if value is not None:
+            signals[signal_type.name] = value
+    return MediaSignals(media_id, kind, signals)
+
+
+def media_failure(exc: Exception) -> MediaError:
+    """Any failure while getting or hashing one media item, as that item's MediaError: the
+    expected ones keep their reason, the rest get a bounded set of labels (for metrics) and a
+    message with the URLs in it redacted."""
+    if isinstance(exc, MediaError):
+        return MediaError(exc.reason, redact_urls(str(exc)))
+    if isinstance(exc, MemoryError):
+        return MediaError("too_costly", "out of memory while processing the media")
+    if isinstance(exc, OSError | RuntimeError):  # unreadable files, symlink loops, long names
+        return MediaError("unreadable", redact_urls(f"{type(exc).__name__}: {exc}"))
+    return MediaError("internal_error", redact_urls(f"{type(exc).__name__}: {exc}"))
+
+
+def score_texts(model: Path | None, texts: Sequence[str]) -> list[TextScore]:
+    """Classifier scores of many posts. CPU-bound like hashing, so the stream runs it in the
+    same process pool, where each process loads the model once."""
+    scorer = _classifier(model)
+    return [scorer.score(text) for text in texts]
+
+
+@functools.cache
+def _classifier(model: Path | None) -> LinearTextClassifier:
+    return LinearTextClassifier.load(model)
+
+
+def failed_media(media_id: str, kind: str, error: MediaError) -> MediaSignals:
+    return MediaSignals(media_id, kind, {}, str(error), error.reason)
+
+
+@dataclass
+class Engine:
+    """Matches signals against the bank, scores text, and applies the policy."""
+
+    bank: Bank
+    scorer: TextScorer
+    config: PolicyConfig
+    pdq_min_quality: int = 50
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bank: Bank) -> Engine:
+        return cls(
+            bank=bank,
+            scorer=_classifier(settings.text_model),
+            config=PolicyConfig(
+                text_review_score=settings.text_review_score,
+                text_takedown_score=settings.text_takedown_score,
+                on_media_error=settings.on_media_error,
+                repeat_strikes=settings.repeat_strikes,
+            ),
+            pdq_min_quality=settings.pdq_min_quality,
+        )
+
+    def lookup(self, batch: Iterable[Sequence[MediaSignals]]) -> Lookups:
+        """Bank matches of every usable hash in a batch of events: one index search per signal
+        type for the whole batch, which is where a large bank's cost is amortized."""
+        wanted: dict[str, dict[str, None]] = {}
+        for media in batch:
+            for item in media:
+                for name, computed in item.signals.items():
+                    if get_signal_type(name).usable(computed, self.pdq_min_quality):
+                        wanted.setdefault(name, {})[computed["value"]] = None
+        found: Lookups = {}
+        for name, values in wanted.items():
+            signals = list(values)
+            for signal, matches in zip(signals, self.bank.match_many(name, signals), strict=True):
+                found[(name, signal)] = assessed(name, signal, matches)
+        return found
+
+    def evidence(
+        self,
+        event: UploadEvent,
+        media: Sequence[MediaSignals],
+        lookups: Lookups | None = None,
+        text_score: TextScore | None = None,
+    ) -> list[Evidence]:
+        """Every reason for or against action found in the event, most severe first.
+        ``lookups`` (from ``lookup``) saves searching the bank again per hash, and
+        ``text_score`` (from ``score_texts``) scoring the text again."""
+        found: list[Evidence] = []
+        for item in media:
+            if item.error is not None:
+                found.append(
+                    Evidence(
+                        kind="media_error",
+                        action=self.config.on_media_error,
+                        media_id=item.media_id,
+                        detail=f"{item.error_reason}: {item.error}",
+                    )
+                )
+            for name, computed in item.signals.items():
+                found.extend(self._hash_matches(item.media_id, name, computed, lookups or {}))
+            cut = item.signals.get("vpdq", {})
+            if cut.get("truncated"):
+                found.append(
+                    Evidence(
+                        kind="video_cut",
+                        action="allow",
+                        media_id=item.media_id,
+                        detail=f"only the first {cut['hashed_seconds']:.0f} s of "
+                        f"{cut['duration']:.0f} s were hashed (MODSTREAM_VIDEO_MAX_SECONDS)",
+                    )
+                )
+        if event.text:
+            found.extend(self._text_evidence(event.text, text_score))
+        return sorted(found, key=lambda e: -policy.SEVERITY[e.action])
+
+    def decide(
+        self,
+        event: UploadEvent,
+        media: Sequence[MediaSignals],
+        decided_at: float,
+        prior_strikes: int = 0,
+        lookups: Lookups | None = None,
+        text_score: TextScore | None = None,
+    ) -> Decision:
+        evidence = self.evidence(event, media, lookups, text_score)
+        repeat = policy.repeat_action(prior_strikes, self.config)
+        if repeat != "allow":
+            evidence.append(
+                Evidence(
+                    kind="repeat_uploader",
+                    action=repeat,
+                    score=float(prior_strikes),
+                    threshold=self.config.repeat_strikes,
+                    detail=f"{prior_strikes} matched uploads in the recent window",
+                )
+            )
+        return Decision(
+            decision_id=decision_id_for(event.platform, event.event_id, POLICY_VERSION),
+            event_id=event.event_id,
+            content_id=event.content_id,
+            platform=event.platform,
+            uploader_id=event.uploader_id,
+            verdict=policy.verdict_for(evidence),
+            evidence=tuple(evidence),
+            policy_version=POLICY_VERSION,
+            decided_at=decided_at,
+            media_errors=tuple(
+                {"media_id": m.media_id, "reason": m.error_reason or "", "error": m.error}
+                for m in media
+                if m.error is not None
+            ),
+        )
+
+    def _hash_matches(
+        self, media_id: str, name: str, computed: dict, lookups: Lookups
+    ) -> list[Evidence]:
+        if not get_signal_type(name).usable(computed, self.pdq_min_quality):
+            return []
+        matches = self._matches(name, computed["value"], lookups)
+        return [match_evidence("hash_match", name, m, media_id=media_id) for m in matches]
+
+    def _matches(self, name: str, signal: str, lookups: Lookups) -> list[Match]:
+        """The assessed bank matches of one signal: from a batch's lookups, or searched now."""
+        found = lookups.get((name, signal))
+        return found if found is not None else assessed(name, signal, self.bank.match(name, signal))
+
+    def _text_evidence(self, text: str, scored: TextScore | None) -> list[Evidence]:
+        out = []
+        computed = get_signal_type("text").compute(text)
+        if computed is not None:
+            out += [
+                match_evidence("text_match", "text", match)
+                for match in self._matches("text", computed["value"], {})
+            ]
+        if scored is None:
+            scored = self.scorer.score(text, computed["value"] if computed else None)
+        if scored.parts:
+            out.append(
+                Evidence(
+                    kind="text_score",
+                    action=policy.text_action(scored.score, self.config),
+                    score=scored.score,
+                    threshold=None,
+                    parts=scored.parts,
+                    detail=f"review at >= {self.config.text_review_score}",
+                )
+            )
+        return out
+
+
+def assessed(signal_type: str, signal: str, matches: list[Match]) -> list[Match]:
+    """The matches with their signal type's assessment, less those that match too little of
+    the query for their bank (``min_query_share``, vPDQ). Run where the lookups run (off the
+    event loop): a video's assessment compares frames."""
+    kind = get_signal_type(signal_type)
+    out = []
+    for match in matches:
+        assessment = kind.assess(signal, match.entry.signal, match.distance)
+        share = assessment.query_share
+        if share is None or share >= match.thresholds.min_query_share:
+            out.append(replace(match, assessment=assessment))
+    return out
+
+
+def match_evidence(kind: str, signal_type: str, match: Match, **extra: str) -> Evidence:
+    """Evidence of one bank match: within the bank's takedown distance its hint applies,
+    within the review distance it goes to review."""
+    return Evidence(
+        kind=kind,
+        action=policy.hash_action(
+            match.distance,
+            match.thresholds.takedown,
+            match.thresholds.review,
+            match.entry.action_hint,
+        ),
+        signal_type=signal_type,
+        bank=match.entry.bank,
+        entry_id=match.entry.entry_id,
+        labels=match.entry.labels,
+        distance=match.distance,
+        threshold=match.thresholds.takedown,
+        parts=match.assessment.parts,
+        detail=match.assessment.detail,
+        **extra,
+    )
+
+
+def struck(decision: Decision) -> bool:
+    """Whether the decision counts against the uploader: a takedown on its own evidence."""
+    return any(e.action == "takedown" and e.kind != "repeat_uploader" for e in decision.evidence)

@@ -1,0 +1,34 @@
+"""MD5 and SHA-256 of the media bytes: exact copies, and the hashes most banks still share."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from modstream.hashing.signals.base import Content, ExactSignal, register
+
+
+class _DigestSignal(ExactSignal):
+    source = "bytes"
+    hex_digits: int
+
+    def compute(self, content: Content) -> dict[str, Any]:
+        return {"value": content.digest(self.name)}
+
+    def normalize(self, signal: str) -> str:
+        value = signal.strip().lower()
+        if not re.fullmatch(rf"[0-9a-f]{{{self.hex_digits}}}", value):
+            raise ValueError(f"{self.name}: expected {self.hex_digits} hex digits")
+        return value
+
+
+@register
+class MD5Signal(_DigestSignal):
+    name = "md5"
+    hex_digits = 32
+
+
+@register
+class SHA256Signal(_DigestSignal):
+    name = "sha256"
+    hex_digits = 64

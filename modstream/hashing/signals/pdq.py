@@ -1,0 +1,112 @@
+"""PDQ: Meta's 256-bit perceptual photo hash, the industry's shared image signal.
+
+Matches at Hamming distance <= 31 as in python-threatexchange and HMA; hashes with quality
+below the configured minimum (50) are computed and reported but never matched, because flat
+or tiny images give near-random bits that collide with unrelated banked content.
+
+Hashes come from Meta's C++ reference code inside the ``pdqhash`` wheel, bit for bit as
+``pdqhash.compute`` gives them. ``pdqhash.compute`` spends 40% of its time converting pixels
+to luma with float64 numpy temporaries; here a compiled loop does the same arithmetic (same
+operations, same order, so the same float32 luma) and calls the C++ hasher directly, which
+makes a 640x480 photo ~1.5x faster to hash. If the wheel's C++ entry point cannot be found,
+``pdqhash.compute`` is used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from modstream.hashing.signals.base import Content, HammingSignal, Thresholds, register
+
+_HASHER_SYMBOL = (
+    "_ZN8facebook3pdq7hashing23pdqHash256FromFloatLumaEPfS2_iiPA64_fS4_PA16_fRNS1_7Hash256ERi"
+)
+
+
+@register
+class PDQSignal(HammingSignal):
+    name = "pdq"
+    source = "image"
+    bits = 256
+    thresholds = Thresholds(takedown=31, review=45)
+
+    def compute(self, content: Content) -> dict[str, Any]:
+        value, quality = pdq_of_rgb(np.asarray(content.image))
+        return {"value": value, "quality": quality}
+
+    def usable(self, computed: dict[str, Any], min_quality: int) -> bool:
+        return int(computed.get("quality", 0)) >= min_quality
+
+
+def pdq_of_rgb(pixels: np.ndarray) -> tuple[str, int]:
+    """PDQ hash (64 hex digits, ThreatExchange's format) and quality of an RGB uint8 array."""
+    hasher = _reference_hasher()
+    if hasher is None:
+        import pdqhash
+
+        vector, quality = pdqhash.compute(pixels)
+        return np.packbits(vector.astype(np.uint8)).tobytes().hex(), int(quality)
+    return hasher(_luma(np.ascontiguousarray(pixels)))
+
+
+@njit(cache=True, nogil=True)
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    """``(R*0.299 + G*0.587 + B*0.114)`` in float64, rounded to float32: pdqhash's luma."""
+    rows, cols = pixels.shape[0], pixels.shape[1]
+    out = np.empty((rows, cols), dtype=np.float32)
+    for i in range(rows):
+        for j in range(cols):
+            red = np.float64(pixels[i, j, 0]) * 0.299
+            green = np.float64(pixels[i, j, 1]) * 0.587
+            blue = np.float64(pixels[i, j, 2]) * 0.114
+            out[i, j] = np.float32(red + green + blue)
+    return out
+
+
+class _Hash256(ctypes.Structure):
+    _fields_ = [("w", ctypes.c_uint16 * 16)]
+
+
+@functools.cache
+def _reference_hasher() -> Callable[[np.ndarray], tuple[str, int]] | None:
+    """The C++ ``pdqHash256FromFloatLuma`` of the pdqhash wheel, wrapped; None if absent."""
+    from pdqhash import bindings
+
+    try:
+        function = getattr(ctypes.CDLL(bindings.__file__), _HASHER_SYMBOL)
+    except (OSError, AttributeError):
+        return None
+    floats = ctypes.POINTER(ctypes.c_float)
+    function.restype = None
+    function.argtypes = (
+        [floats, floats, ctypes.c_int, ctypes.c_int]
+        + [ctypes.c_void_p] * 3
+        + [
+            ctypes.POINTER(_Hash256),
+            ctypes.POINTER(ctypes.c_int),
+        ]
+    )
+
+    def hash_luma(luma: np.ndarray) -> tuple[str, int]:
+        scratch = np.empty_like(luma)  # buffers per call: the call releases the GIL
+        buffers = [np.empty(shape, np.float32) for shape in ((64, 64), (16, 64), (16, 16))]
+        result, quality = _Hash256(), ctypes.c_int(0)
+        function(
+            luma.ctypes.data_as(floats),
+            scratch.ctypes.data_as(floats),
+            luma.shape[0],
+            luma.shape[1],
+            *(buffer.ctypes.data for buffer in buffers),
+            ctypes.byref(result),
+            ctypes.byref(quality),
+        )
+        # The reference prints the words from the last: w[15] holds the first 16 bits.
+        return "".join(f"{word:04x}" for word in reversed(result.w)), quality.value
+
+    return hash_luma

@@ -1,0 +1,169 @@
+"""The replicated bank: every entry from the ``hashbank`` topic, indexed per signal type.
+
+``apply`` takes one change (an entry, or None for a tombstone) and updates the right index in
+place: no rebuild, so a change is live for the next lookup. ``snapshot``/``restore`` save and
+load the whole bank (entries and indexes), so a restarting worker does not replay millions of
+records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modstream.contracts import BankEntry, parse_bank_key
+from modstream.hashing.signals import Assessment, Thresholds
+from modstream.hashing.signals import get as get_signal_type
+from modstream.matching.entries import EntryStore
+from modstream.matching.index import MatchIndex, read_index
+
+SNAPSHOT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Match:
+    entry: BankEntry
+    distance: int
+    thresholds: Thresholds
+    #: What the signal type adds for the reviewer (``Engine`` fills it in).
+    assessment: Assessment = field(default_factory=Assessment)
+
+
+class Bank:
+    """All bank entries of all banks, with one index per signal type."""
+
+    def __init__(
+        self, thresholds: dict[str, dict[str, int]] | None = None, index_layout: str = "fast"
+    ) -> None:
+        self._overrides = thresholds or {}
+        self._index_layout = index_layout
+        self._indexes: dict[str, MatchIndex] = {}
+        self._entries = EntryStore()
+        self._next_ref = 0
+        self._sizes: Counter[tuple[str, str]] = Counter()
+
+    def apply(self, key: str, entry: BankEntry | None) -> None:
+        """Add, replace (same key) or, with ``entry=None``, remove one entry."""
+        bank, signal_type, _ = parse_bank_key(key)
+        old_ref = self._entries.ref_for(key)
+        if old_ref is not None:
+            old = self._entries.remove(old_ref)
+            assert old is not None
+            self._indexes[old.signal_type].remove(old_ref)
+            self._sizes[(old.bank, old.signal_type)] -= 1
+        if entry is None:
+            return
+        if (entry.bank, entry.signal_type) != (bank, signal_type):
+            raise ValueError(f"bank key {key!r} does not match the entry's bank and signal type")
+        kind = get_signal_type(entry.signal_type)
+        signal = kind.normalize(entry.signal)
+        ref = self._allocate_refs(1)
+        self._index_for(entry.signal_type).add(ref, signal)
+        self._entries.add(ref, entry)
+        self._sizes[(entry.bank, entry.signal_type)] += 1
+
+    def _index_for(self, signal_type: str) -> MatchIndex:
+        index = self._indexes.get(signal_type)
+        if index is None:
+            kind = get_signal_type(signal_type)
+            index = self._indexes[signal_type] = kind.new_index(self._index_layout)
+            if kind.shares_index_of:
+                index.attach(self._index_for(kind.shares_index_of), self._allocate_refs)  # type: ignore[attr-defined]
+        return index
+
+    def _allocate_refs(self, count: int) -> int:
+        """The first of ``count`` new refs: entries, and the frames of videos, which share
+        the PDQ index with images and so need refs apart from the images' entries."""
+        first = self._next_ref
+        self._next_ref += count
+        return first
+
+    def thresholds(self, bank: str, signal_type: str) -> Thresholds:
+        """Per-bank override (``bank/type``), then any-bank (``*/type``), then the type default."""
+        default = get_signal_type(signal_type).thresholds
+        override = self._overrides.get(f"{bank}/{signal_type}") or self._overrides.get(
+            f"*/{signal_type}", {}
+        )
+        takedown = int(override.get("takedown", default.takedown))
+        review = max(takedown, int(override.get("review", default.review)))
+        share = float(override.get("min_query_share", default.min_query_share))
+        return Thresholds(takedown=takedown, review=review, min_query_share=share)
+
+    def widest_review(self, signal_type: str) -> int:
+        """The largest review distance of any bank for this type: the query radius."""
+        # tuple(): lookups run on a thread while the event loop applies bank changes
+        banks = {bank for bank, kind in tuple(self._sizes) if kind == signal_type} or {"*"}
+        return max(self.thresholds(bank, signal_type).review for bank in banks)
+
+    def match(self, signal_type: str, signal: str) -> list[Match]:
+        """Entries within their own bank's review distance of ``signal``."""
+        return self.match_many(signal_type, [signal])[0]
+
+    def match_many(self, signal_type: str, signals: Sequence[str]) -> list[list[Match]]:
+        """``match`` for a batch in one index search: what the pipeline's batches use."""
+        index = self._indexes.get(signal_type)
+        if index is None or not len(index) or not signals:
+            return [[] for _ in signals]
+        found = index.query_many(signals, self.widest_review(signal_type))
+        return [self._matches(signal_type, hits) for hits in found]
+
+    def _matches(self, signal_type: str, hits: list[tuple[int, int]]) -> list[Match]:
+        matches = []
+        for ref, distance in hits:
+            entry = self._entries.get(ref)
+            if entry is None:  # removed while the search ran
+                continue
+            thresholds = self.thresholds(entry.bank, signal_type)
+            if distance <= thresholds.review:
+                matches.append(Match(entry, distance, thresholds))
+        return matches
+
+    def snapshot(self) -> Callable[[Path], None]:
+        """Capture the bank as it is now (cheap: call it between changes, on the event loop);
+        the returned function writes that state to a new folder (slow: run it on a thread)."""
+        entries = self._entries.view()
+        indexes = {name: index.snapshot() for name, index in self._indexes.items()}
+        manifest = {
+            "version": SNAPSHOT_VERSION,
+            "next_ref": self._next_ref,
+            "sizes": [[bank, kind, n] for (bank, kind), n in self._sizes.items() if n > 0],
+            "indexes": sorted(indexes),
+        }
+
+        def write(folder: Path) -> None:
+            folder.mkdir(parents=True)
+            EntryStore.write(entries, folder / "entries")
+            for name, write_index in indexes.items():
+                write_index(folder / f"index-{name}")
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+
+        return write
+
+    def restore(self, folder: Path) -> None:
+        """Replace this bank's contents with a snapshot's (before it is in use)."""
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if manifest["version"] != SNAPSHOT_VERSION:
+            raise ValueError(f"bank snapshot version {manifest['version']}")
+        entries = EntryStore.read(folder / "entries")
+        indexes = {
+            name: read_index(folder / f"index-{name}", self._index_layout)
+            for name in manifest["indexes"]
+        }
+        for name, index in indexes.items():
+            host = get_signal_type(name).shares_index_of
+            if host:  # its entries are in the host's snapshot already
+                index.attach(indexes[host], self._allocate_refs)  # type: ignore[attr-defined]
+        # Only once everything has loaded: a broken snapshot leaves the bank as it was.
+        self._entries, self._indexes = entries, indexes
+        self._next_ref = manifest["next_ref"]
+        self._sizes = Counter({(bank, kind): n for bank, kind, n in manifest["sizes"]})
+
+    def sizes(self) -> dict[tuple[str, str], int]:
+        """Live entries per (bank, signal_type)."""
+        return {k: v for k, v in self._sizes.items() if v > 0}
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,121 @@
+"""Match indexes: the one small interface the matcher uses, and the equality index.
+
+Hamming-distance types (PDQ, pHash) use ``modstream.matching.hamming.HammingIndex``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, Self
+
+
+class MatchIndex(Protocol):
+    """Finds bank references whose signal is within ``max_distance`` of a query."""
+
+    def add(self, ref: int, signal: str) -> None: ...
+
+    def remove(self, ref: int) -> None: ...
+
+    def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
+        """``[(ref, distance), ...]`` of every entry within ``max_distance``, nearest first."""
+        ...
+
+    def query_many(self, signals: Sequence[str], max_distance: int) -> list[list[tuple[int, int]]]:
+        """``query`` for a batch of signals at once, in order."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def snapshot(self) -> Callable[[Path], None]:
+        """Capture the index now (cheap); the returned function writes it to a new folder."""
+        ...
+
+
+def signals_snapshot(kind: str, pairs: list[tuple[int, str]]) -> Callable[[Path], None]:
+    """The snapshot writer of an index that is rebuilt from its ``(ref, signal)`` pairs."""
+
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        (folder / "signals.json").write_text(json.dumps(pairs))
+        (folder / "manifest.json").write_text(json.dumps({"kind": kind}))
+
+    return write
+
+
+def read_signals(folder: Path) -> list[tuple[int, str]]:
+    return [(ref, signal) for ref, signal in json.loads((folder / "signals.json").read_text())]
+
+
+def read_index(folder: Path, layout: str) -> MatchIndex:
+    """Load an index written by ``snapshot()``, whichever kind it is."""
+    from modstream.matching.hamming import HammingIndex
+    from modstream.matching.shingles import ShingleIndex
+    from modstream.matching.video import VideoIndex
+
+    kind = json.loads((folder / "manifest.json").read_text())["kind"]
+    readers: dict[str, Callable[[Path], MatchIndex]] = {
+        "hamming": lambda f: HammingIndex.load(f, layout=layout),
+        "exact": ExactIndex.load,
+        "shingle": ShingleIndex.load,
+        "vpdq": lambda f: VideoIndex.load(f, layout=layout),
+    }
+    return readers[kind](folder)
+
+
+class PairsIndex:
+    """Base of the indexes searched one query at a time and saved as their ``(ref, signal)``
+    pairs, rebuilt by adding them again (exact, shingle): subclasses keep ``_signals``."""
+
+    kind: str
+    _signals: dict[int, str]
+
+    def add(self, ref: int, signal: str) -> None:
+        raise NotImplementedError
+
+    def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
+        raise NotImplementedError
+
+    def query_many(self, signals: Sequence[str], max_distance: int) -> list[list[tuple[int, int]]]:
+        return [self.query(signal, max_distance) for signal in signals]
+
+    def __len__(self) -> int:
+        return len(self._signals)
+
+    def snapshot(self) -> Callable[[Path], None]:
+        return signals_snapshot(self.kind, list(self._signals.items()))
+
+    @classmethod
+    def load(cls, folder: Path) -> Self:
+        index = cls()
+        for ref, signal in read_signals(folder):
+            index.add(ref, signal)
+        return index
+
+
+class ExactIndex(PairsIndex):
+    """Equality lookups: cryptographic hashes and normalized text."""
+
+    kind = "exact"
+
+    def __init__(self) -> None:
+        self._refs_by_signal: dict[str, set[int]] = {}
+        self._signals: dict[int, str] = {}
+
+    def add(self, ref: int, signal: str) -> None:
+        self.remove(ref)
+        self._refs_by_signal.setdefault(signal, set()).add(ref)
+        self._signals[ref] = signal
+
+    def remove(self, ref: int) -> None:
+        signal = self._signals.pop(ref, None)
+        if signal is None:
+            return
+        refs = self._refs_by_signal[signal]
+        refs.discard(ref)
+        if not refs:
+            del self._refs_by_signal[signal]
+
+    def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
+        return [(ref, 0) for ref in sorted(self._refs_by_signal.get(signal, ()))]

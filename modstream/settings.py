@@ -1,0 +1,253 @@
+"""One typed settings object, read from ``MODSTREAM_*`` environment variables.
+
+Every knob of the pipeline lives here so that the README can document them in one table.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import ssl
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from modstream.ingest.trust import platform_topic
+
+if TYPE_CHECKING:
+    from modstream.hashing.video import VideoSampling
+
+_PREFIX = "MODSTREAM_"
+
+
+def _default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Field ``foo_bar`` is read from ``MODSTREAM_FOO_BAR``."""
+
+    broker: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_ca_file: Path | None = None
+    kafka_cert_file: Path | None = None
+    kafka_key_file: Path | None = None
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_password_file: Path | None = None
+    app_id: str = "modstream"
+    topic_prefix: str = ""
+    platforms: tuple[str, ...] = ()
+    partitions: int = 4
+    hash_workers: int = field(default_factory=_default_workers)
+    batch_size: int = 256
+    batch_within_s: float = 0.005
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    log_format: str = "json"
+    log_level: str = "INFO"
+    data_dir: Path = Path(".modstream")
+    # Media
+    media_root: Path | None = None
+    fetch_allow: tuple[str, ...] = ()
+    fetch_max_bytes: int = 20 * 1024 * 1024
+    fetch_timeout_s: float = 10.0
+    fetch_max_redirects: int = 3
+    max_image_pixels: int = 64_000_000
+    hash_memory_mb: int = 2048
+    video_max_bytes: int = 1024 * 1024 * 1024
+    video_fetch_timeout_s: float = 300.0
+    video_seconds_per_frame: float = 1.0
+    video_max_seconds: float = 1800.0
+    video_max_frames: int = 100_000
+    video_max_cpu_s: float = 300.0
+    max_record_bytes: int = 900_000
+    # Matching and policy
+    pdq_min_quality: int = 50
+    index_layout: str = "fast"
+    bank_snapshot_interval_s: float = 300.0
+    thresholds: dict[str, dict[str, int]] = field(default_factory=dict)
+    text_model: Path | None = None
+    text_review_score: float = 0.5
+    text_takedown_score: float = 0.995
+    on_media_error: str = "review"
+    repeat_window_s: int = 24 * 3600
+    repeat_strikes: int = 3
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``MODSTREAM_*`` variables; ``overrides`` win over the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        self.kafka.validate()
+        for platform in self.platforms:
+            platform_topic(platform)  # raises on a name that cannot be a topic
+        if self.on_media_error not in ("review", "allow", "takedown"):
+            raise ValueError("MODSTREAM_ON_MEDIA_ERROR must be review, allow or takedown")
+        if self.index_layout not in ("fast", "compact"):
+            raise ValueError("MODSTREAM_INDEX_LAYOUT must be fast or compact")
+        if self.log_format not in ("json", "text"):
+            raise ValueError("MODSTREAM_LOG_FORMAT must be json or text")
+        if self.video_seconds_per_frame <= 0 or self.video_max_seconds <= 0:
+            raise ValueError("MODSTREAM_VIDEO_SECONDS_PER_FRAME and _MAX_SECONDS must be > 0")
+        if self.partitions < 1 or self.hash_workers < 1 or self.batch_size < 1:
+            raise ValueError("partitions, hash_workers and batch_size must be >= 1")
+        if 0 < self.hash_memory_mb < 768:
+            raise ValueError("MODSTREAM_HASH_MEMORY_MB must be 0 (no limit) or >= 768")
+        if self.video_max_frames < 1 or self.video_max_cpu_s <= 0:
+            raise ValueError("MODSTREAM_VIDEO_MAX_FRAMES and _MAX_CPU_S must be > 0")
+        if not 800_000 <= self.max_record_bytes <= 16 * 1024 * 1024:
+            # the floor fits the longest text an event may carry, fully escaped
+            raise ValueError("MODSTREAM_MAX_RECORD_BYTES must be 800000 .. 16777216")
+
+    @property
+    def video_sampling(self) -> VideoSampling:
+        from modstream.hashing.video import VideoSampling
+
+        return VideoSampling(
+            seconds_per_frame=self.video_seconds_per_frame,
+            max_seconds=self.video_max_seconds,
+            min_quality=self.pdq_min_quality,
+            max_pixels=self.max_image_pixels,
+            max_frames=self.video_max_frames,
+            max_cpu_s=self.video_max_cpu_s,
+        )
+
+    @property
+    def hash_memory_limit(self) -> int | None:
+        """Address-space limit of each hashing process, in bytes (None: unlimited)."""
+        return self.hash_memory_mb * 1024 * 1024 if self.hash_memory_mb > 0 else None
+
+    def topic(self, name: str) -> str:
+        """The Kafka topic name for a logical topic, with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    @functools.cached_property
+    def kafka(self) -> KafkaAccess:
+        """How every Kafka client of this process reaches and authenticates to the brokers."""
+        password = self.kafka_password
+        if self.kafka_password_file is not None:
+            password = self.kafka_password_file.read_text().strip()
+        return KafkaAccess(
+            bootstrap=self.bootstrap,
+            security_protocol=self.kafka_security_protocol.upper(),
+            ca_file=self.kafka_ca_file,
+            cert_file=self.kafka_cert_file,
+            key_file=self.kafka_key_file,
+            sasl_mechanism=self.kafka_sasl_mechanism.upper(),
+            username=self.kafka_username,
+            password=password,
+        )
+
+    @property
+    def kafka_url(self) -> str:
+        return self.broker if "://" in self.broker else f"kafka://{self.broker}"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.split("://", 1)[-1]
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """The brokers' address and this process's credentials: what every Kafka client gets
+    (the worker, the bank replica, the CLI, the benchmarks). The password never appears in a
+    repr, and so in no log line."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+    MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+    def validate(self) -> None:
+        if self.security_protocol not in self.PROTOCOLS:
+            # SASL_PLAINTEXT is left out on purpose: PLAIN would send the password in clear.
+            raise ValueError(
+                f"MODSTREAM_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(self.PROTOCOLS)}"
+            )
+        if self.security_protocol == "SASL_SSL":
+            if self.sasl_mechanism not in self.MECHANISMS:
+                raise ValueError(
+                    f"MODSTREAM_KAFKA_SASL_MECHANISM must be one of {', '.join(self.MECHANISMS)}"
+                )
+            if not self.username or not self.password:
+                raise ValueError(
+                    "SASL_SSL needs MODSTREAM_KAFKA_USERNAME and MODSTREAM_KAFKA_PASSWORD "
+                    "(or MODSTREAM_KAFKA_PASSWORD_FILE)"
+                )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("MODSTREAM_KAFKA_CERT_FILE and MODSTREAM_KAFKA_KEY_FILE go together")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.uses_tls:
+            return None
+        return _ssl_context(self.ca_file, self.cert_file, self.key_file)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's producer, consumer and admin client."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.security_protocol == "SASL_SSL":
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.username
+            options["sasl_plain_password"] = self.password
+        return options
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
+    """Verifies the brokers' certificates and host names (against ``ca`` if given, else the
+    system's roots), and presents a client certificate if one is configured."""
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if cert is not None and key is not None:
+        context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if type_name.startswith("dict"):
+            value = orjson.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return value
+        if "Path" in type_name:
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{_PREFIX}{name.upper()}={raw!r}: {exc}") from exc

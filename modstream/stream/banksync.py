@@ -1,0 +1,210 @@
+"""Replicates the compacted ``hashbank`` topic into this worker's in-memory bank.
+
+Every worker reads every partition from the beginning without a consumer group, applies each
+change to the bank's indexes in place, and keeps tailing; a change is live within one poll
+(~0.2 s). ``ready`` is set once the worker has caught up with the offsets the topic had at
+start, so decisions never run against a half-loaded bank. See docs/bank-replication.md for why
+this replaces a Faust GlobalTable.
+
+With a snapshot folder, the replica saves the bank (entries and indexes) with the offsets it
+reflects every ``snapshot_interval_s`` when it changed; a restarting worker loads the snapshot
+and reads only the records after it, instead of replaying the whole topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+
+from modstream.contracts import BankEntry, ContractError
+from modstream.matching.bank import Bank
+from modstream.settings import KafkaAccess
+from modstream.stream import metrics
+from modstream.stream.client import consumer, started, topic_partitions
+
+log = logging.getLogger("modstream.bank")
+
+
+class BankReplica(Service):
+    def __init__(
+        self,
+        bank: Bank,
+        kafka: KafkaAccess,
+        topic: str,
+        snapshot_link: Path | None = None,
+        snapshot_interval_s: float = 300.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bank = bank
+        self.kafka = kafka
+        self.topic = topic
+        self.snapshot_link = snapshot_link  # a symlink to the newest complete snapshot
+        self.snapshot_interval_s = snapshot_interval_s
+        self.ready = asyncio.Event()
+        self.applied = 0
+        self.restored = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self._targets: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}  # next offset to apply, per partition
+        self._unsaved = 0
+
+    async def on_start(self) -> None:
+        self._consumer = await started(
+            consumer(
+                self.kafka,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=2000,
+            )
+        )
+        partitions = await topic_partitions(self._consumer, self.topic)
+        self._consumer.assign(partitions)
+        restored = await self._restore(partitions)
+        for tp in partitions:
+            self._positions[tp] = restored.get(tp.partition, 0) if restored else 0
+            self._consumer.seek(tp, self._positions[tp])
+        self._targets = {
+            tp: off
+            for tp, off in (await self._consumer.end_offsets(partitions)).items()
+            if off > self._positions[tp]
+        }
+        log.info(
+            "bank replication started", extra={"topic": self.topic, "partitions": len(partitions)}
+        )
+        self._check_ready()
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    @Service.task
+    async def _tail(self) -> None:
+        assert self._consumer is not None
+        while not self.should_stop:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for record in records:
+                    self._apply(record.key, record.value)
+                    self._positions[tp] = record.offset + 1
+                self._unsaved += len(records)
+                await asyncio.sleep(0)  # let the pipeline run between large batches
+            if batches:
+                self._publish_sizes()
+            for tp, target in list(self._targets.items()):
+                if await self._consumer.position(tp) >= target:
+                    del self._targets[tp]
+            self._check_ready()
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    async def _restore(self, partitions: list[TopicPartition]) -> dict[int, int] | None:
+        """Load the newest snapshot; returns the offsets to resume from, or None to replay."""
+        if self.snapshot_link is None or not self.snapshot_link.exists():
+            return None
+        assert self._consumer is not None
+        started = time.monotonic()
+        try:
+            folder = self.snapshot_link.resolve()
+            replica = json.loads((folder / "replica.json").read_text())
+            if replica["topic"] != self.topic:
+                return None
+            positions = {int(p): int(off) for p, off in replica["positions"].items()}
+            beginning = await self._consumer.beginning_offsets(partitions)
+            if any(positions.get(tp.partition, 0) < beginning[tp] for tp in partitions):
+                log.warning("bank snapshot predates the topic's retained log; replaying it")
+                return None
+            await asyncio.get_running_loop().run_in_executor(None, self.bank.restore, folder)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("bank snapshot unusable; replaying the topic", extra={"error": str(exc)})
+            return None
+        self.restored = True
+        log.info(
+            "bank restored from snapshot",
+            extra={"entries": len(self.bank), "seconds": round(time.monotonic() - started, 2)},
+        )
+        return positions
+
+    @Service.task
+    async def _save_snapshots(self) -> None:
+        if self.snapshot_link is None or self.snapshot_interval_s <= 0:
+            return
+        await self.ready.wait()
+        while not self.should_stop:
+            if self._unsaved:
+                await self.save_snapshot()
+            await self.sleep(self.snapshot_interval_s)
+
+    async def save_snapshot(self) -> None:
+        """Capture the bank and the offsets it reflects together, then write on a thread."""
+        assert self.snapshot_link is not None
+        write_bank = self.bank.snapshot()  # no await since the last apply: consistent
+        positions = {str(tp.partition): off for tp, off in self._positions.items()}
+        unsaved, self._unsaved = self._unsaved, 0
+        started = time.monotonic()
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._write_snapshot, write_bank, positions
+            )
+        except OSError as exc:
+            self._unsaved += unsaved
+            log.warning("bank snapshot failed", extra={"error": str(exc)})
+            return
+        log.info(
+            "bank snapshot saved",
+            extra={"entries": len(self.bank), "seconds": round(time.monotonic() - started, 2)},
+        )
+
+    def _write_snapshot(self, write_bank: Callable[[Path], None], positions: dict) -> None:
+        """Write a new folder, then point the link at it atomically; drop the old folder."""
+        assert self.snapshot_link is not None
+        link = self.snapshot_link
+        folder = link.with_name(f"{link.name}.{uuid.uuid4().hex[:12]}")
+        write_bank(folder)
+        replica = {"topic": self.topic, "positions": positions, "saved_at": time.time()}
+        (folder / "replica.json").write_text(json.dumps(replica))
+        old = link.resolve() if link.is_symlink() else None
+        staging_link = link.with_name(f"{link.name}.link-{uuid.uuid4().hex[:8]}")
+        os.symlink(folder.name, staging_link)
+        os.replace(staging_link, link)
+        if old is not None and old != folder:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        try:
+            if key is None:
+                raise ContractError("bank record without a key")
+            text_key = key.decode()
+            entry = None if value is None else BankEntry.parse(value)
+            if entry is not None and entry.key != text_key:
+                raise ContractError(f"key {text_key!r} does not match entry {entry.key!r}")
+            self.bank.apply(text_key, entry)
+        except (ContractError, ValueError, KeyError, UnicodeDecodeError) as exc:
+            metrics.DEAD_LETTERS.labels(stage="bank", reason="invalid_entry").inc()
+            log.warning("bank entry ignored", extra={"key": repr(key)[:200], "error": str(exc)})
+            return
+        self.applied += 1
+        metrics.bank_changed()
+
+    def _publish_sizes(self) -> None:
+        metrics.BANK_ENTRIES.clear()
+        for (bank, signal_type), size in self.bank.sizes().items():
+            metrics.BANK_ENTRIES.labels(bank=bank, signal_type=signal_type).set(size)
+
+    def _check_ready(self) -> None:
+        if not self.ready.is_set() and not self._targets:
+            self.ready.set()
+            metrics.BANK_READY.set(1)
+            self._publish_sizes()
+            log.info("bank loaded", extra={"entries": len(self.bank), "applied": self.applied})

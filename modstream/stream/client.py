@@ -1,0 +1,117 @@
+"""Plain aiokafka helpers for the CLI, tests and benchmarks: publish records, read a topic.
+
+Each takes the process's ``KafkaAccess`` (address, TLS, SASL), and a client that fails to
+start is closed before the error goes up (no "unclosed client" noise after a clear error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from modstream.settings import KafkaAccess
+
+Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer)
+
+
+async def started(client: Client) -> Client:
+    """``client`` started, or stopped again if it could not start (bad address, bad
+    credentials) so that only the error remains."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    return client
+
+
+def consumer(kafka: KafkaAccess, **options: Any) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(**kafka.options(), **options)
+
+
+def producer(kafka: KafkaAccess, **options: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**kafka.options(), **options)
+
+
+class MissingTopicError(LookupError):
+    """The topic does not exist (or did not appear in time)."""
+
+
+async def publish(
+    kafka: KafkaAccess, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
+    """Send ``(key, value)`` pairs (value None is a tombstone) and wait until all are acked."""
+    client = await started(
+        producer(kafka, linger_ms=5, acks="all", max_request_size=8 * 1024 * 1024)
+    )
+    try:
+        futures = [await client.send(topic, key=key, value=value) for key, value in records]
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await client.stop()
+
+
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topic: str, wait_s: float = 10.0
+) -> list[TopicPartition]:
+    """Every partition of ``topic``, waiting up to ``wait_s`` for a just-created topic."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        if time.monotonic() > deadline:
+            raise MissingTopicError(f"topic {topic!r} does not exist")
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+
+
+async def end_offsets(kafka: KafkaAccess, topic: str) -> dict[int, int]:
+    client = await started(consumer(kafka, group_id=None))
+    try:
+        partitions = await topic_partitions(client, topic)
+        return {tp.partition: off for tp, off in (await client.end_offsets(partitions)).items()}
+    finally:
+        await client.stop()
+
+
+async def read_topic(
+    kafka: KafkaAccess,
+    topic: str,
+    *,
+    start: dict[int, int] | None = None,
+    max_records: int | None = None,
+    timeout_s: float | None = None,
+) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
+    """Yield ``(key, value)`` from every partition: from ``start`` offsets, else the beginning.
+
+    Stops after ``max_records``, or once ``timeout_s`` passes with no new record.
+    """
+    client = await started(consumer(kafka, group_id=None, enable_auto_commit=False))
+    try:
+        partitions = await topic_partitions(client, topic)
+        client.assign(partitions)
+        for tp in partitions:
+            if start and tp.partition in start:
+                client.seek(tp, start[tp.partition])
+            else:
+                await client.seek_to_beginning(tp)
+        seen, last = 0, time.monotonic()
+        while True:
+            batches = await client.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    yield record.key, record.value
+                    seen += 1
+                    last = time.monotonic()
+                    if max_records is not None and seen >= max_records:
+                        return
+            if timeout_s is not None and time.monotonic() - last > timeout_s:
+                return
+    finally:
+        await client.stop()

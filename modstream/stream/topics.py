@@ -1,0 +1,83 @@
+"""The Kafka topics modstream reads and writes, and their creation with the right settings."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from modstream.ingest.trust import platform_topic
+from modstream.settings import Settings
+
+UPLOADS = "uploads"
+VIDEO = "uploads.video"  # events with a video, hashed apart so they never hold up the rest
+HASHED = "uploads.hashed"
+DECISIONS = "decisions"
+TAKEDOWNS = "takedowns"
+REVIEWS = "reviews"
+DLQ = "uploads.dlq"
+HASHBANK = "hashbank"
+# A dead letter holds a refused record (up to Kafka's 1 MB default) in base64, and its reason.
+MAX_DEAD_LETTER_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    n = settings.partitions
+    week = str(7 * 24 * 3600 * 1000)
+    return [
+        TopicSpec(settings.topic(UPLOADS), n, {"retention.ms": week}),
+        *(
+            TopicSpec(settings.topic(platform_topic(p)), n, {"retention.ms": week})
+            for p in settings.platforms
+        ),
+        TopicSpec(settings.topic(VIDEO), n, {"retention.ms": week}),
+        TopicSpec(settings.topic(HASHED), n, {"retention.ms": week}),
+        TopicSpec(settings.topic(DECISIONS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(TAKEDOWNS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(REVIEWS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(
+            settings.topic(DLQ),
+            1,
+            {
+                "retention.ms": str(30 * 24 * 3600 * 1000),
+                "max.message.bytes": str(MAX_DEAD_LETTER_BYTES),
+            },
+        ),
+        # Compacted: the latest entry per key forever, tombstones remove entries.
+        TopicSpec(
+            settings.topic(HASHBANK),
+            1,
+            {
+                "cleanup.policy": "compact",
+                "min.compaction.lag.ms": "60000",
+                "delete.retention.ms": str(24 * 3600 * 1000),
+            },
+        ),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; existing ones are left as they are. Returns the names created."""
+    admin = AIOKafkaAdminClient(**settings.kafka.options(), request_timeout_ms=15000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [s for s in topic_specs(settings) if s.name not in existing]
+        if missing:
+            # Another process may create them at the same time: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
+                )
+        return [s.name for s in missing]
+    finally:
+        await admin.close()
