@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup run test lint prometheus bench bench-index bench-text bench-video text-model kafka-stop clean
+.PHONY: setup run test lint typecheck prometheus bench bench-index bench-text bench-video text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ run: setup
 lint: setup
 	$(BIN)/ruff check modstream tests bench grafana
 
+# mypy over the package (configured in pyproject.toml): zero errors.
+typecheck: setup
+	$(BIN)/mypy
+
 # The operations tests run a real Prometheus (Debian package `prometheus`, with promtool).
 prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
@@ -28,7 +32,7 @@ prometheus:
 	      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
 	  else echo "install the Debian package prometheus (prometheus, promtool)" >&2; exit 1; fi; }
 
-test: setup lint prometheus
+test: setup lint typecheck prometheus
 	$(BIN)/modstream kafka start
 	$(BIN)/pytest -q
 

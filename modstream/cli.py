@@ -235,7 +235,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 out["value"] = orjson.loads(value) if value is not None else None
             except orjson.JSONDecodeError:
-                out["value_raw"] = value.decode(errors="replace")
+                out["value_raw"] = (value or b"").decode(errors="replace")
             sys.stdout.write(orjson.dumps(out).decode() + "\n")
             sys.stdout.flush()
 

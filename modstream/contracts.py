@@ -97,22 +97,28 @@ class _Fields:
             )
         return value
 
-    def text(self, name: str, *, required: bool = True, max_len: int = 256) -> str | None:
-        value = self.get(name, str, required=required)
-        if value is None:
-            return None
-        if required and not value.strip():
+    def text(self, name: str, *, max_len: int = 256) -> str:
+        """A required, non-blank string field."""
+        value: str = self.get(name, str)
+        if not value.strip():
             raise ContractError(f"{self.path}.{name}: must not be empty")
+        return self._within(name, value, max_len)
+
+    def optional_text(self, name: str, *, max_len: int = 256) -> str | None:
+        value: str | None = self.get(name, str, required=False)
+        return None if value is None else self._within(name, value, max_len)
+
+    def _within(self, name: str, value: str, max_len: int) -> str:
         if len(value) > max_len:
             raise ContractError(f"{self.path}.{name}: longer than {max_len} characters")
         return value
 
-    def ident(self, name: str, *, required: bool = True) -> str | None:
+    def ident(self, name: str) -> str:
         """An id: printable characters only. Control, format (bidi overrides, zero-width)
         and separator characters make ids that look alike but differ, or that rewrite the
         logs and review screens they are shown in."""
-        value = self.text(name, required=required)
-        if value is not None and not value.isprintable():
+        value = self.text(name)
+        if not value.isprintable():
             raise ContractError(f"{self.path}.{name}: control or invisible characters")
         return value
 
@@ -149,10 +155,10 @@ class MediaRef:
         ref = cls(
             media_id=f.ident("media_id"),
             kind=f.text("kind"),
-            url=f.text("url", required=False, max_len=4096),
+            url=f.optional_text("url", max_len=4096),
             data_b64=f.get("data_b64", str, required=False),
-            path=f.text("path", required=False, max_len=4096),
-            mime=f.text("mime", required=False),
+            path=f.optional_text("path", max_len=4096),
+            mime=f.optional_text("mime"),
         )
         if ref.kind not in MEDIA_KINDS:
             raise ContractError(f"{path}.kind: must be one of {', '.join(MEDIA_KINDS)}")
@@ -221,7 +227,7 @@ class UploadEvent:
             content_id=f.ident("content_id"),
             uploader_id=f.ident("uploader_id"),
             created_at=f.text("created_at"),
-            text=f.text("text", required=False, max_len=100_000),
+            text=f.optional_text("text", max_len=100_000),
             media=media,
         )
         if event.text is None and not event.media:
@@ -281,8 +287,8 @@ class BankEntry:
             signal_type=f.text("signal_type"),
             signal=f.text("signal", max_len=100_000),
             labels=tuple(labels),
-            action_hint=f.text("action_hint", required=False) or "takedown",
-            added_at=f.text("added_at", required=False) or "",
+            action_hint=f.optional_text("action_hint") or "takedown",
+            added_at=f.optional_text("added_at") or "",
         )
         if entry.action_hint not in ("takedown", "review"):
             raise ContractError("bank_entry.action_hint: must be takedown or review")

@@ -55,7 +55,8 @@ def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
 
 
 def resized(image: Image.Image, scale: float = 0.6) -> Image.Image:
-    return image.resize((int(image.width * scale), int(image.height * scale)), Image.LANCZOS)
+    size = (int(image.width * scale), int(image.height * scale))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def captioned(image: Image.Image, caption: str = "SHARE BEFORE THEY DELETE IT") -> Image.Image:
@@ -238,6 +239,8 @@ def run_demo(settings: Settings, external: bool = False) -> int:
                 start=start["decisions"],
                 timeout_s=60,
             ):
+                if value is None:
+                    continue
                 decision = orjson.loads(value)
                 want = expected.get(decision["event_id"])
                 if want is None or decision["event_id"] in seen:
@@ -258,6 +261,8 @@ def run_demo(settings: Settings, external: bool = False) -> int:
                 max_records=1,
                 timeout_s=15,
             ):
+                if value is None:
+                    continue
                 letter = orjson.loads(value)
                 print(f"\n  dead letter ({letter['stage']}): {letter['error']}")
             return wrong + len(missing)

@@ -256,7 +256,9 @@ def assessed(signal_type: str, signal: str, matches: list[Match]) -> list[Match]
     return out
 
 
-def match_evidence(kind: str, signal_type: str, match: Match, **extra: str) -> Evidence:
+def match_evidence(
+    kind: str, signal_type: str, match: Match, media_id: str | None = None
+) -> Evidence:
     """Evidence of one bank match: within the bank's takedown distance its hint applies,
     within the review distance it goes to review."""
     return Evidence(
@@ -275,7 +277,7 @@ def match_evidence(kind: str, signal_type: str, match: Match, **extra: str) -> E
         threshold=match.thresholds.takedown,
         parts=match.assessment.parts,
         detail=match.assessment.detail,
-        **extra,
+        media_id=media_id,
     )
 
 

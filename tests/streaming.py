@@ -71,6 +71,6 @@ async def http_server(
     site = web.TCPSite(runner, host, 0)
     await site.start()
     try:
-        yield f"http://{host}:{site._server.sockets[0].getsockname()[1]}"
+        yield f"http://{host}:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()

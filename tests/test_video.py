@@ -167,8 +167,7 @@ def test_bank_video_frames_live_in_the_pdq_index_beside_images(hashes, tmp_path)
     video = BankEntry("tve", "video-1", "vpdq", format_vpdq(hashes["original"]), (), "takedown", "")
     bank.apply(video.key, video)
     frames = len({f.pdq_hex for f in hashes["original"]})
-    pdq_index = bank._indexes["pdq"]
-    assert len(pdq_index) == 1 + frames  # the image and every unique frame
+    assert bank.index_entries("pdq") == 1 + frames  # the image and every unique frame
     logo = format_vpdq(hashes["logo"])
 
     def found(b: Bank) -> tuple[list[str], list[str]]:
@@ -181,9 +180,9 @@ def test_bank_video_frames_live_in_the_pdq_index_beside_images(hashes, tmp_path)
     restored = Bank()
     restored.restore(tmp_path / "snap")
     assert found(restored) == (["rocket"], ["video-1"])
-    assert restored._indexes["vpdq"]._frames is restored._indexes["pdq"]
+    assert restored.index_entries("pdq") == 1 + frames  # still one index for both
     restored.apply(video.key, None)  # a tombstone takes its frames out of the shared index
-    assert len(restored._indexes["pdq"]) == 1
+    assert restored.index_entries("pdq") == 1
     assert found(restored) == (["rocket"], [])
     again = BankEntry("tve", "video-2", "vpdq", video.signal, (), "takedown", "")
     restored.apply(again.key, again)  # new frames get refs after every restored one

@@ -73,7 +73,7 @@ def hash_video(source: Path | BinaryIO, sampling: VideoSampling = VideoSampling(
     import av
 
     try:
-        container = av.open(str(source) if isinstance(source, Path) else source)
+        container = av.open(str(source) if isinstance(source, Path) else source, mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as exc:
         raise MediaError("not_a_video", f"not a readable video: {_reason(exc)}") from None
     with container:

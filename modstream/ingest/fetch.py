@@ -54,7 +54,9 @@ class _CheckingResolver(AbstractResolver):
         self._inner = aiohttp.ThreadedResolver()
         self._allow = allow
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
         answers = await self._inner.resolve(host, port, family)
         allowed = []
         for answer in answers:

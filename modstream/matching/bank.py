@@ -165,5 +165,11 @@ class Bank:
         """Live entries per (bank, signal_type)."""
         return {k: v for k, v in self._sizes.items() if v > 0}
 
+    def index_entries(self, signal_type: str) -> int:
+        """Entries the index of ``signal_type`` holds (the PDQ index also holds the unique
+        frames of banked videos)."""
+        index = self._indexes.get(signal_type)
+        return len(index) if index is not None else 0
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -15,11 +15,11 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import faust
-from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
@@ -52,10 +52,8 @@ from modstream.ingest.urls import redact_urls
 from modstream.matching import hamming
 from modstream.matching.bank import Bank
 from modstream.settings import KafkaAccess, Settings
-from modstream.stream import metrics, topics
+from modstream.stream import faust_compat, metrics, topics
 from modstream.stream.banksync import BankReplica
-from modstream.stream.consumer import InOrderOfArrivalConsumer
-from modstream.stream.sensors import setup_sensors
 from modstream.text.scorer import TextScore
 
 log = logging.getLogger("modstream.stream")
@@ -84,9 +82,9 @@ def build_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=3.0,
         stream_wait_empty=False,
     )
-    # Faust's own consumer can lose events when a worker restarts (see the module).
-    app.transport.Consumer = InOrderOfArrivalConsumer
-    setup_sensors(app, pattern="/metrics")
+    # Faust's own consumer can lose events when a worker restarts, and its sensors cost a
+    # third of a worker's time: both replaced (see the module).
+    faust_compat.install(app)
 
     def topic(name: str, *more: str, partitions: int | None = None) -> faust.TopicT:
         return app.topic(
@@ -131,7 +129,6 @@ def build_app(settings: Settings) -> faust.App:
         snapshot_interval_s=settings.bank_snapshot_interval_s,
         loop=app.loop,
     )
-    app.bank_replica = replica  # for readiness checks and tests
     engine = Engine.from_settings(settings, bank)
     fetcher = Fetcher(
         FetchPolicy(
@@ -194,12 +191,10 @@ def build_app(settings: Settings) -> faust.App:
         per-record channel and signal machinery (a measurable share of each event's cost);
         partitioned by key as ``Topic.send`` is, unless ``partition`` is given. Faust flushes
         this same producer before it commits offsets."""
-        return await kafka_producer().send(
+        return await faust_compat.kafka_producer(app).send(
             topic.get_topic_name(), value, key=key, partition=partition
         )
 
-    def kafka_producer() -> AIOKafkaProducer:
-        return app.producer._ensure_producer()
 
     def watch_deliveries(deliveries: list[asyncio.Future]) -> None:
         """At-least-once without waiting per batch: Faust flushes the producer before it
@@ -211,7 +206,7 @@ def build_app(settings: Settings) -> faust.App:
     done_offsets: dict[tuple[str, int], int] = {}  # next offset to finish, per partition
     lag_reported: set[tuple[str, int]] = set()
 
-    def mark_done(events: list[faust.EventT]) -> None:
+    def mark_done(events: Sequence[faust.EventT]) -> None:
         for event in events:
             message = event.message
             done_offsets[(message.topic, message.partition)] = message.offset + 1
@@ -267,7 +262,7 @@ def build_app(settings: Settings) -> faust.App:
         )
         await dead_letters.send(key=message.key, value=dumps(letter), force=True)
 
-    async def guarded(stage: str, process, events: list[faust.EventT]) -> None:
+    async def guarded(stage: str, process, events: Sequence[faust.EventT]) -> None:
         """Run a stage (``process(events, stage)``) on a batch; if it fails unexpectedly (a
         bug, not bad input), every event of the batch goes to the dead-letter topic with the
         error, and the stream goes on, instead of the agent crashing with events taken but
@@ -315,15 +310,20 @@ def build_app(settings: Settings) -> faust.App:
         return list(await asyncio.gather(*(one(ref) for ref in upload.media)))
 
     async def text_scores_of(uploads: list[UploadEvent]) -> dict[str, TextScore]:
-        """The batch's posts scored off the event loop, split over the pool's processes."""
+        """The batch's posts scored off the event loop, split over the pool's processes; none
+        if scoring fails (the decide stage scores them instead)."""
         texted = [u for u in uploads if u.text]
         if not texted:
             return {}
         share = -(-len(texted) // settings.hash_workers)  # one task per pool process
         chunks = [texted[i : i + share] for i in range(0, len(texted), share)]
-        scored = await asyncio.gather(
-            *(pool.run(score_texts, settings.text_model, [u.text for u in c]) for c in chunks)
-        )
+        try:
+            scored = await asyncio.gather(
+                *(pool.run(score_texts, settings.text_model, [u.text for u in c]) for c in chunks)
+            )
+        except Exception as exc:
+            log.error("scoring texts failed", exc_info=exc)
+            return {}
         return {
             u.event_id: score
             for chunk, scores in zip(chunks, scored, strict=True)
@@ -345,21 +345,24 @@ def build_app(settings: Settings) -> faust.App:
     hashed_partitions = list(range(settings.partitions))
     partition_for = DefaultPartitioner()
 
+    def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[faust.EventT]]:
+        return faust_compat.batches(stream, settings.batch_size, settings.batch_within_s)
+
     @app.agent(uploads, name="hash_stage")
     async def hash_stage(stream: faust.StreamT) -> None:
         """Validate, fetch and hash a batch concurrently, score its texts, and forward it as
         one record per uploader partition. Events with a video go to the video stage."""
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        async for events in batches(stream):
             await guarded("hash", hash_batch, events)
 
     @app.agent(video_uploads, name="video_stage")
     async def video_stage(stream: faust.StreamT) -> None:
         """The hash stage for events with a video: a long video takes minutes to fetch and
         hash, and here it holds up only other videos, never images and text."""
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        async for events in batches(stream):
             await guarded("video", hash_batch, events)
 
-    async def hash_batch(events: list[faust.EventT], stage: str) -> None:
+    async def hash_batch(events: Sequence[faust.EventT], stage: str) -> None:
         """The hash stage (``hash``) or the video stage (``video``) on one batch."""
         started = time.perf_counter()
         valid: list[tuple[faust.EventT, UploadEvent]] = []
@@ -373,7 +376,7 @@ def build_app(settings: Settings) -> faust.App:
                 await send_dead_letter(event, refused[1], refused[0])
             elif stage == "hash" and any(m.kind == "video" for m in result.media):
                 message = event.message
-                diverted.append(await produce(video_uploads, message.key, message.value))
+                diverted.append(await produce(video_uploads, message.key, message.value or b""))
             else:
                 valid.append((event, result))
         watch_deliveries(diverted)
@@ -383,11 +386,7 @@ def build_app(settings: Settings) -> faust.App:
                 *(signals_of(u) for u in batch_uploads if u.media), return_exceptions=True
             ),
             text_scores_of(batch_uploads),
-            return_exceptions=True,
         )
-        if isinstance(scores, BaseException):  # the decide stage scores them instead
-            log.error("scoring texts failed", exc_info=scores)
-            scores = {}
         media_of = iter(media)
         by_partition: dict[int, list[bytes]] = {}
         for event, upload in valid:
@@ -422,14 +421,14 @@ def build_app(settings: Settings) -> faust.App:
     async def decide_stage(stream: faust.StreamT) -> None:
         """Match, score and decide each event; per-uploader strikes live in the table."""
         await replica.ready.wait()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        async for events in batches(stream):
             await guarded("decide", decide_batch, events)
 
-    async def decide_batch(events: list[faust.EventT], stage: str) -> None:
+    async def decide_batch(events: Sequence[faust.EventT], stage: str) -> None:
         started = time.perf_counter()
         # A batch's decisions are dated by its record's timestamp (when its signals were
         # complete), so a redelivered record yields identical decisions.
-        batches = [(HashedBatch.parse(e.message.value), e.message.timestamp) for e in events]
+        batches = [(HashedBatch.parse(e.message.value or b""), e.message.timestamp) for e in events]
         records = [(record, at) for batch, at in batches for record in batch.uploads]
         # One index search for the whole batch, on a thread: the kernels release the GIL,
         # so a large bank never stalls the event loop.

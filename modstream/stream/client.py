@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from modstream.settings import KafkaAccess
+from modstream.stream.faust_compat import refresh_metadata
 
 Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer)
 
@@ -67,7 +68,7 @@ async def topic_partitions(
             return [TopicPartition(topic, p) for p in sorted(found)]
         if time.monotonic() > deadline:
             raise MissingTopicError(f"topic {topic!r} does not exist")
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         await asyncio.sleep(0.1)
 
 

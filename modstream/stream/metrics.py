@@ -98,7 +98,8 @@ def count_decisions(decided: Sequence[tuple[Decision, float]], stage_seconds: fl
         platforms[decision.platform] += 1
         verdicts[(decision.verdict, decision.platform)] += 1
         for evidence in decision.evidence:
-            if evidence.kind in ("hash_match", "text_match"):
+            matched = evidence.kind in ("hash_match", "text_match")
+            if matched and evidence.bank is not None and evidence.entry_id is not None:
                 MATCHES.labels(
                     bank=evidence.bank, signal_type=evidence.signal_type, action=evidence.action
                 ).inc()

@@ -173,7 +173,9 @@ class LinearTextClassifier:
         strongest = [
             -at for _, at in heapq.nlargest(reasons, zip(map(abs, values), order, strict=True))
         ]
-        parts = tuple({"term": terms[i], "weight": round(values[i], 3)} for i in strongest)
+        parts: tuple[dict[str, str | float], ...] = tuple(
+            {"term": terms[i], "weight": round(values[i], 3)} for i in strongest
+        )
         return TextScore(score=round(probability, 4), parts=parts)
 
 
@@ -204,7 +206,8 @@ def split_by_family(rows: Sequence[dict], test_share: float, seed: int = 7) -> t
     import random
 
     rng = random.Random(seed)
-    train_rows, test_rows = [], []
+    train_rows: list[dict] = []
+    test_rows: list[dict] = []
     for label in sorted({r["label"] for r in rows}):
         families = sorted({r.get("family", r["text"]) for r in rows if r["label"] == label})
         rng.shuffle(families)
