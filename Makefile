@@ -18,6 +18,8 @@ run: setup
 
 lint: setup
 	$(BIN)/ruff check modstream tests bench grafana
+	$(BIN)/ruff format --check modstream tests bench grafana
+	$(BIN)/lint-imports
 
 # mypy over the package (configured in pyproject.toml): zero errors.
 typecheck: setup

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from modstream.bank.bank import SNAPSHOT_VERSION, Bank
+from modstream.bank.entries import EntryStore
 from modstream.contracts import BankEntry
-from modstream.matching.bank import SNAPSHOT_VERSION, Bank
-from modstream.matching.entries import EntryStore
 from modstream.matching.hamming import HammingIndex, warm_up
 
 CHUNK = 1_000_000

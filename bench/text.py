@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from modstream.contracts import BankEntry, UploadEvent
-from modstream.hashing.signals import get as signal_type
 from modstream.scan import local_engine
 from modstream.settings import Settings
+from modstream.signals import get as signal_type
 from modstream.text.classifier import read_jsonl
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "text" / "corpus.jsonl"

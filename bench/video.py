@@ -25,8 +25,9 @@ import av
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import videos
 
-from modstream.hashing.signals.pdq import pdq_of_rgb
-from modstream.hashing.video import FrameHash, format_vpdq, hash_video
+from modstream.formats.vpdq import FrameHash, format_vpdq
+from modstream.hashing.pdq import pdq_of_rgb
+from modstream.hashing.video import hash_video
 from modstream.matching.video import VideoIndex
 
 CACHE = Path("/tmp/modstream-bench-video")

@@ -182,7 +182,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bank_import(args: argparse.Namespace, settings: Settings) -> int:
-    from modstream.matching.bankfile import read_bank_file
+    from modstream.bank.files import read_bank_file
 
     entries = list(read_bank_file(args.file, args.bank, args.action_hint))
     count = _publish(settings, "hashbank", [(e.key.encode(), dumps(e)) for e in entries])
@@ -256,7 +256,7 @@ def cmd_hash(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
-    from modstream.matching.bankfile import read_bank_file
+    from modstream.bank.files import read_bank_file
     from modstream.scan import hash_file, local_engine, local_event
 
     engine = local_engine(settings, list(read_bank_file(args.bank, args.bank_name)))

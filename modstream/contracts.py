@@ -19,8 +19,6 @@ from typing import Any
 
 import orjson
 
-from modstream.text.scorer import TextScore
-
 SCHEMA_VERSION = 1
 # A sane range for event times (2000-01-01 .. 2100-01-01 UTC, epoch seconds).
 EARLIEST_TIME, LATEST_TIME = 946_684_800.0, 4_102_444_800.0
@@ -31,6 +29,23 @@ _DECISION_NAMESPACE = uuid.UUID("6f1c7a52-3b8e-4c4e-9d7a-6d6f64737472")
 
 class ContractError(ValueError):
     """A record does not match its contract; the message names the offending field."""
+
+
+class MediaError(Exception):
+    """Media could not be processed; ``reason`` is a short label for metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TextScore:
+    """A post's classifier score and the phrases that moved it."""
+
+    score: float
+    #: The phrases that moved the score, strongest first: ``{"term": ..., "weight": ...}``.
+    parts: tuple[dict[str, float | str], ...]
 
 
 def dumps(record: Any) -> bytes:

@@ -11,24 +11,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from modstream.bank.bank import Bank, Match
 from modstream.contracts import (
     Decision,
     Evidence,
+    MediaError,
     MediaSignals,
+    TextScore,
     UploadEvent,
     decision_id_for,
 )
 from modstream.decide import policy
 from modstream.decide.policy import POLICY_VERSION, PolicyConfig
-from modstream.hashing.decode import MediaError
-from modstream.hashing.signals import Content, registry
-from modstream.hashing.signals import get as get_signal_type
+from modstream.hashing.content import Content
 from modstream.hashing.video import VideoSampling
 from modstream.ingest.urls import redact_urls
-from modstream.matching.bank import Bank, Match
 from modstream.settings import Settings
+from modstream.signals import get as get_signal_type
+from modstream.signals import registry
 from modstream.text.classifier import LinearTextClassifier
-from modstream.text.scorer import TextScore, TextScorer
+from modstream.text.scorer import TextScorer
 
 # (signal type, signal) -> the bank entries it matched
 Lookups = dict[tuple[str, str], list[Match]]

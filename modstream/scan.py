@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from modstream.bank.bank import Bank
 from modstream.contracts import BankEntry, MediaRef, MediaSignals, UploadEvent
 from modstream.engine import Engine, hash_media
-from modstream.matching.bank import Bank
 from modstream.settings import Settings
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}

@@ -6,7 +6,7 @@ from modstream.contracts import BankEntry, Evidence, MediaSignals, UploadEvent
 from modstream.decide import history
 from modstream.decide.policy import PolicyConfig, hash_action, text_action, verdict_for
 from modstream.engine import struck
-from modstream.hashing.signals.text import normalize_text
+from modstream.formats.text import normalize_text
 from modstream.scan import local_engine
 from modstream.settings import Settings
 

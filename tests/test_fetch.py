@@ -6,7 +6,7 @@ import pytest
 from aiohttp import web
 from streaming import http_server
 
-from modstream.hashing.decode import MediaError
+from modstream.contracts import MediaError
 from modstream.ingest.fetch import Fetcher, FetchPolicy
 from modstream.ingest.sources import read_local
 from modstream.ingest.urls import address_allowed

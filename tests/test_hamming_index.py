@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modstream.matching.hamming import HammingIndex, hex_to_codes, slot_radii
+from modstream.formats.hexcodes import hex_to_codes
+from modstream.matching.hamming import HammingIndex, slot_radii
 
 
 def brute(live: dict[int, str], query: str, radius: int) -> list[tuple[int, int]]:

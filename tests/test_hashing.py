@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modstream.contracts import MediaError
 from modstream.demo import captioned, cropped, encode, resized, sample
 from modstream.engine import hash_media
-from modstream.hashing.decode import MediaError, decode_image
-from modstream.hashing.signals import get, registry
-from modstream.hashing.signals.pdq import pdq_of_rgb
+from modstream.hashing.decode import decode_image
+from modstream.hashing.pdq import pdq_of_rgb
+from modstream.signals import get, registry
 
 LIMIT = 50_000_000
 

@@ -2,8 +2,8 @@
 
 import random
 
+from modstream.bank.bank import Bank
 from modstream.contracts import BankEntry
-from modstream.matching.bank import Bank
 from modstream.matching.index import ExactIndex
 
 

@@ -200,9 +200,7 @@ async def test_killed_worker_loses_no_event_and_redelivery_is_identical(workers)
     os.kill(proc.pid, signal.SIGKILL)  # mid-stream, no clean shutdown
     proc.wait()
     sent = sum(
-        (
-            await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
-        ).values()
+        (await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))).values()
     )
     assert before >= 300 and sent < len(ids), "the kill must land mid-stream"
     workers.start()
@@ -269,7 +267,8 @@ async def test_a_video_upload_is_decided_by_its_vpdq(workers):
     unrelated video is allowed; a file that is not a video says so."""
     import videos
 
-    from modstream.hashing.video import format_vpdq, hash_video
+    from modstream.formats.vpdq import format_vpdq
+    from modstream.hashing.video import hash_video
 
     scenes = ["astronaut", "coffee", "immunohistochemistry", "chelsea"]
     root = workers.settings.media_root
@@ -335,9 +334,7 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
         try:
             found = await collect(workers, "decisions", others)
             assert set(found) == others
-            decided = await end_offsets(
-                workers.settings.kafka, workers.settings.topic("decisions")
-            )
+            decided = await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
             assert sum(decided.values()) == len(others), "the video must still be waiting"
         finally:
             release.set()

@@ -97,8 +97,8 @@ STATEMENT = (
 
 
 def known_text_bank():
+    from modstream.bank.bank import Bank
     from modstream.contracts import BankEntry
-    from modstream.matching.bank import Bank
 
     bank = Bank()
     bank.apply("tve/text/s7", BankEntry("tve", "s7", "text", STATEMENT, (), "takedown", ""))
@@ -106,7 +106,7 @@ def known_text_bank():
 
 
 def test_known_text_matches_copies_near_copies_and_copies_inside_longer_posts():
-    from modstream.hashing.signals import get
+    from modstream.signals import get
 
     bank, text = known_text_bank(), get("text")
 

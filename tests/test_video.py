@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import videos
 
-from modstream.contracts import BankEntry, MediaSignals, UploadEvent
+from modstream.contracts import BankEntry, MediaError, MediaSignals, UploadEvent
 from modstream.demo import encode, sample
 from modstream.engine import hash_media
-from modstream.hashing.decode import MediaError
-from modstream.hashing.video import FrameHash, VideoSampling, format_vpdq, hash_video, parse_vpdq
+from modstream.formats.vpdq import FrameHash, format_vpdq, parse_vpdq
+from modstream.hashing.video import VideoSampling, hash_video
 from modstream.matching.video import VideoIndex, compare
 from modstream.scan import local_engine
 from modstream.settings import Settings
@@ -159,7 +159,7 @@ def test_a_bank_can_require_a_share_of_the_query_too(hashes):
 def test_bank_video_frames_live_in_the_pdq_index_beside_images(hashes, tmp_path):
     """One PDQ index holds images and the unique frames of videos (pointing back to their
     video); each query kind finds only its own entries, and a snapshot restores both."""
-    from modstream.matching.bank import Bank
+    from modstream.bank.bank import Bank
 
     photo = hash_media("p", "image", encode(sample("rocket")), 10**8).signals["pdq"]["value"]
     bank = Bank()

@@ -1,1 +1,2 @@
-"""Stage 2: turn media bytes into signals (PDQ, pHash, MD5, SHA-256, ...)."""
+"""Pure compute on media: decoding, PDQ, pHash, digests, video sampling. No registry, no I/O
+beyond reading the media it is given."""

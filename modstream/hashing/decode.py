@@ -13,15 +13,9 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from modstream.contracts import MediaError
+
 _ORIENTATION = 0x0112  # the EXIF tag
-
-
-class MediaError(Exception):
-    """Media could not be processed; ``reason`` is a short label for metrics."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:

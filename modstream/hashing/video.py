@@ -13,32 +13,20 @@ frames over the pixel limit (checked in the header and on every frame), more dec
 than ``max_frames`` (thousands of frames packed into a second of media time), or more CPU
 time than ``max_cpu_s``. A cut would let padding in front of banned footage hide it.
 
-The format is Meta's vPDQ text, one frame a line:
-``frame_number,quality,pdq_hex,timestamp_seconds``, so hashes from other vPDQ tools import
-and ours export.
+The result is a list of ``FrameHash`` lines in Meta's vPDQ format (``modstream.formats.vpdq``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from modstream.hashing.decode import MediaError
-from modstream.hashing.signals import get as signal_type
-from modstream.hashing.signals.pdq import pdq_of_rgb
-
-
-@dataclass(frozen=True)
-class FrameHash:
-    """One line of a vPDQ file."""
-
-    frame_number: int
-    quality: int
-    pdq_hex: str
-    timestamp: float
+from modstream.contracts import MediaError
+from modstream.formats.hexcodes import hamming_distance
+from modstream.formats.vpdq import FrameHash
+from modstream.hashing.pdq import pdq_of_rgb
 
 
 @dataclass(frozen=True)
@@ -80,7 +68,6 @@ def hash_video(source: Path | BinaryIO, sampling: VideoSampling = VideoSampling(
         if not container.streams.video or container.format.name in _STILL_IMAGE_FORMATS:
             raise MediaError("not_a_video", f"no video stream ({container.format.name})")
         stream = container.streams.video[0]
-        pdq = signal_type("pdq")
         context = stream.codec_context
         _check_pixels(context.width, context.height, sampling.max_pixels)
         # FFmpeg refuses larger frames itself, before it allocates them.
@@ -117,7 +104,7 @@ def hash_video(source: Path | BinaryIO, sampling: VideoSampling = VideoSampling(
                     continue
                 if (
                     last_kept is not None
-                    and pdq.distance(pdq_hex, last_kept) <= sampling.collapse_distance
+                    and hamming_distance(pdq_hex, last_kept) <= sampling.collapse_distance
                 ):
                     continue
                 last_kept = pdq_hex
@@ -153,38 +140,3 @@ def _duration(container, stream) -> float:
 
 def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc)
-
-
-def format_vpdq(frames: Iterable[FrameHash]) -> str:
-    """Meta's vPDQ text: ``frame_number,quality,pdq_hex,timestamp_seconds`` a line."""
-    return "".join(f"{f.frame_number},{f.quality},{f.pdq_hex},{f.timestamp:.3f}\n" for f in frames)
-
-
-def parse_vpdq(text: str) -> tuple[FrameHash, ...]:
-    """Frames of a vPDQ text; raises ValueError naming the first bad line."""
-    pdq = signal_type("pdq")
-    frames = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        try:
-            if len(parts) != 4:
-                raise ValueError("expected 4 comma-separated fields")
-            frame_number, quality, pdq_hex, timestamp = parts
-            frames.append(
-                FrameHash(int(frame_number), int(quality), pdq.normalize(pdq_hex), float(timestamp))
-            )
-        except ValueError as exc:
-            raise ValueError(f"vpdq line {number}: {exc}") from None
-    if not frames:
-        raise ValueError("vpdq: no frames")
-    return tuple(frames)
-
-
-def unique_frames(frames: Sequence[FrameHash]) -> dict[str, list[float]]:
-    """Each distinct frame hash with the times it occurs: what a bank video is matched by."""
-    found: dict[str, list[float]] = {}
-    for frame in frames:
-        found.setdefault(frame.pdq_hex, []).append(frame.timestamp)
-    return found

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from modstream.hashing.decode import MediaError
+from modstream.contracts import MediaError
 from modstream.ingest.urls import (
     Network,
     address_allowed,

@@ -14,8 +14,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from modstream.contracts import MediaRef
-from modstream.hashing.decode import MediaError
+from modstream.contracts import MediaError, MediaRef
 from modstream.ingest.fetch import Fetcher
 
 

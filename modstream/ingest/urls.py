@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from yarl import URL
 
-from modstream.hashing.decode import MediaError
+from modstream.contracts import MediaError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -1,1 +1,2 @@
-"""Stage 3a: banks of known content and the indexes that find near matches in them."""
+"""Indexes that find near values: Hamming (PDQ, pHash) with numba kernels, exact, text
+shingles, video frames. They know refs and signals, not banks."""

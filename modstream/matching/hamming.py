@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modstream.formats.hexcodes import hex_to_codes
 from modstream.matching import kernels
 
 
@@ -52,12 +53,6 @@ LAYOUTS = {
     "fast": Layout(widest_slot=24, extra_bits=2, bucket_codes=True),
 }
 SNAPSHOT_VERSION = 2
-
-
-def hex_to_codes(signals: Sequence[str], bits: int) -> np.ndarray:
-    """Hex bit strings as an ``(n, bits // 64)`` array of big-endian uint64 words."""
-    raw = bytes.fromhex("".join(signals))
-    return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(signals), bits // 64)
 
 
 @cache

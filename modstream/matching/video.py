@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from modstream.hashing.video import FrameHash, parse_vpdq, unique_frames
-from modstream.matching.hamming import HammingIndex, hex_to_codes
+from modstream.formats.hexcodes import hex_to_codes
+from modstream.formats.vpdq import FrameHash, parse_vpdq, unique_frames
+from modstream.matching.hamming import HammingIndex
 
 FRAME_DISTANCE = 31
 

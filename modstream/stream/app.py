@@ -23,6 +23,7 @@ import faust
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
+from modstream.bank.bank import Bank
 from modstream.contracts import (
     ContractError,
     DeadLetter,
@@ -30,6 +31,7 @@ from modstream.contracts import (
     HashedBatch,
     HashedUpload,
     MediaSignals,
+    TextScore,
     UploadEvent,
     dumps,
     parse_time,
@@ -44,17 +46,15 @@ from modstream.engine import (
     score_texts,
     struck,
 )
-from modstream.hashing.pool import HashingPool
 from modstream.ingest.fetch import Fetcher, FetchPolicy
 from modstream.ingest.sources import clear_scratch, load_media, video_file
 from modstream.ingest.trust import PlatformBinding, platform_topic
 from modstream.ingest.urls import redact_urls
 from modstream.matching import hamming
-from modstream.matching.bank import Bank
 from modstream.settings import KafkaAccess, Settings
+from modstream.stages.pool import HashingPool
 from modstream.stream import faust_compat, metrics, topics
 from modstream.stream.banksync import BankReplica
-from modstream.text.scorer import TextScore
 
 log = logging.getLogger("modstream.stream")
 
@@ -194,7 +194,6 @@ def build_app(settings: Settings) -> faust.App:
         return await faust_compat.kafka_producer(app).send(
             topic.get_topic_name(), value, key=key, partition=partition
         )
-
 
     def watch_deliveries(deliveries: list[asyncio.Future]) -> None:
         """At-least-once without waiting per batch: Faust flushes the producer before it

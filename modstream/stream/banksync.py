@@ -26,8 +26,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from modstream.bank.bank import Bank
 from modstream.contracts import BankEntry, ContractError
-from modstream.matching.bank import Bank
 from modstream.settings import KafkaAccess
 from modstream.stream import metrics
 from modstream.stream.client import consumer, started, topic_partitions

@@ -109,9 +109,7 @@ def kafka_producer(app: faust.App) -> AIOKafkaProducer:
     return app.producer._ensure_producer()  # type: ignore[attr-defined]  # noqa: SLF001
 
 
-def batches(
-    stream: faust.StreamT, size: int, within_s: float
-) -> AsyncIterator[Sequence[EventT]]:
+def batches(stream: faust.StreamT, size: int, within_s: float) -> AsyncIterator[Sequence[EventT]]:
     """Faust's ``take_events``: public on ``Stream``, missing from the ``StreamT`` type."""
     return cast(faust.Stream, stream).take_events(size, within=within_s)
 
@@ -119,6 +117,7 @@ def batches(
 async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
     """Ask the brokers for topic metadata now (a topic just created is not known yet)."""
     await consumer._client.force_metadata_update()  # noqa: SLF001
+
 
 class InOrderOfArrivalConsumer(Consumer):
     """Delivers every fetched record and never acknowledges one it did not process."""

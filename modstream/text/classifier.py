@@ -24,8 +24,8 @@ from pathlib import Path
 
 import orjson
 
-from modstream.hashing.signals.text import normalize_text
-from modstream.text.scorer import TextScore
+from modstream.contracts import TextScore
+from modstream.formats.text import normalize_text
 
 MODEL_VERSION = 1
 

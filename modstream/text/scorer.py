@@ -5,15 +5,9 @@ The default implementation is ``modstream.text.classifier.LinearTextClassifier``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-
-@dataclass(frozen=True)
-class TextScore:
-    score: float
-    #: The phrases that moved the score, strongest first: ``{"term": ..., "weight": ...}``.
-    parts: tuple[dict[str, float | str], ...]
+from modstream.contracts import TextScore
 
 
 class TextScorer(Protocol):

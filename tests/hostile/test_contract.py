@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modstream.bank.bank import Bank
 from modstream.contracts import ContractError, HashedBatch, HashedUpload, MediaSignals, UploadEvent
 from modstream.engine import Engine
-from modstream.matching.bank import Bank
 from modstream.settings import Settings
 
 GOOD = {
@@ -89,7 +89,7 @@ def test_dates_out_of_range_are_refused(created_at):
 
 
 def test_platforms_cannot_forge_another_platforms_uploader_key():
-    """"a/b" + "c" and "a" + "b/c" would both be a/b/c: a platform has no '/'."""
+    """ "a/b" + "c" and "a" + "b/c" would both be a/b/c: a platform has no '/'."""
     assert "upload.platform: must not contain '/'" in refused(with_(platform="a/b"))
     assert UploadEvent.parse(with_(platform="a", uploader_id="b/c")).uploader_key == "a/b/c"
 
@@ -141,8 +141,9 @@ def test_arbitrary_bytes_are_an_event_or_a_contract_error(raw):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
     max_leaves=8,
 )
 

@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from videos import write
 
+from modstream.contracts import MediaError
 from modstream.engine import hash_media
-from modstream.hashing.decode import MediaError, decode_image
-from modstream.hashing.pool import HashingPool, process_started
+from modstream.hashing.decode import decode_image
 from modstream.hashing.video import VideoSampling, hash_video
+from modstream.stages.pool import HashingPool, process_started
 
 LIMIT = 64_000_000
 
@@ -173,4 +174,3 @@ def test_mangled_videos_are_signals_or_item_errors(seed_video, tmp_path, data):
     result = hash_media("m", "video", path, LIMIT, sampling)
     assert (result.error is None) == (result.error_reason is None)
     assert {"md5", "sha256"} <= set(result.signals)
-

@@ -73,12 +73,17 @@ async def test_hostile_events_never_sink_their_neighbours(workers):
     proc, port = workers.start(MODSTREAM_FETCH_ALLOW="127.0.0.2/32")
     assert listening_addresses(port) == {"127.0.0.1"}  # MODSTREAM_WEB_HOST, not 0.0.0.0
 
-    async with http_server({"/x.jpg": served}, "127.0.0.1") as loopback, http_server(
-        {"/secret.jpg": served}, "127.0.0.2"
-    ) as allowed:
+    async with (
+        http_server({"/x.jpg": served}, "127.0.0.1") as loopback,
+        http_server({"/secret.jpg": served}, "127.0.0.2") as allowed,
+    ):
         loop_port = loopback.rsplit(":", 1)[1]
         bad_items = [
-            {"media_id": "ssrf", "kind": "image", "url": f"http://１２７.０.０.１:{loop_port}/x.jpg"},
+            {
+                "media_id": "ssrf",
+                "kind": "image",
+                "url": f"http://１２７.０.０.１:{loop_port}/x.jpg",
+            },
             {"media_id": "legacy", "kind": "image", "url": f"http://2130706433:{loop_port}/x.jpg"},
             {"media_id": "v6", "kind": "image", "url": f"http://[::ffff:127.0.0.1]:{loop_port}/"},
             {"media_id": "brackets", "kind": "image", "url": "http://[127.0.0.6]:1/"},

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streaming import http_server
 
-from modstream.hashing.decode import MediaError
+from modstream.contracts import MediaError
 from modstream.ingest.fetch import Fetcher, FetchPolicy
 from modstream.ingest.urls import address_allowed, fetchable_url, redact_url, redact_urls
 
@@ -53,9 +53,7 @@ def spellings(draw) -> str:
     address = draw(refused_addresses())
     octets = [int(o) for o in str(address).split(".")]
     value = int(address)
-    kind = draw(
-        st.sampled_from(["unicode", "decimal", "octal", "hex", "short", "padded", "ipv6"])
-    )
+    kind = draw(st.sampled_from(["unicode", "decimal", "octal", "hex", "short", "padded", "ipv6"]))
     if kind == "unicode":
         dot = draw(st.sampled_from(DOTS))
         forms = [draw(st.sampled_from(DIGIT_FORMS)) for _ in range(4)]

@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modstream.bank.entries import EntryStore
 from modstream.contracts import BankEntry, parse_bank_key
-from modstream.hashing.signals import Assessment, Thresholds
-from modstream.hashing.signals import get as get_signal_type
-from modstream.matching.entries import EntryStore
 from modstream.matching.index import MatchIndex, read_index
+from modstream.signals import get as get_signal_type
+from modstream.signals.base import Assessment, Thresholds
 
 SNAPSHOT_VERSION = 2
 

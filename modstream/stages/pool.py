@@ -26,7 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from modstream.hashing.decode import MediaError
+from modstream.contracts import MediaError
 
 log = logging.getLogger("modstream.pool")
 _PR_SET_PDEATHSIG = 1
@@ -47,8 +47,8 @@ def _start_process(memory_limit_bytes: int | None = None) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     import numpy as np
 
-    from modstream.hashing.signals import registry
-    from modstream.hashing.signals.pdq import pdq_of_rgb
+    from modstream.hashing.pdq import pdq_of_rgb
+    from modstream.signals import registry
 
     registry()
     pdq_of_rgb(np.zeros((8, 8, 3), np.uint8))  # loads the compiled luma loop and the hasher

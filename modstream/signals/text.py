@@ -3,40 +3,15 @@ near copies and copies inside longer posts included (``modstream.matching.shingl
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from typing import TYPE_CHECKING, Any
 
-from modstream.hashing.signals.base import Assessment, SignalType, Thresholds, register
+from modstream.formats.text import normalize_text
+from modstream.signals.base import Assessment, SignalType, Thresholds
 
 if TYPE_CHECKING:
     from modstream.matching.index import MatchIndex
 
-_INVISIBLE = dict.fromkeys(
-    map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad"), None
-)
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
-# Cyrillic and Greek letters that look like Latin ones, as spoofers mix them into Latin words.
-_LOOKALIKES = str.maketrans("аеорсухіјѕԁԛԝкмнтвαεορτυνικμ", "aeopcyxijsdqwkmhtbaeoptuvikm")
-_LATIN = re.compile(r"[a-z]")
 
-
-def _unspoof(word: str) -> str:
-    """Map lookalike letters to Latin in words that also contain Latin letters."""
-    if word.isascii() or not _LATIN.search(word):
-        return word
-    return word.translate(_LOOKALIKES)
-
-
-def normalize_text(text: str) -> str:
-    """NFKC, case-fold, drop zero-width characters, punctuation and repeated whitespace, and
-    undo lookalike letters mixed into Latin words."""
-    folded = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
-    words = _NON_WORD.sub(" ", folded).split()
-    return " ".join(words if folded.isascii() else map(_unspoof, words))
-
-
-@register
 class TextSignal(SignalType):
     name = "text"
     source = "text"

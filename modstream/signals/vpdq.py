@@ -9,19 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from modstream.hashing.signals.base import (
-    Assessment,
-    Content,
-    SignalType,
-    Thresholds,
-    register,
-)
+from modstream.formats.vpdq import format_vpdq, parse_vpdq
+from modstream.hashing.content import Content
+from modstream.signals.base import Assessment, SignalType, Thresholds
 
 if TYPE_CHECKING:
     from modstream.matching.index import MatchIndex
 
 
-@register
 class VPDQSignal(SignalType):
     name = "vpdq"
     source = "video"
@@ -30,7 +25,7 @@ class VPDQSignal(SignalType):
     thresholds = Thresholds(takedown=20, review=40)
 
     def compute(self, content: Content) -> dict[str, Any] | None:
-        from modstream.hashing.video import VideoSampling, format_vpdq, hash_video
+        from modstream.hashing.video import VideoSampling, hash_video
 
         with content.open() as file:
             video = hash_video(file, content.video or VideoSampling())
@@ -45,20 +40,16 @@ class VPDQSignal(SignalType):
         }
 
     def normalize(self, signal: str) -> str:
-        from modstream.hashing.video import format_vpdq, parse_vpdq
-
         return format_vpdq(parse_vpdq(signal))
 
     def distance(self, a: str, b: str) -> int:
         """How much of bank video ``b`` is missing from query video ``a``, in percent."""
-        from modstream.hashing.video import parse_vpdq
         from modstream.matching.video import compare
 
         return compare(parse_vpdq(a), parse_vpdq(b)).distance
 
     def assess(self, query: str, bank_signal: str, distance: int) -> Assessment:
         """Both shares and where the copies match, so a reviewer can jump to the segment."""
-        from modstream.hashing.video import parse_vpdq
         from modstream.matching.video import compare
 
         found = compare(parse_vpdq(query), parse_vpdq(bank_signal))

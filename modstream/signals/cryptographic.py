@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from modstream.hashing.signals.base import Content, ExactSignal, register
+from modstream.hashing.content import Content
+from modstream.signals.base import ExactSignal
 
 
 class _DigestSignal(ExactSignal):
@@ -22,13 +23,11 @@ class _DigestSignal(ExactSignal):
         return value
 
 
-@register
 class MD5Signal(_DigestSignal):
     name = "md5"
     hex_digits = 32
 
 
-@register
 class SHA256Signal(_DigestSignal):
     name = "sha256"
     hex_digits = 64

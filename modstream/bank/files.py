@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 
 from modstream.contracts import BankEntry, ContractError
-from modstream.hashing.signals import get as get_signal_type
+from modstream.signals import get as get_signal_type
 
 
 def read_bank_file(path: Path, bank: str, action_hint: str = "takedown") -> Iterator[BankEntry]:

@@ -1,8 +1,4 @@
-"""PDQ: Meta's 256-bit perceptual photo hash, the industry's shared image signal.
-
-Matches at Hamming distance <= 31 as in python-threatexchange and HMA; hashes with quality
-below the configured minimum (50) are computed and reported but never matched, because flat
-or tiny images give near-random bits that collide with unrelated banked content.
+"""Computing PDQ, Meta's 256-bit perceptual photo hash, and its quality.
 
 Hashes come from Meta's C++ reference code inside the ``pdqhash`` wheel, bit for bit as
 ``pdqhash.compute`` gives them. ``pdqhash.compute`` spends 40% of its time converting pixels
@@ -17,31 +13,13 @@ from __future__ import annotations
 import ctypes
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from numba import njit
 
-from modstream.hashing.signals.base import Content, HammingSignal, Thresholds, register
-
 _HASHER_SYMBOL = (
     "_ZN8facebook3pdq7hashing23pdqHash256FromFloatLumaEPfS2_iiPA64_fS4_PA16_fRNS1_7Hash256ERi"
 )
-
-
-@register
-class PDQSignal(HammingSignal):
-    name = "pdq"
-    source = "image"
-    bits = 256
-    thresholds = Thresholds(takedown=31, review=45)
-
-    def compute(self, content: Content) -> dict[str, Any]:
-        value, quality = pdq_of_rgb(np.asarray(content.image))
-        return {"value": value, "quality": quality}
-
-    def usable(self, computed: dict[str, Any], min_quality: int) -> bool:
-        return int(computed.get("quality", 0)) >= min_quality
 
 
 def pdq_of_rgb(pixels: np.ndarray) -> tuple[str, int]:

@@ -1,0 +1,1 @@
+"""Banks of known content: entries, their indexes per signal type, bank files, snapshots."""

@@ -1,0 +1,31 @@
+"""PDQ: Meta's 256-bit perceptual photo hash, the industry's shared image signal.
+
+Matches at Hamming distance <= 31 as in python-threatexchange and HMA; hashes with quality
+below the configured minimum (50) are computed and reported but never matched, because flat
+or tiny images give near-random bits that collide with unrelated banked content. Computed by
+``modstream.hashing.pdq``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from modstream.hashing.content import Content
+from modstream.hashing.pdq import pdq_of_rgb
+from modstream.signals.base import HammingSignal, Thresholds
+
+
+class PDQSignal(HammingSignal):
+    name = "pdq"
+    source = "image"
+    bits = 256
+    thresholds = Thresholds(takedown=31, review=45)
+
+    def compute(self, content: Content) -> dict[str, Any]:
+        value, quality = pdq_of_rgb(np.asarray(content.image))
+        return {"value": value, "quality": quality}
+
+    def usable(self, computed: dict[str, Any], min_quality: int) -> bool:
+        return int(computed.get("quality", 0)) >= min_quality

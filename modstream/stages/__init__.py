@@ -1,0 +1,1 @@
+"""The pipeline's stages and what runs them: the hashing process pool."""
