@@ -20,6 +20,16 @@ from typing import Any
 import orjson
 
 SCHEMA_VERSION = 1
+
+# The topics, by their logical names (a deployment may prefix them: MODSTREAM_TOPIC_PREFIX).
+UPLOADS_TOPIC = "uploads"
+VIDEO_TOPIC = "uploads.video"  # events with a video, hashed apart so they never hold up the rest
+HASHED_TOPIC = "uploads.hashed"
+DECISIONS_TOPIC = "decisions"
+TAKEDOWNS_TOPIC = "takedowns"
+REVIEWS_TOPIC = "reviews"
+DLQ_TOPIC = "uploads.dlq"
+HASHBANK_TOPIC = "hashbank"
 # A sane range for event times (2000-01-01 .. 2100-01-01 UTC, epoch seconds).
 EARLIEST_TIME, LATEST_TIME = 946_684_800.0, 4_102_444_800.0
 MEDIA_KINDS = ("image", "video")

@@ -18,6 +18,7 @@ from modstream.ingest.trust import platform_topic
 
 if TYPE_CHECKING:
     from modstream.hashing.video import VideoSampling
+    from modstream.ingest.fetch import FetchPolicy
 
 _PREFIX = "MODSTREAM_"
 
@@ -125,6 +126,19 @@ class Settings:
             max_pixels=self.max_image_pixels,
             max_frames=self.video_max_frames,
             max_cpu_s=self.video_max_cpu_s,
+        )
+
+    @property
+    def fetch_policy(self) -> FetchPolicy:
+        from modstream.ingest.fetch import FetchPolicy
+
+        return FetchPolicy(
+            self.fetch_allow,
+            self.fetch_max_bytes,
+            self.fetch_timeout_s,
+            self.fetch_max_redirects,
+            self.video_max_bytes,
+            self.video_fetch_timeout_s,
         )
 
     @property

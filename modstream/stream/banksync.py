@@ -29,7 +29,7 @@ from mode import Service
 from modstream.bank.bank import Bank
 from modstream.contracts import BankEntry, ContractError
 from modstream.settings import KafkaAccess
-from modstream.stream import metrics
+from modstream.stages.metrics import PipelineMetrics
 from modstream.stream.client import consumer, started, topic_partitions
 
 log = logging.getLogger("modstream.bank")
@@ -41,6 +41,7 @@ class BankReplica(Service):
         bank: Bank,
         kafka: KafkaAccess,
         topic: str,
+        metrics: PipelineMetrics,
         snapshot_link: Path | None = None,
         snapshot_interval_s: float = 300.0,
         **kwargs,
@@ -49,6 +50,7 @@ class BankReplica(Service):
         self.bank = bank
         self.kafka = kafka
         self.topic = topic
+        self.metrics = metrics
         self.snapshot_link = snapshot_link  # a symlink to the newest complete snapshot
         self.snapshot_interval_s = snapshot_interval_s
         self.ready = asyncio.Event()
@@ -191,20 +193,20 @@ class BankReplica(Service):
                 raise ContractError(f"key {text_key!r} does not match entry {entry.key!r}")
             self.bank.apply(text_key, entry)
         except (ContractError, ValueError, KeyError, UnicodeDecodeError) as exc:
-            metrics.DEAD_LETTERS.labels(stage="bank", reason="invalid_entry").inc()
+            self.metrics.dead_letters.labels(stage="bank", reason="invalid_entry").inc()
             log.warning("bank entry ignored", extra={"key": repr(key)[:200], "error": str(exc)})
             return
         self.applied += 1
-        metrics.bank_changed()
+        self.metrics.bank_changed()
 
     def _publish_sizes(self) -> None:
-        metrics.BANK_ENTRIES.clear()
+        self.metrics.bank_entries.clear()
         for (bank, signal_type), size in self.bank.sizes().items():
-            metrics.BANK_ENTRIES.labels(bank=bank, signal_type=signal_type).set(size)
+            self.metrics.bank_entries.labels(bank=bank, signal_type=signal_type).set(size)
 
     def _check_ready(self) -> None:
         if not self.ready.is_set() and not self._targets:
             self.ready.set()
-            metrics.BANK_READY.set(1)
+            self.metrics.bank_ready.set(1)
             self._publish_sizes()
             log.info("bank loaded", extra={"entries": len(self.bank), "applied": self.applied})

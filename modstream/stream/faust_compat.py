@@ -58,7 +58,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import EventT
 from mode import ServiceT
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -97,10 +97,11 @@ def check_versions(installed=version) -> None:
 check_versions()
 
 
-def install(app: faust.App) -> None:
-    """Make ``app`` use the in-order consumer and the counting Prometheus sensors."""
+def install(app: faust.App, registry: CollectorRegistry) -> None:
+    """Make ``app`` use the in-order consumer and the counting Prometheus sensors, whose
+    metrics go to ``registry`` (served on ``/metrics`` with the pipeline's own)."""
     app.transport.Consumer = InOrderOfArrivalConsumer  # type: ignore[misc]
-    setup_sensors(app)
+    setup_sensors(app, registry)
 
 
 def kafka_producer(app: faust.App) -> AIOKafkaProducer:
@@ -266,9 +267,10 @@ class _PublishOnScrape(Collector):
         return iter(())
 
 
-def setup_sensors(app: faust.App, pattern: str = "/metrics") -> None:
-    """faust's Prometheus sensors and ``/metrics`` page, with the counting monitor."""
-    REGISTRY.register(_PublishOnScrape(app))  # before faust's metrics: collected first
-    setup_prometheus_sensors(app, pattern=pattern, name_prefix="faust")
+def setup_sensors(app: faust.App, registry: CollectorRegistry, pattern: str = "/metrics") -> None:
+    """faust's Prometheus metrics (prefix ``faust_``) counted by the counting monitor, and the
+    ``/metrics`` page serving everything in ``registry``."""
+    registry.register(_PublishOnScrape(app))  # before faust's metrics: collected first
+    setup_prometheus_sensors(app, pattern=pattern, registry=registry, name_prefix="faust")
     metrics = app.monitor._metrics  # type: ignore[attr-defined]  # noqa: SLF001
     app.monitor = CountingPrometheusMonitor(metrics=metrics)

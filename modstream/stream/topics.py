@@ -8,17 +8,19 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from modstream.contracts import (
+    DECISIONS_TOPIC,
+    DLQ_TOPIC,
+    HASHBANK_TOPIC,
+    HASHED_TOPIC,
+    REVIEWS_TOPIC,
+    TAKEDOWNS_TOPIC,
+    UPLOADS_TOPIC,
+    VIDEO_TOPIC,
+)
 from modstream.ingest.trust import platform_topic
 from modstream.settings import Settings
 
-UPLOADS = "uploads"
-VIDEO = "uploads.video"  # events with a video, hashed apart so they never hold up the rest
-HASHED = "uploads.hashed"
-DECISIONS = "decisions"
-TAKEDOWNS = "takedowns"
-REVIEWS = "reviews"
-DLQ = "uploads.dlq"
-HASHBANK = "hashbank"
 # A dead letter holds a refused record (up to Kafka's 1 MB default) in base64, and its reason.
 MAX_DEAD_LETTER_BYTES = 4 * 1024 * 1024
 
@@ -34,18 +36,18 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
     week = str(7 * 24 * 3600 * 1000)
     return [
-        TopicSpec(settings.topic(UPLOADS), n, {"retention.ms": week}),
+        TopicSpec(settings.topic(UPLOADS_TOPIC), n, {"retention.ms": week}),
         *(
             TopicSpec(settings.topic(platform_topic(p)), n, {"retention.ms": week})
             for p in settings.platforms
         ),
-        TopicSpec(settings.topic(VIDEO), n, {"retention.ms": week}),
-        TopicSpec(settings.topic(HASHED), n, {"retention.ms": week}),
-        TopicSpec(settings.topic(DECISIONS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
-        TopicSpec(settings.topic(TAKEDOWNS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
-        TopicSpec(settings.topic(REVIEWS), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(VIDEO_TOPIC), n, {"retention.ms": week}),
+        TopicSpec(settings.topic(HASHED_TOPIC), n, {"retention.ms": week}),
+        TopicSpec(settings.topic(DECISIONS_TOPIC), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(TAKEDOWNS_TOPIC), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(REVIEWS_TOPIC), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(
-            settings.topic(DLQ),
+            settings.topic(DLQ_TOPIC),
             1,
             {
                 "retention.ms": str(30 * 24 * 3600 * 1000),
@@ -54,7 +56,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         ),
         # Compacted: the latest entry per key forever, tombstones remove entries.
         TopicSpec(
-            settings.topic(HASHBANK),
+            settings.topic(HASHBANK_TOPIC),
             1,
             {
                 "cleanup.policy": "compact",

@@ -1,0 +1,87 @@
+"""The decide stage (``uploads.hashed``): match a batch's signals against the bank in one
+search off the event loop, apply the policy with each uploader's strikes, and emit each
+decision on ``decisions`` (and ``takedowns`` or ``reviews`` when it acts)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, TypeVar
+
+from modstream.contracts import (
+    DECISIONS_TOPIC,
+    REVIEWS_TOPIC,
+    TAKEDOWNS_TOPIC,
+    Decision,
+    HashedBatch,
+    HashedUpload,
+    parse_time,
+)
+from modstream.decide import history
+from modstream.engine import Engine, Lookups, struck
+from modstream.stages.metrics import PipelineMetrics
+from modstream.stages.ports import Output, Record, watch
+
+T = TypeVar("T")
+#: Runs a blocking function on a thread (``asyncio.to_thread``, or the loop's executor).
+Offload = Callable[..., Awaitable[Any]]
+ACTIONABLE = {"takedown": TAKEDOWNS_TOPIC, "review": REVIEWS_TOPIC}
+
+
+class DecideStage:
+    """``history`` maps an uploader key to its strikes (the Faust table in the worker, a dict
+    in tests): it is read for every event and written only when one strikes."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        history: MutableMapping[bytes, dict[str, Any]],
+        out: Output,
+        metrics: PipelineMetrics,
+        repeat_window_s: int,
+        offload: Offload = asyncio.to_thread,
+    ) -> None:
+        self.engine = engine
+        self.history = history
+        self.out = out
+        self.metrics = metrics
+        self.repeat_window_s = repeat_window_s
+        self.offload = offload
+
+    async def process(self, records: Sequence[Record]) -> None:
+        started = time.perf_counter()
+        # A batch's decisions are dated by its record's timestamp (when its signals were
+        # complete), so a redelivered record yields identical decisions.
+        batches = [(HashedBatch.parse(r.value or b""), r.timestamp) for r in records]
+        uploads = [(upload, at) for batch, at in batches for upload in batch.uploads]
+        # One index search for the whole batch, on a thread: the kernels release the GIL,
+        # so a large bank never stalls the event loop.
+        lookups = await self.offload(self.engine.lookup, [u.media for u, _ in uploads])
+        deliveries, decided = [], []
+        for upload, decided_at in uploads:
+            decision = self.decide(upload, lookups, round(decided_at, 3))
+            payload = decision.to_json()
+            event_key = decision.event_id.encode()
+            deliveries.append(await self.out.send(DECISIONS_TOPIC, event_key, payload))
+            actionable = ACTIONABLE.get(decision.verdict)
+            if actionable is not None:
+                deliveries.append(await self.out.send(actionable, event_key, payload))
+            decided.append((decision, upload.received_at))
+        watch(deliveries)
+        self.metrics.count_decisions(decided, time.perf_counter() - started)
+
+    def decide(self, record: HashedUpload, lookups: Lookups, decided_at: float) -> Decision:
+        """One event's decision with its uploader's prior strikes; a strike is remembered."""
+        upload = record.event
+        key = upload.uploader_key.encode()
+        past = self.history[key]
+        created = parse_time(upload.created_at)
+        prior = history.prior_strikes(past, upload.event_id, created, self.repeat_window_s)
+        decision = self.engine.decide(
+            upload, record.media, decided_at, prior, lookups, record.text_score
+        )
+        if struck(decision) and not history.has_strike(past, upload.event_id):
+            self.history[key] = history.with_strike(past, upload.event_id, created)
+        return decision
