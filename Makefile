@@ -3,15 +3,24 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup run test lint typecheck prometheus bench bench-index bench-text bench-video text-model kafka-stop clean
+.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-index bench-text bench-video text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Installs the exact versions of requirements-dev.lock, then the package itself.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+
+# After changing dependencies in pyproject.toml: re-resolve both lockfiles (Linux x86_64,
+# Python 3.11: the machines and the image this runs on).
+LOCK = $(BIN)/uv pip compile pyproject.toml -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+lock: setup
+	$(LOCK) --extra demo -o requirements.lock
+	$(LOCK) --extra dev -o requirements-dev.lock
 
 run: setup
 	$(BIN)/modstream demo
@@ -34,6 +43,10 @@ prometheus:
 	      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
 	  else echo "install the Debian package prometheus (prometheus, promtool)" >&2; exit 1; fi; }
 
+# The fast group: no broker, no worker processes (tests that need one are marked kafka).
+test-unit: setup
+	$(BIN)/pytest -q -m "not kafka"
+
 test: setup lint typecheck prometheus
 	$(BIN)/modstream kafka start
 	$(BIN)/pytest -q
@@ -46,9 +59,9 @@ bench-text: setup
 	$(BIN)/python bench/text.py
 
 bench-video: setup
-	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/python bench/video.py
 
+# The indexes measured against (FAISS, python-threatexchange) are not locked: bench only.
 bench-index: setup
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/match_index.py

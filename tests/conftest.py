@@ -22,6 +22,14 @@ from modstream.settings import Settings
 BROKER = os.environ.get("MODSTREAM_BROKER", "127.0.0.1:9092")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs a broker is in the ``kafka`` group, marked or not, so that
+    ``make test-unit`` (``-m "not kafka"``) never starts one."""
+    for item in items:
+        if {"kafka", "workers", "secure_kafka"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kafka)
+
+
 @pytest.fixture(scope="session")
 def kafka() -> str:
     """A real broker: the local one, started if it is not running yet."""
