@@ -8,14 +8,14 @@ names the field, so a dead letter says exactly what was wrong.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Required, TypedDict
 
 import orjson
 
@@ -34,6 +34,11 @@ HASHBANK_TOPIC = "hashbank"
 EARLIEST_TIME, LATEST_TIME = 946_684_800.0, 4_102_444_800.0
 MEDIA_KINDS = ("image", "video")
 VERDICTS = ("allow", "review", "takedown")
+#: What a decision does; also the action each piece of evidence alone calls for.
+Verdict = Literal["allow", "review", "takedown"]
+EvidenceKind = Literal[
+    "hash_match", "text_match", "text_score", "media_error", "video_cut", "repeat_uploader"
+]
 _DECISION_NAMESPACE = uuid.UUID("6f1c7a52-3b8e-4c4e-9d7a-6d6f64737472")
 
 
@@ -203,16 +208,21 @@ class MediaRef:
         return "url" if self.url else "inline" if self.data_b64 is not None else "path"
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+# The last character before the padding carries spare bits, which canonical base64 leaves 0.
+_ZERO_SPARE_BITS = {"==": frozenset("AQgw"), "=": frozenset("AEIMQUYcgkosw048")}
+
+
 def _check_base64(value: str, path: str) -> None:
     """Canonical, non-empty base64: one encoding per content, so that padding or spare bits
-    cannot make one upload look like another to anything that compares the text."""
+    cannot make one upload look like another to anything that compares the text. Checked
+    without decoding (the hash stage decodes it once, where it needs the bytes)."""
     if not value:
         raise ContractError(f"{path}: empty")
-    try:
-        decoded = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ContractError(f"{path}: not valid base64") from None
-    if base64.b64encode(decoded) != value.encode("ascii"):
+    if len(value) % 4 or not _BASE64.fullmatch(value):
+        raise ContractError(f"{path}: not valid base64")
+    padding = "==" if value.endswith("==") else "=" if value.endswith("=") else ""
+    if padding and value[-len(padding) - 1] not in _ZERO_SPARE_BITS[padding]:
         raise ContractError(f"{path}: not canonical base64 (padding or trailing bits)")
 
 
@@ -286,7 +296,7 @@ class BankEntry:
     signal_type: str
     signal: str
     labels: tuple[str, ...] = ()
-    action_hint: str = "takedown"
+    action_hint: Verdict = "takedown"
     added_at: str = ""
     schema: int = SCHEMA_VERSION
 
@@ -312,14 +322,21 @@ class BankEntry:
             signal_type=f.text("signal_type"),
             signal=f.text("signal", max_len=100_000),
             labels=tuple(labels),
-            action_hint=f.optional_text("action_hint") or "takedown",
+            action_hint=_verdict(f.optional_text("action_hint") or "takedown"),
             added_at=f.optional_text("added_at") or "",
         )
-        if entry.action_hint not in ("takedown", "review"):
-            raise ContractError("bank_entry.action_hint: must be takedown or review")
         if "/" in entry.bank or "/" in entry.signal_type:
             raise ContractError("bank_entry: bank and signal_type must not contain '/'")
         return entry
+
+
+_ACTION_HINTS: dict[str, Verdict] = {"takedown": "takedown", "review": "review"}
+
+
+def _verdict(value: str) -> Verdict:
+    if value not in _ACTION_HINTS:
+        raise ContractError("bank_entry.action_hint: must be takedown or review")
+    return _ACTION_HINTS[value]
 
 
 def parse_time(value: str, path: str = "time") -> float:
@@ -346,13 +363,25 @@ def parse_bank_key(key: bytes | str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+class ComputedSignal(TypedDict, total=False):
+    """One signal of one media item as its signal type computed it: the value to match,
+    and what else the type reports (PDQ's quality; vPDQ's frames and how much was hashed)."""
+
+    value: Required[str]
+    quality: int
+    frames: int
+    duration: float
+    hashed_seconds: float
+    truncated: bool
+
+
 @dataclass(frozen=True)
 class MediaSignals:
     """What the hash stage learned about one piece of media: signals, or why it failed."""
 
     media_id: str
     kind: str
-    signals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signals: dict[str, ComputedSignal] = field(default_factory=dict)
     error: str | None = None
     error_reason: str | None = None
 
@@ -365,6 +394,8 @@ class HashedUpload:
     media: tuple[MediaSignals, ...]
     received_at: float
     text_score: TextScore | None = None
+    #: The text as it is matched against known texts, normalised once in the hash stage.
+    normalized_text: str | None = None
 
     def to_json(self, max_bytes: int) -> bytes:
         """The record as JSON in at most ``max_bytes``, so that it fits in a Kafka record and
@@ -396,6 +427,7 @@ class HashedUpload:
             media=tuple(MediaSignals(**m) for m in data["media"]),
             received_at=data["received_at"],
             text_score=TextScore(score["score"], tuple(score["parts"])) if score else None,
+            normalized_text=data.get("normalized_text"),
         )
 
 
@@ -440,8 +472,8 @@ _BATCH_OVERHEAD = len(_batch_record([]))
 class Evidence:
     """One reason behind a verdict. Fields that do not apply to ``kind`` stay None."""
 
-    kind: str  # hash_match | text_match | text_score | media_error | repeat_uploader
-    action: str  # the verdict this evidence alone asks for
+    kind: EvidenceKind
+    action: Verdict  # the verdict this evidence alone asks for
     media_id: str | None = None
     signal_type: str | None = None
     bank: str | None = None
@@ -463,7 +495,7 @@ class Decision:
     content_id: str
     platform: str
     uploader_id: str
-    verdict: str
+    verdict: Verdict
     evidence: tuple[Evidence, ...]
     policy_version: str
     decided_at: float

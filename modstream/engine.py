@@ -10,9 +10,11 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from modstream.bank.bank import Bank, Match
 from modstream.contracts import (
+    ComputedSignal,
     Decision,
     Evidence,
     MediaError,
@@ -23,6 +25,7 @@ from modstream.contracts import (
 )
 from modstream.decide import policy
 from modstream.decide.policy import POLICY_VERSION, PolicyConfig
+from modstream.formats.text import normalize_text
 from modstream.hashing.content import Content
 from modstream.hashing.video import VideoSampling
 from modstream.ingest.urls import redact_urls
@@ -49,7 +52,7 @@ def hash_media(
     corrupt file still matches; the failure is reported next to them.
     """
     content = Content(data, kind, max_pixels, video)
-    signals: dict[str, dict] = {}
+    signals: dict[str, ComputedSignal] = {}
     applicable = [t for t in registry().values() if t.source in ("bytes", kind)]
     # Byte signals first, so they are there even if decoding fails.
     for signal_type in sorted(applicable, key=lambda t: t.source != "bytes"):
@@ -76,11 +79,17 @@ def media_failure(exc: Exception) -> MediaError:
     return MediaError("internal_error", redact_urls(f"{type(exc).__name__}: {exc}"))
 
 
-def score_texts(model: Path | None, texts: Sequence[str]) -> list[TextScore]:
-    """Classifier scores of many posts. CPU-bound like hashing, so the stream runs it in the
-    same process pool, where each process loads the model once."""
+def score_texts(model: Path | None, texts: Sequence[str]) -> list[tuple[str, TextScore]]:
+    """Each post normalised (as it is matched against known texts) and scored by the
+    classifier: CPU-bound like hashing, so the stream runs it in the same process pool,
+    where each process loads the model once. The normalised text travels on to the decide
+    stage, which matches it without normalising again."""
     scorer = _classifier(model)
-    return [scorer.score(text) for text in texts]
+    scored = []
+    for text in texts:
+        normalized = normalize_text(text)
+        scored.append((normalized, scorer.score(text, normalized)))
+    return scored
 
 
 @functools.cache
@@ -115,10 +124,14 @@ class Engine:
             pdq_min_quality=settings.pdq_min_quality,
         )
 
-    def lookup(self, batch: Iterable[Sequence[MediaSignals]]) -> Lookups:
-        """Bank matches of every usable hash in a batch of events: one index search per signal
-        type for the whole batch, which is where a large bank's cost is amortized."""
+    def lookup(self, batch: Iterable[Sequence[MediaSignals]], texts: Iterable[str] = ()) -> Lookups:
+        """Bank matches of every usable hash and normalised text in a batch of events: one
+        index search per signal type for the whole batch, which is where a large bank's cost
+        is amortized. Run it off the event loop."""
         wanted: dict[str, dict[str, None]] = {}
+        for normalized in texts:
+            if normalized:
+                wanted.setdefault("text", {})[normalized] = None
         for media in batch:
             for item in media:
                 for name, computed in item.signals.items():
@@ -137,10 +150,12 @@ class Engine:
         media: Sequence[MediaSignals],
         lookups: Lookups | None = None,
         text_score: TextScore | None = None,
+        normalized_text: str | None = None,
     ) -> list[Evidence]:
         """Every reason for or against action found in the event, most severe first.
-        ``lookups`` (from ``lookup``) saves searching the bank again per hash, and
-        ``text_score`` (from ``score_texts``) scoring the text again."""
+        ``lookups`` (from ``lookup``) saves searching the bank again per hash and text, and
+        ``text_score`` and ``normalized_text`` (from ``score_texts``) scoring and normalising
+        the text again."""
         found: list[Evidence] = []
         for item in media:
             if item.error is not None:
@@ -154,19 +169,22 @@ class Engine:
                 )
             for name, computed in item.signals.items():
                 found.extend(self._hash_matches(item.media_id, name, computed, lookups or {}))
-            cut = item.signals.get("vpdq", {})
-            if cut.get("truncated"):
+            cut = item.signals.get("vpdq")
+            if cut is not None and cut.get("truncated"):
                 found.append(
                     Evidence(
                         kind="video_cut",
                         action="allow",
                         media_id=item.media_id,
-                        detail=f"only the first {cut['hashed_seconds']:.0f} s of "
-                        f"{cut['duration']:.0f} s were hashed (MODSTREAM_VIDEO_MAX_SECONDS)",
+                        detail=f"only the first {cut.get('hashed_seconds', 0):.0f} s of "
+                        f"{cut.get('duration', 0):.0f} s were hashed "
+                        "(MODSTREAM_VIDEO_MAX_SECONDS)",
                     )
                 )
         if event.text:
-            found.extend(self._text_evidence(event.text, text_score))
+            found.extend(
+                self._text_evidence(event.text, text_score, normalized_text, lookups or {})
+            )
         return sorted(found, key=lambda e: -policy.SEVERITY[e.action])
 
     def decide(
@@ -177,8 +195,9 @@ class Engine:
         prior_strikes: int = 0,
         lookups: Lookups | None = None,
         text_score: TextScore | None = None,
+        normalized_text: str | None = None,
     ) -> Decision:
-        evidence = self.evidence(event, media, lookups, text_score)
+        evidence = self.evidence(event, media, lookups, text_score, normalized_text)
         repeat = policy.repeat_action(prior_strikes, self.config)
         if repeat != "allow":
             evidence.append(
@@ -208,7 +227,7 @@ class Engine:
         )
 
     def _hash_matches(
-        self, media_id: str, name: str, computed: dict, lookups: Lookups
+        self, media_id: str, name: str, computed: ComputedSignal, lookups: Lookups
     ) -> list[Evidence]:
         if not get_signal_type(name).usable(computed, self.pdq_min_quality):
             return []
@@ -220,16 +239,19 @@ class Engine:
         found = lookups.get((name, signal))
         return found if found is not None else assessed(name, signal, self.bank.match(name, signal))
 
-    def _text_evidence(self, text: str, scored: TextScore | None) -> list[Evidence]:
+    def _text_evidence(
+        self, text: str, scored: TextScore | None, normalized: str | None, lookups: Lookups
+    ) -> list[Evidence]:
         out = []
-        computed = get_signal_type("text").compute(text)
-        if computed is not None:
+        if normalized is None:
+            normalized = normalize_text(text)
+        if normalized:
             out += [
                 match_evidence("text_match", "text", match)
-                for match in self._matches("text", computed["value"], {})
+                for match in self._matches("text", normalized, lookups)
             ]
         if scored is None:
-            scored = self.scorer.score(text, computed["value"] if computed else None)
+            scored = self.scorer.score(text, normalized)
         if scored.parts:
             out.append(
                 Evidence(
@@ -259,7 +281,10 @@ def assessed(signal_type: str, signal: str, matches: list[Match]) -> list[Match]
 
 
 def match_evidence(
-    kind: str, signal_type: str, match: Match, media_id: str | None = None
+    kind: Literal["hash_match", "text_match"],
+    signal_type: str,
+    match: Match,
+    media_id: str | None = None,
 ) -> Evidence:
     """Evidence of one bank match: within the bank's takedown distance its hint applies,
     within the review distance it goes to review."""

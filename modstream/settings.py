@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from modstream.contracts import Verdict
 from modstream.ingest.trust import platform_topic
 
 if TYPE_CHECKING:
@@ -71,11 +72,11 @@ class Settings:
     pdq_min_quality: int = 50
     index_layout: str = "fast"
     bank_snapshot_interval_s: float = 300.0
-    thresholds: dict[str, dict[str, int]] = field(default_factory=dict)
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     text_model: Path | None = None
     text_review_score: float = 0.5
     text_takedown_score: float = 0.995
-    on_media_error: str = "review"
+    on_media_error: Verdict = "review"
     repeat_window_s: int = 24 * 3600
     repeat_strikes: int = 3
 

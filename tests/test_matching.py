@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from modstream.bank.bank import Bank
 from modstream.contracts import BankEntry
 from modstream.matching.index import ExactIndex
@@ -107,3 +109,39 @@ def test_bank_snapshot_restores_every_entry_and_keeps_taking_changes(tmp_path):
     assert len(again) == len(bank)
     again.apply("other/pdq/new", None)
     assert [m.entry.bank for m in again.match("pdq", pdqs[3])] == ["tve"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "signal"), [("exact", "same"), ("shingle", "join the caravan now")]
+)
+def test_pairs_indexes_can_be_searched_while_entries_come_and_go(kind, signal):
+    """Lookups run on a thread while the event loop applies bank changes."""
+    import threading
+
+    from modstream.matching.shingles import ShingleIndex
+
+    index = ExactIndex() if kind == "exact" else ShingleIndex()
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def search():
+        try:
+            while not done.is_set():
+                index.query_many([signal] * 8, 40)
+        except BaseException as exc:  # any failure fails the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=search) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    removed = set()
+    for ref in range(3000):
+        index.add(ref, signal)
+        if ref % 3 == 0 and ref:
+            index.remove(ref - 1)
+            removed.add(ref - 1)
+    done.set()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(index) == 3000 - len(removed)

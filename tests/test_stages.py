@@ -144,3 +144,27 @@ async def test_a_stage_that_fails_dead_letters_its_batch_and_goes_on(tmp_path):
         (1, "internal_error", "decide"),
     ]
     assert "a bug" in out.dead[0][1]
+
+
+async def test_text_is_normalised_once_and_matched_in_the_batch_lookup(tmp_path):
+    statement = BankEntry("tve", "stmt-1", "text", "join the caravan now brothers", (), "takedown")
+    hash_stage, decide_stage, out, _, _ = pipeline(tmp_path, [statement])
+    post = "JOIN the Caravan — now, brothers!!"
+    await hash_stage.process(records("uploads", [upload("copy", text=post)]))
+    (handed,) = [
+        u for r in out.as_records(HASHED_TOPIC) for u in HashedBatch.parse(r.value).uploads
+    ]
+    assert handed.normalized_text == "join the caravan now brothers"
+    looked_up = []
+    real_lookup = decide_stage.engine.lookup
+
+    def lookup(media, texts):
+        looked_up.extend(texts)
+        return real_lookup(media, texts)
+
+    decide_stage.engine.lookup = lookup
+    await decide_stage.process(out.as_records(HASHED_TOPIC))
+    assert looked_up == ["join the caravan now brothers"]  # off the loop, with the media
+    decision = decisions(out)["copy"]
+    assert decision["verdict"] == "takedown"
+    assert [e["entry_id"] for e in decision["evidence"] if e["kind"] == "text_match"] == ["stmt-1"]

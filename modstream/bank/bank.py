@@ -36,7 +36,7 @@ class Bank:
     """All bank entries of all banks, with one index per signal type."""
 
     def __init__(
-        self, thresholds: dict[str, dict[str, int]] | None = None, index_layout: str = "fast"
+        self, thresholds: dict[str, dict[str, float]] | None = None, index_layout: str = "fast"
     ) -> None:
         self._overrides = thresholds or {}
         self._index_layout = index_layout

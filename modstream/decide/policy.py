@@ -10,40 +10,40 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modstream.contracts import Evidence
+from modstream.contracts import Evidence, Verdict
 
 POLICY_VERSION = "2026.11.2"
-SEVERITY = {"allow": 0, "review": 1, "takedown": 2}
+SEVERITY: dict[Verdict, int] = {"allow": 0, "review": 1, "takedown": 2}
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     text_review_score: float = 0.5
     text_takedown_score: float = 0.995
-    on_media_error: str = "review"
+    on_media_error: Verdict = "review"
     repeat_strikes: int = 3
 
 
-def verdict_for(evidence: Sequence[Evidence]) -> str:
+def verdict_for(evidence: Sequence[Evidence]) -> Verdict:
     """The most severe action any evidence asks for; ``allow`` when there is none."""
     return max((e.action for e in evidence), key=SEVERITY.__getitem__, default="allow")
 
 
-def text_action(score: float, config: PolicyConfig) -> str:
+def text_action(score: float, config: PolicyConfig) -> Verdict:
     """Text alone is reviewed; only a very high score takes down by itself."""
     if score >= config.text_takedown_score:
         return "takedown"
     return "review" if score >= config.text_review_score else "allow"
 
 
-def hash_action(distance: int, takedown: int, review: int, action_hint: str) -> str:
+def hash_action(distance: int, takedown: float, review: float, action_hint: Verdict) -> Verdict:
     """Within the takedown distance the bank's hint applies; within review distance, review."""
     if distance <= takedown:
         return action_hint
     return "review" if distance <= review else "allow"
 
 
-def repeat_action(prior_strikes: int, config: PolicyConfig) -> str:
+def repeat_action(prior_strikes: int, config: PolicyConfig) -> Verdict:
     """An uploader with many recent matches gets every post reviewed."""
     return (
         "review"

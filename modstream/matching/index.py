@@ -6,6 +6,7 @@ Hamming-distance types (PDQ, pHash) use ``modstream.matching.hamming.HammingInde
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, Self
@@ -66,25 +67,48 @@ def read_index(folder: Path, layout: str) -> MatchIndex:
 
 class PairsIndex:
     """Base of the indexes searched one query at a time and saved as their ``(ref, signal)``
-    pairs, rebuilt by adding them again (exact, shingle): subclasses keep ``_signals``."""
+    pairs, rebuilt by adding them again (exact, shingle): subclasses keep ``_signals`` and
+    implement ``_add``, ``_remove`` and ``_query``. Lookups run on a thread while bank
+    changes are applied on the event loop, so both hold the index's lock."""
 
     kind: str
     _signals: dict[int, str]
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
     def add(self, ref: int, signal: str) -> None:
-        raise NotImplementedError
+        with self._lock:
+            self._remove(ref)
+            self._add(ref, signal)
+
+    def remove(self, ref: int) -> None:
+        with self._lock:
+            self._remove(ref)
 
     def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
-        raise NotImplementedError
+        with self._lock:
+            return self._query(signal, max_distance)
 
     def query_many(self, signals: Sequence[str], max_distance: int) -> list[list[tuple[int, int]]]:
-        return [self.query(signal, max_distance) for signal in signals]
+        with self._lock:
+            return [self._query(signal, max_distance) for signal in signals]
+
+    def _add(self, ref: int, signal: str) -> None:
+        raise NotImplementedError
+
+    def _remove(self, ref: int) -> None:
+        raise NotImplementedError
+
+    def _query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self._signals)
 
     def snapshot(self) -> Callable[[Path], None]:
-        return signals_snapshot(self.kind, list(self._signals.items()))
+        with self._lock:
+            return signals_snapshot(self.kind, list(self._signals.items()))
 
     @classmethod
     def load(cls, folder: Path) -> Self:
@@ -100,15 +124,15 @@ class ExactIndex(PairsIndex):
     kind = "exact"
 
     def __init__(self) -> None:
+        super().__init__()
         self._refs_by_signal: dict[str, set[int]] = {}
         self._signals: dict[int, str] = {}
 
-    def add(self, ref: int, signal: str) -> None:
-        self.remove(ref)
+    def _add(self, ref: int, signal: str) -> None:
         self._refs_by_signal.setdefault(signal, set()).add(ref)
         self._signals[ref] = signal
 
-    def remove(self, ref: int) -> None:
+    def _remove(self, ref: int) -> None:
         signal = self._signals.pop(ref, None)
         if signal is None:
             return
@@ -117,5 +141,5 @@ class ExactIndex(PairsIndex):
         if not refs:
             del self._refs_by_signal[signal]
 
-    def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
+    def _query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
         return [(ref, 0) for ref in sorted(self._refs_by_signal.get(signal, ()))]

@@ -40,19 +40,19 @@ class ShingleIndex(PairsIndex):
     kind = "shingle"
 
     def __init__(self) -> None:
+        super().__init__()
         self._signals: dict[int, str] = {}
         self._shingles: dict[int, frozenset[int]] = {}
         self._postings: dict[int, set[int]] = {}
 
-    def add(self, ref: int, signal: str) -> None:
-        self.remove(ref)
+    def _add(self, ref: int, signal: str) -> None:
         own = shingles(signal)
         self._signals[ref] = signal
         self._shingles[ref] = own
         for shingle in own:
             self._postings.setdefault(shingle, set()).add(ref)
 
-    def remove(self, ref: int) -> None:
+    def _remove(self, ref: int) -> None:
         own = self._shingles.pop(ref, None)
         if own is None:
             return
@@ -63,7 +63,7 @@ class ShingleIndex(PairsIndex):
             if not refs:
                 del self._postings[shingle]
 
-    def query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
+    def _query(self, signal: str, max_distance: int) -> list[tuple[int, int]]:
         postings = self._postings
         shared = Counter(
             itertools.chain.from_iterable(

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from modstream.contracts import ComputedSignal
 from modstream.formats.hexcodes import hamming_distance, normalize_hex
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class SignalType(ABC):
     thresholds: ClassVar[Thresholds] = Thresholds(takedown=0, review=0)
 
     @abstractmethod
-    def compute(self, content: Any) -> dict[str, Any] | None:
+    def compute(self, content: Any) -> ComputedSignal | None:
         """The signal of ``content`` as ``{"value": str, ...extras}``, or None if not applicable."""
 
     @abstractmethod
@@ -70,7 +71,7 @@ class SignalType(ABC):
         """A reviewer's account of a match beyond its distance, if there is one."""
         return Assessment()
 
-    def usable(self, computed: dict[str, Any], min_quality: int) -> bool:
+    def usable(self, computed: ComputedSignal, min_quality: int) -> bool:
         """Whether a computed signal is good enough to match on (PDQ quality, for one)."""
         return True
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
+from modstream.contracts import ComputedSignal
 from modstream.hashing.content import Content
 from modstream.signals.base import ExactSignal
 
@@ -13,7 +13,7 @@ class _DigestSignal(ExactSignal):
     source = "bytes"
     hex_digits: int
 
-    def compute(self, content: Content) -> dict[str, Any]:
+    def compute(self, content: Content) -> ComputedSignal:
         return {"value": content.digest(self.name)}
 
     def normalize(self, signal: str) -> str:

@@ -8,10 +8,9 @@ or tiny images give near-random bits that collide with unrelated banked content.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from modstream.contracts import ComputedSignal
 from modstream.hashing.content import Content
 from modstream.hashing.pdq import pdq_of_rgb
 from modstream.signals.base import HammingSignal, Thresholds
@@ -23,9 +22,9 @@ class PDQSignal(HammingSignal):
     bits = 256
     thresholds = Thresholds(takedown=31, review=45)
 
-    def compute(self, content: Content) -> dict[str, Any]:
+    def compute(self, content: Content) -> ComputedSignal:
         value, quality = pdq_of_rgb(np.asarray(content.image))
         return {"value": value, "quality": quality}
 
-    def usable(self, computed: dict[str, Any], min_quality: int) -> bool:
+    def usable(self, computed: ComputedSignal, min_quality: int) -> bool:
         return int(computed.get("quality", 0)) >= min_quality

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from modstream.contracts import ComputedSignal
 from modstream.hashing.content import Content
 from modstream.hashing.phash import phash_of
 from modstream.signals.base import HammingSignal, Thresholds
@@ -15,5 +14,5 @@ class PHashSignal(HammingSignal):
     bits = 64
     thresholds = Thresholds(takedown=6, review=10)
 
-    def compute(self, content: Content) -> dict[str, Any]:
+    def compute(self, content: Content) -> ComputedSignal:
         return {"value": phash_of(content.image)}

@@ -3,8 +3,9 @@ near copies and copies inside longer posts included (``modstream.matching.shingl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from modstream.contracts import ComputedSignal
 from modstream.formats.text import normalize_text
 from modstream.signals.base import Assessment, SignalType, Thresholds
 
@@ -18,7 +19,7 @@ class TextSignal(SignalType):
     # Distances are 100 x (1 - containment): a full copy is 0; 80% of the text is 20.
     thresholds = Thresholds(takedown=20, review=40)
 
-    def compute(self, content: str) -> dict[str, Any] | None:
+    def compute(self, content: str) -> ComputedSignal | None:
         value = normalize_text(content)
         return {"value": value} if value else None
 

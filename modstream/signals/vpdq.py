@@ -7,8 +7,9 @@ line per kept frame; bank videos are matched by the share of their unique frames
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from modstream.contracts import ComputedSignal
 from modstream.formats.vpdq import format_vpdq, parse_vpdq
 from modstream.hashing.content import Content
 from modstream.signals.base import Assessment, SignalType, Thresholds
@@ -24,7 +25,7 @@ class VPDQSignal(SignalType):
     # Distances are 100 x (1 - share of the bank video's unique frames found): 20 is 80%.
     thresholds = Thresholds(takedown=20, review=40)
 
-    def compute(self, content: Content) -> dict[str, Any] | None:
+    def compute(self, content: Content) -> ComputedSignal | None:
         from modstream.hashing.video import VideoSampling, hash_video
 
         with content.open() as file:

@@ -58,7 +58,11 @@ class DecideStage:
         uploads = [(upload, at) for batch, at in batches for upload in batch.uploads]
         # One index search for the whole batch, on a thread: the kernels release the GIL,
         # so a large bank never stalls the event loop.
-        lookups = await self.offload(self.engine.lookup, [u.media for u, _ in uploads])
+        lookups = await self.offload(
+            self.engine.lookup,
+            [u.media for u, _ in uploads],
+            [u.normalized_text for u, _ in uploads if u.normalized_text],
+        )
         deliveries, decided = [], []
         for upload, decided_at in uploads:
             decision = self.decide(upload, lookups, round(decided_at, 3))
@@ -80,7 +84,13 @@ class DecideStage:
         created = parse_time(upload.created_at)
         prior = history.prior_strikes(past, upload.event_id, created, self.repeat_window_s)
         decision = self.engine.decide(
-            upload, record.media, decided_at, prior, lookups, record.text_score
+            upload,
+            record.media,
+            decided_at,
+            prior,
+            lookups,
+            record.text_score,
+            record.normalized_text,
         )
         if struck(decision) and not history.has_strike(past, upload.event_id):
             self.history[key] = history.with_strike(past, upload.event_id, created)

@@ -141,11 +141,13 @@ class HashStage:
         media_of = iter(media)
         by_partition: dict[int, list[bytes]] = {}
         for record, upload in valid:
+            normalized, score = scores.get(upload.event_id, (None, None))
             handed_off = HashedUpload(
                 event=replace(upload, media=()),  # the decide stage needs the signals only
                 media=tuple(next(media_of) if upload.media else ()),
                 received_at=record.timestamp,
-                text_score=scores.get(upload.event_id),
+                text_score=score,
+                normalized_text=normalized,
             )
             by_partition.setdefault(self.hashed_partition(upload.uploader_key), []).append(
                 handed_off.to_json(self.limits.max_record_bytes)
@@ -191,9 +193,9 @@ class HashStage:
             hash_media, ref.media_id, ref.kind, content, limits.max_image_pixels, limits.video
         )
 
-    async def _text_scores(self, uploads: list[UploadEvent]) -> dict[str, TextScore]:
-        """The batch's posts scored off the event loop, split over the pool's processes; none
-        if scoring fails (the decide stage scores them instead)."""
+    async def _text_scores(self, uploads: list[UploadEvent]) -> dict[str, tuple[str, TextScore]]:
+        """The batch's posts normalised and scored off the event loop, split over the pool's
+        processes; none if scoring fails (the decide stage does it instead)."""
         texted = [u for u in uploads if u.text]
         if not texted:
             return {}
