@@ -107,3 +107,14 @@ async def test_records_out_of_order_are_all_delivered_and_no_gap_is_acknowledged
     assert delivered == arrivals
     assert not any(consumer._gap.values())  # noqa: SLF001
     assert not any(consumer._acked.values())  # noqa: SLF001
+
+
+def test_the_app_builds_twice_in_one_process(tmp_path):
+    """Each app has its own Prometheus registry: nothing global collides."""
+    from modstream.settings import Settings
+    from modstream.stream.app import build_app
+
+    first = build_app(Settings(data_dir=tmp_path, web_port=7101, hash_workers=1))
+    second = build_app(Settings(data_dir=tmp_path, web_port=7102, hash_workers=1))
+    assert first is not second
+    assert {"hash_stage", "video_stage", "decide_stage"} <= {a.name for a in first.agents.values()}

@@ -7,6 +7,7 @@ line per kept frame; bank videos are matched by the share of their unique frames
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from modstream.contracts import ComputedSignal
@@ -47,13 +48,13 @@ class VPDQSignal(SignalType):
         """How much of bank video ``b`` is missing from query video ``a``, in percent."""
         from modstream.matching.video import compare
 
-        return compare(parse_vpdq(a), parse_vpdq(b)).distance
+        return compare(_parsed(a), _parsed(b)).distance
 
     def assess(self, query: str, bank_signal: str, distance: int) -> Assessment:
         """Both shares and where the copies match, so a reviewer can jump to the segment."""
         from modstream.matching.video import compare
 
-        found = compare(parse_vpdq(query), parse_vpdq(bank_signal))
+        found = compare(_parsed(query), _parsed(bank_signal))
         where = "; ".join(
             f"{q0:.0f}-{q1:.0f} s here = {b0:.0f}-{b1:.0f} s in the bank video"
             for q0, q1, b0, b1 in found.ranges
@@ -78,3 +79,8 @@ class VPDQSignal(SignalType):
         from modstream.matching.video import VideoIndex
 
         return VideoIndex(layout=layout)
+
+
+#: A query video is assessed against every bank video it matched: parse its text once. The
+#: cache is small and holds parsed frames only (a 30-minute video is ~1,800 lines).
+_parsed = functools.lru_cache(maxsize=64)(parse_vpdq)
