@@ -117,7 +117,10 @@ async def test_bank_changes_reach_every_worker_within_seconds(workers):
     assert all(per_worker), "each worker must have matched the new hash"
 
     await send(workers, "hashbank", [(entry.key.encode(), None)])  # tombstone
-    await asyncio.sleep(2)
+    deadline = time.monotonic() + 20
+    while any(workers.status(port).get("bank_entries") for _, port in workers.procs):
+        assert time.monotonic() < deadline, "the tombstone did not reach every worker"
+        await asyncio.sleep(0.2)
     ids = {f"after-removal-{i}" for i in range(8)}
     start = await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
     await send(
@@ -311,9 +314,10 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
 
     scenes = ["astronaut", "coffee", "immunohistochemistry"]
     clip = videos.clip(workers.settings.media_root / "clip.mp4", scenes, fps=15, crf=23)
-    release = asyncio.Event()
+    asked, release = asyncio.Event(), asyncio.Event()
 
     async def stalled(request):
+        asked.set()
         await release.wait()
         return web.FileResponse(clip)
 
@@ -322,7 +326,7 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
     async with http_server({"/clip.mp4": stalled}) as base:
         url = [{"media_id": "v1", "kind": "video", "url": f"{base}/clip.mp4"}]
         await send(workers, "uploads", [upload("slow-video", media=url)])
-        await asyncio.sleep(1)  # the video stage is now waiting on the download
+        await asyncio.wait_for(asked.wait(), 60)  # the video stage waits on the download
         others = {f"after-{i}" for i in range(6)}
         photo = encode(sample("camera"), quality=80)
         await send(
