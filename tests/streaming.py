@@ -32,6 +32,20 @@ async def collect(
     return seen
 
 
+async def dead_letters(workers, count: int, timeout: float = 30.0) -> list[dict]:
+    """The first ``count`` records of the dead-letter topic (waiting up to ``timeout`` for
+    each)."""
+    return [
+        orjson.loads(value)
+        async for _, value in read_topic(
+            workers.settings.kafka,
+            workers.settings.topic("uploads.dlq"),
+            max_records=count,
+            timeout_s=timeout,
+        )
+    ]
+
+
 async def send(workers, topic: str, records) -> None:
     await publish(workers.settings.kafka, workers.settings.topic(topic), records)
 

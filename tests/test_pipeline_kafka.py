@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
-from streaming import collect, http_server, inline, send, upload
+from streaming import collect, dead_letters, http_server, inline, send, upload
 
 from modstream.contracts import BankEntry, HashedBatch, dumps
 from modstream.demo import bank_entries, demo_uploads, encode, resized, sample
@@ -61,15 +61,7 @@ async def test_uploads_in_decisions_out_with_dlq_broken_media_and_urls(workers, 
     takedowns = await collect(workers, "takedowns", {"by-url"}, timeout=10)
     assert all(r["verdict"] == "takedown" for found in takedowns.values() for r in found)
 
-    letters = [
-        orjson.loads(v)
-        async for _, v in read_topic(
-            workers.settings.kafka,
-            workers.settings.topic("uploads.dlq"),
-            max_records=1,
-            timeout_s=10,
-        )
-    ]
+    letters = await dead_letters(workers, 1, timeout=10)
     assert base64.b64decode(letters[0]["original_b64"]) == malformed
     assert "upload.media: expected list" in letters[0]["error"]
 

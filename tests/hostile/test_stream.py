@@ -15,12 +15,12 @@ import orjson
 import pytest
 from aiohttp import web
 from PIL import Image
-from streaming import collect, http_server, send, upload
+from streaming import collect, dead_letters, http_server, send, upload
 
 from modstream.contracts import BankEntry, dumps
 from modstream.demo import encode, sample
 from modstream.engine import hash_media
-from modstream.stream.client import end_offsets, read_topic
+from modstream.stream.client import end_offsets
 
 pytestmark = pytest.mark.kafka
 
@@ -153,15 +153,7 @@ async def test_hostile_events_never_sink_their_neighbours(workers):
     assert {d["platform"] for d in same} == {"alpha", "beta"}
     assert len({d["decision_id"] for d in same}) == 2
 
-    letters = [
-        orjson.loads(v)
-        async for _, v in read_topic(
-            workers.settings.kafka,
-            workers.settings.topic("uploads.dlq"),
-            max_records=2,
-            timeout_s=10,
-        )
-    ]
+    letters = await dead_letters(workers, 2, timeout=10)
     assert sorted(base64.b64decode(x["original_b64"]) for x in letters) == sorted(refused)
     errors = " ".join(x["error"] for x in letters)
     assert "duplicate key 'text'" in errors and "upload.event_id: control" in errors

@@ -6,14 +6,13 @@ import base64
 
 import orjson
 import pytest
-from streaming import collect, send, upload
+from streaming import collect, dead_letters, send, upload
 
 from modstream.contracts import BankEntry, dumps
 from modstream.demo import encode, sample
 from modstream.engine import hash_media
 from modstream.ingest.trust import PlatformBinding, platform_topic
 from modstream.settings import Settings
-from modstream.stream.client import read_topic
 from modstream.stream.topics import ensure_topics
 
 
@@ -57,15 +56,7 @@ async def test_strikes_cannot_be_forged_from_another_platforms_topic(workers):
     await send(workers, alpha, forged)
     # ... and something to the shared topic, which bound workers no longer trust.
     await send(workers, "uploads", [with_platform(upload("shared", text="hi"), "alpha")])
-    letters = [
-        orjson.loads(v)
-        async for _, v in read_topic(
-            workers.settings.kafka,
-            workers.settings.topic("uploads.dlq"),
-            max_records=4,
-            timeout_s=30,
-        )
-    ]
+    letters = await dead_letters(workers, 4)
     # bob's own harmless post, from beta's topic, is judged on its own.
     harmless = upload("bob-post", text="lovely weather at the lake")
     await send(workers, beta, [with_platform(harmless, "beta")])
