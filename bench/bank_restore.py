@@ -23,6 +23,7 @@ from modstream.bank.bank import SNAPSHOT_VERSION, Bank
 from modstream.bank.entries import EntryStore
 from modstream.contracts import BankEntry
 from modstream.matching.hamming import HammingIndex, warm_up
+from modstream.matching.index import MANIFEST
 
 CHUNK = 1_000_000
 
@@ -49,11 +50,11 @@ def build_snapshot(folder: Path, n: int, layout: str) -> list[str]:
     store_folder.rename(folder / "entries")
     index = HammingIndex(256, layout=layout)
     index.add_many(np.arange(n), codes)
-    index.snapshot()(folder / "index-pdq")
+    part = index.snapshot()(folder / "index-pdq")
     index.close()
-    manifest = {"version": SNAPSHOT_VERSION, "next_ref": n, "sizes": [["bulk", "pdq", n]],
-                "indexes": ["pdq"]}  # fmt: skip
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    bank = {"next_ref": n, "sizes": [["bulk", "pdq", n]]}
+    manifest = {"version": SNAPSHOT_VERSION, "bank": bank, "indexes": {"pdq": part}}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
     step = max(1, n // 2000)
     return [codes[i].astype(">u8").tobytes().hex() for i in range(0, n, step)]
 

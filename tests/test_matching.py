@@ -145,3 +145,27 @@ def test_pairs_indexes_can_be_searched_while_entries_come_and_go(kind, signal):
         thread.join()
     assert failures == []
     assert len(index) == 3000 - len(removed)
+
+
+def test_a_bank_snapshot_has_one_versioned_manifest_for_all_its_parts(tmp_path):
+    import json
+
+    from modstream.bank.bank import SNAPSHOT_VERSION, snapshot_manifest
+
+    bank = Bank()
+    bank.apply("tve/pdq/p", entry("tve", "p", "pdq", "f" * 64))
+    bank.apply("tve/md5/m", entry("tve", "m", "md5", "0" * 32))
+    bank.snapshot()(tmp_path / "snap", replica={"topic": "hashbank", "positions": {"0": 2}})
+    manifests = sorted(p.relative_to(tmp_path / "snap") for p in tmp_path.rglob("manifest.json"))
+    assert [str(m) for m in manifests] == ["manifest.json"]  # the parts have none of their own
+    manifest = snapshot_manifest(tmp_path / "snap")
+    assert manifest["version"] == SNAPSHOT_VERSION
+    assert {n: p["kind"] for n, p in manifest["indexes"].items()} == {
+        "pdq": "hamming",
+        "md5": "exact",
+    }
+    assert manifest["replica"]["positions"] == {"0": 2}
+    older = {**manifest, "version": SNAPSHOT_VERSION - 1}
+    (tmp_path / "snap" / "manifest.json").write_text(json.dumps(older))
+    with pytest.raises(ValueError, match="bank snapshot version"):
+        Bank().restore(tmp_path / "snap")

@@ -219,9 +219,9 @@ async def test_restart_loads_the_bank_snapshot_and_reads_only_newer_changes(work
     proc, port = workers.start(MODSTREAM_BANK_SNAPSHOT_INTERVAL_S="1")
     link = workers.settings.data_dir / "bank-snapshot"
     deadline = time.monotonic() + 30
-    while not (link / "replica.json").exists() and time.monotonic() < deadline:
+    while not (link / "manifest.json").exists() and time.monotonic() < deadline:
         await asyncio.sleep(0.3)
-    assert (link / "replica.json").exists(), "no snapshot saved"
+    assert (link / "manifest.json").exists(), "no snapshot saved"
     assert workers.status(port)["bank_from_snapshot"] is False
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)

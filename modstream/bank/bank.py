@@ -13,14 +13,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modstream.bank.entries import EntryStore
 from modstream.contracts import BankEntry, parse_bank_key
-from modstream.matching.index import MatchIndex, read_index
+from modstream.matching.index import MANIFEST, MatchIndex, read_index
 from modstream.signals import get as get_signal_type
 from modstream.signals.base import Assessment, Thresholds
 
-SNAPSHOT_VERSION = 2
+#: The version of a bank snapshot as a whole: its one manifest and every part it describes.
+SNAPSHOT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -121,36 +123,37 @@ class Bank:
                 matches.append(Match(entry, distance, thresholds))
         return matches
 
-    def snapshot(self) -> Callable[[Path], None]:
+    def snapshot(self) -> Callable[..., None]:
         """Capture the bank as it is now (cheap: call it between changes, on the event loop);
-        the returned function writes that state to a new folder (slow: run it on a thread)."""
+        the returned function ``write(folder, **extra)`` writes that state to a new folder
+        (slow: run it on a thread): every part, then the one versioned manifest that
+        describes them all (and ``extra``, such as the offsets the bank reflects), last, so
+        that a folder with a manifest is complete."""
         entries = self._entries.view()
         indexes = {name: index.snapshot() for name, index in self._indexes.items()}
-        manifest = {
-            "version": SNAPSHOT_VERSION,
+        bank = {
             "next_ref": self._next_ref,
             "sizes": [[bank, kind, n] for (bank, kind), n in self._sizes.items() if n > 0],
-            "indexes": sorted(indexes),
         }
 
-        def write(folder: Path) -> None:
+        def write(folder: Path, **extra: Any) -> None:
             folder.mkdir(parents=True)
             EntryStore.write(entries, folder / "entries")
-            for name, write_index in indexes.items():
-                write_index(folder / f"index-{name}")
-            (folder / "manifest.json").write_text(json.dumps(manifest))
+            parts = {
+                name: write_index(folder / f"index-{name}") for name, write_index in indexes.items()
+            }
+            manifest = {"version": SNAPSHOT_VERSION, "bank": bank, "indexes": parts, **extra}
+            (folder / MANIFEST).write_text(json.dumps(manifest))
 
         return write
 
     def restore(self, folder: Path) -> None:
         """Replace this bank's contents with a snapshot's (before it is in use)."""
-        manifest = json.loads((folder / "manifest.json").read_text())
-        if manifest["version"] != SNAPSHOT_VERSION:
-            raise ValueError(f"bank snapshot version {manifest['version']}")
+        manifest = snapshot_manifest(folder)
         entries = EntryStore.read(folder / "entries")
         indexes = {
-            name: read_index(folder / f"index-{name}", self._index_layout)
-            for name in manifest["indexes"]
+            name: read_index(folder / f"index-{name}", part, self._index_layout)
+            for name, part in manifest["indexes"].items()
         }
         for name, index in indexes.items():
             host = get_signal_type(name).shares_index_of
@@ -158,8 +161,8 @@ class Bank:
                 index.attach(indexes[host], self._allocate_refs)  # type: ignore[attr-defined]
         # Only once everything has loaded: a broken snapshot leaves the bank as it was.
         self._entries, self._indexes = entries, indexes
-        self._next_ref = manifest["next_ref"]
-        self._sizes = Counter({(bank, kind): n for bank, kind, n in manifest["sizes"]})
+        self._next_ref = manifest["bank"]["next_ref"]
+        self._sizes = Counter({(bank, kind): n for bank, kind, n in manifest["bank"]["sizes"]})
 
     def sizes(self) -> dict[tuple[str, str], int]:
         """Live entries per (bank, signal_type)."""
@@ -173,3 +176,12 @@ class Bank:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def snapshot_manifest(folder: Path) -> dict[str, Any]:
+    """The one manifest of a bank snapshot; raises ValueError if it is of another version."""
+    manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
+    if manifest.get("version") != SNAPSHOT_VERSION:
+        found = manifest.get("version")
+        raise ValueError(f"bank snapshot version {found}, not {SNAPSHOT_VERSION}")
+    return manifest

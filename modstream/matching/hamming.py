@@ -32,11 +32,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from modstream.formats.hexcodes import hex_to_codes
 from modstream.matching import kernels
+from modstream.matching.index import MANIFEST
 
 
 @dataclass(frozen=True)
@@ -491,9 +493,10 @@ class HammingIndex:
             arrays = delta.codes.nbytes + delta.refs.nbytes + delta.deleted.nbytes
             return arrays + sum(s.nbytes() for s in self._segments)
 
-    def snapshot(self) -> Callable[[Path], None]:
+    def snapshot(self) -> Callable[[Path], dict[str, Any]]:
         """Capture the index now (cheap: segments are immutable, their deletion maps and the
-        delta are copied); the returned function writes it to a new folder (on a thread)."""
+        delta are copied); the returned function writes it to a new folder (on a thread) and
+        returns its description, for the manifest."""
         with self._lock:
             segments = list(self._segments)
             deleted = [s.deleted.copy() for s in segments]
@@ -501,13 +504,13 @@ class HammingIndex:
         meta = {"kind": "hamming", "version": SNAPSHOT_VERSION, "bits": self.bits,
                 "segments": len(segments)}  # fmt: skip
 
-        def write(folder: Path) -> None:
+        def write(folder: Path) -> dict[str, Any]:
             folder.mkdir(parents=True)
             # One .npy file per array: loading is a plain read into place.
             for i, (segment, mask) in enumerate(zip(segments, deleted, strict=True)):
                 _save_arrays(folder / f"segment-{i}", {**segment.arrays(), "deleted": mask})
             _save_arrays(folder / "delta", {"codes": delta_codes, "refs": delta_refs})
-            (folder / "manifest.json").write_text(json.dumps(meta))
+            return meta
 
         return write
 
@@ -516,14 +519,18 @@ class HammingIndex:
         path = Path(path)
         staging = path.with_name(path.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        self.snapshot()(staging)
+        meta = self.snapshot()(staging)
+        (staging / MANIFEST).write_text(json.dumps(meta))
         shutil.rmtree(path, ignore_errors=True)
         staging.rename(path)
 
     @classmethod
-    def load(cls, path: Path, **options) -> HammingIndex:
+    def load(cls, path: Path, meta: dict[str, Any] | None = None, **options) -> HammingIndex:
+        """An index written by ``snapshot()`` (described by ``meta``, what it returned) or by
+        ``save`` (described by the manifest beside it)."""
         path = Path(path)
-        meta = json.loads((path / "manifest.json").read_text())
+        if meta is None:
+            meta = json.loads((path / MANIFEST).read_text())
         if meta["version"] != SNAPSHOT_VERSION:
             raise ValueError(f"snapshot version {meta['version']} is not {SNAPSHOT_VERSION}")
         index = cls(meta["bits"], **options)

@@ -9,7 +9,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 
 class MatchIndex(Protocol):
@@ -29,18 +29,24 @@ class MatchIndex(Protocol):
 
     def __len__(self) -> int: ...
 
-    def snapshot(self) -> Callable[[Path], None]:
-        """Capture the index now (cheap); the returned function writes it to a new folder."""
+    def snapshot(self) -> Callable[[Path], dict[str, Any]]:
+        """Capture the index now (cheap); the returned function writes it to a new folder
+        and returns what describes it (its part of the snapshot's one manifest)."""
         ...
 
 
-def signals_snapshot(kind: str, pairs: list[tuple[int, str]]) -> Callable[[Path], None]:
+#: Manifest of a snapshot written by a ``snapshot()`` writer on its own (``save``), not as a
+#: part of a bank snapshot, whose one manifest describes every part.
+MANIFEST = "manifest.json"
+
+
+def signals_snapshot(kind: str, pairs: list[tuple[int, str]]) -> Callable[[Path], dict[str, Any]]:
     """The snapshot writer of an index that is rebuilt from its ``(ref, signal)`` pairs."""
 
-    def write(folder: Path) -> None:
+    def write(folder: Path) -> dict[str, Any]:
         folder.mkdir(parents=True)
         (folder / "signals.json").write_text(json.dumps(pairs))
-        (folder / "manifest.json").write_text(json.dumps({"kind": kind}))
+        return {"kind": kind}
 
     return write
 
@@ -49,20 +55,19 @@ def read_signals(folder: Path) -> list[tuple[int, str]]:
     return [(ref, signal) for ref, signal in json.loads((folder / "signals.json").read_text())]
 
 
-def read_index(folder: Path, layout: str) -> MatchIndex:
-    """Load an index written by ``snapshot()``, whichever kind it is."""
+def read_index(folder: Path, part: dict[str, Any], layout: str) -> MatchIndex:
+    """Load an index written by a ``snapshot()`` writer, described by what it returned."""
     from modstream.matching.hamming import HammingIndex
     from modstream.matching.shingles import ShingleIndex
     from modstream.matching.video import VideoIndex
 
-    kind = json.loads((folder / "manifest.json").read_text())["kind"]
     readers: dict[str, Callable[[Path], MatchIndex]] = {
-        "hamming": lambda f: HammingIndex.load(f, layout=layout),
+        "hamming": lambda f: HammingIndex.load(f, part, layout=layout),
         "exact": ExactIndex.load,
         "shingle": ShingleIndex.load,
-        "vpdq": lambda f: VideoIndex.load(f, layout=layout),
+        "vpdq": lambda f: VideoIndex.load(f, part, layout=layout),
     }
-    return readers[kind](folder)
+    return readers[part["kind"]](folder)
 
 
 class PairsIndex:
@@ -106,7 +111,7 @@ class PairsIndex:
     def __len__(self) -> int:
         return len(self._signals)
 
-    def snapshot(self) -> Callable[[Path], None]:
+    def snapshot(self) -> Callable[[Path], dict[str, Any]]:
         with self._lock:
             return signals_snapshot(self.kind, list(self._signals.items()))
 

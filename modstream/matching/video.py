@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -169,23 +170,23 @@ class VideoIndex:
     def __len__(self) -> int:
         return len(self._texts)
 
-    def snapshot(self) -> Callable[[Path], None]:
+    def snapshot(self) -> Callable[[Path], dict[str, Any]]:
         videos = [[ref, text, self._video_frames[ref][0]] for ref, text in self._texts.items()]
         hosted = self._hosted
 
-        def write(folder: Path) -> None:
+        def write(folder: Path) -> dict[str, Any]:
             folder.mkdir(parents=True)
             (folder / "videos.json").write_text(json.dumps(videos))
-            (folder / "manifest.json").write_text(json.dumps({"kind": "vpdq", "hosted": hosted}))
+            return {"kind": "vpdq", "hosted": hosted}
 
         return write
 
     @classmethod
-    def load(cls, folder: Path, layout: str = "fast") -> VideoIndex:
+    def load(cls, folder: Path, part: dict[str, Any], layout: str = "fast") -> VideoIndex:
         """A snapshot's videos. Frames of a hosted index are in the host's own snapshot: only
         which frame is whose is rebuilt here, and the bank attaches the host next."""
         index = cls(layout=layout)
-        hosted = json.loads((folder / "manifest.json").read_text())["hosted"]
+        hosted = part["hosted"]
         videos = json.loads((folder / "videos.json").read_text())
         if not hosted:
             index.add_many([(ref, text) for ref, text, _ in videos])

@@ -14,7 +14,6 @@ and reads only the records after it, instead of replaying the whole topic.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -26,7 +25,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from modstream.bank.bank import Bank
+from modstream.bank.bank import Bank, snapshot_manifest
 from modstream.contracts import BankEntry, ContractError
 from modstream.settings import KafkaAccess
 from modstream.stages.metrics import PipelineMetrics
@@ -119,7 +118,7 @@ class BankReplica(Service):
         started = time.monotonic()
         try:
             folder = self.snapshot_link.resolve()
-            replica = json.loads((folder / "replica.json").read_text())
+            replica = snapshot_manifest(folder)["replica"]
             if replica["topic"] != self.topic:
                 return None
             positions = {int(p): int(off) for p, off in replica["positions"].items()}
@@ -168,14 +167,13 @@ class BankReplica(Service):
             extra={"entries": len(self.bank), "seconds": round(time.monotonic() - started, 2)},
         )
 
-    def _write_snapshot(self, write_bank: Callable[[Path], None], positions: dict) -> None:
+    def _write_snapshot(self, write_bank: Callable[..., None], positions: dict) -> None:
         """Write a new folder, then point the link at it atomically; drop the old folder."""
         assert self.snapshot_link is not None
         link = self.snapshot_link
         folder = link.with_name(f"{link.name}.{uuid.uuid4().hex[:12]}")
-        write_bank(folder)
         replica = {"topic": self.topic, "positions": positions, "saved_at": time.time()}
-        (folder / "replica.json").write_text(json.dumps(replica))
+        write_bank(folder, replica=replica)
         old = link.resolve() if link.is_symlink() else None
         staging_link = link.with_name(f"{link.name}.link-{uuid.uuid4().hex[:8]}")
         os.symlink(folder.name, staging_link)
