@@ -396,6 +396,8 @@ class HashedUpload:
     text_score: TextScore | None = None
     #: The text as it is matched against known texts, normalised once in the hash stage.
     normalized_text: str | None = None
+    #: ``event.created_at`` in epoch seconds, parsed once in the hash stage.
+    created: float | None = None
 
     def to_json(self, max_bytes: int) -> bytes:
         """The record as JSON in at most ``max_bytes``, so that it fits in a Kafka record and
@@ -428,6 +430,7 @@ class HashedUpload:
             received_at=data["received_at"],
             text_score=TextScore(score["score"], tuple(score["parts"])) if score else None,
             normalized_text=data.get("normalized_text"),
+            created=data.get("created"),
         )
 
 

@@ -81,7 +81,7 @@ class DecideStage:
         upload = record.event
         key = upload.uploader_key.encode()
         past = self.history[key]
-        created = parse_time(upload.created_at)
+        created = record.created if record.created is not None else parse_time(upload.created_at)
         prior = history.prior_strikes(past, upload.event_id, created, self.repeat_window_s)
         decision = self.engine.decide(
             upload,

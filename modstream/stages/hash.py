@@ -29,6 +29,7 @@ from modstream.contracts import (
     MediaSignals,
     TextScore,
     UploadEvent,
+    parse_time,
 )
 from modstream.engine import failed_media, hash_media, media_failure, score_texts
 from modstream.hashing.video import VideoSampling
@@ -148,6 +149,7 @@ class HashStage:
                 received_at=record.timestamp,
                 text_score=score,
                 normalized_text=normalized,
+                created=parse_time(upload.created_at),
             )
             by_partition.setdefault(self.hashed_partition(upload.uploader_key), []).append(
                 handed_off.to_json(self.limits.max_record_bytes)
