@@ -33,7 +33,6 @@ HASHBANK_TOPIC = "hashbank"
 # A sane range for event times (2000-01-01 .. 2100-01-01 UTC, epoch seconds).
 EARLIEST_TIME, LATEST_TIME = 946_684_800.0, 4_102_444_800.0
 MEDIA_KINDS = ("image", "video")
-VERDICTS = ("allow", "review", "takedown")
 #: What a decision does; also the action each piece of evidence alone calls for.
 Verdict = Literal["allow", "review", "takedown"]
 EvidenceKind = Literal[

@@ -10,7 +10,7 @@ import os
 import ssl
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 
@@ -98,7 +98,7 @@ class Settings:
         self.kafka.validate()
         for platform in self.platforms:
             platform_topic(platform)  # raises on a name that cannot be a topic
-        if self.on_media_error not in ("review", "allow", "takedown"):
+        if self.on_media_error not in get_args(Verdict):
             raise ValueError("MODSTREAM_ON_MEDIA_ERROR must be review, allow or takedown")
         if self.index_layout not in ("fast", "compact"):
             raise ValueError("MODSTREAM_INDEX_LAYOUT must be fast or compact")

@@ -168,3 +168,18 @@ async def test_text_is_normalised_once_and_matched_in_the_batch_lookup(tmp_path)
     decision = decisions(out)["copy"]
     assert decision["verdict"] == "takedown"
     assert [e["entry_id"] for e in decision["evidence"] if e["kind"] == "text_match"] == ["stmt-1"]
+
+
+async def test_two_platforms_with_one_event_id_keep_their_own_text_scores(tmp_path):
+    hash_stage, decide_stage, out, _, _ = pipeline(tmp_path)
+    texts = {"alpha": "lovely weather at the lake", "beta": "glory to the martyrs, join us"}
+    batch = []
+    for platform, text in texts.items():
+        body = orjson.loads(upload("same-id", text=text)[1])
+        batch.append((b"k", orjson.dumps({**body, "platform": platform})))
+    await hash_stage.process(records("uploads", batch))
+    handed = [u for r in out.as_records(HASHED_TOPIC) for u in HashedBatch.parse(r.value).uploads]
+    by_platform = {u.event.platform: u for u in handed}
+    for platform, text in texts.items():
+        expected = decide_stage.engine.scorer.score(text)
+        assert by_platform[platform].text_score == expected, platform

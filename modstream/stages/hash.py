@@ -141,8 +141,8 @@ class HashStage:
         )
         media_of = iter(media)
         by_partition: dict[int, list[bytes]] = {}
-        for record, upload in valid:
-            normalized, score = scores.get(upload.event_id, (None, None))
+        for position, (record, upload) in enumerate(valid):
+            normalized, score = scores.get(position, (None, None))
             handed_off = HashedUpload(
                 event=replace(upload, media=()),  # the decide stage needs the signals only
                 media=tuple(next(media_of) if upload.media else ()),
@@ -195,10 +195,11 @@ class HashStage:
             hash_media, ref.media_id, ref.kind, content, limits.max_image_pixels, limits.video
         )
 
-    async def _text_scores(self, uploads: list[UploadEvent]) -> dict[str, tuple[str, TextScore]]:
+    async def _text_scores(self, uploads: list[UploadEvent]) -> dict[int, tuple[str, TextScore]]:
         """The batch's posts normalised and scored off the event loop, split over the pool's
-        processes; none if scoring fails (the decide stage does it instead)."""
-        texted = [u for u in uploads if u.text]
+        processes, by position in ``uploads`` (an event id is unique only per platform); none
+        if scoring fails (the decide stage does it instead)."""
+        texted = [(i, u.text) for i, u in enumerate(uploads) if u.text]
         if not texted:
             return {}
         share = -(-len(texted) // self.limits.text_chunks)
@@ -206,13 +207,13 @@ class HashStage:
         model = self.limits.text_model
         try:
             scored = await asyncio.gather(
-                *(self.runner.run(score_texts, model, [u.text for u in c]) for c in chunks)
+                *(self.runner.run(score_texts, model, [text for _, text in c]) for c in chunks)
             )
         except Exception as exc:
             log.error("scoring texts failed", exc_info=exc)
             return {}
         return {
-            u.event_id: score
-            for chunk, scores in zip(chunks, scored, strict=True)
-            for u, score in zip(chunk, scores, strict=True)
+            position: result
+            for chunk, results in zip(chunks, scored, strict=True)
+            for (position, _), result in zip(chunk, results, strict=True)
         }

@@ -73,7 +73,7 @@ class HashingPool:
         self.replacements = 0
         self._executor = hashing_pool(workers, memory_limit_bytes)
         self._healthy = False
-        self._warming: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
 
     @property
     def healthy(self) -> bool:
