@@ -4,8 +4,10 @@ are added to the same registry by the shell), so an app can be built twice in on
 from __future__ import annotations
 
 import collections
+import contextlib
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -13,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 if TYPE_CHECKING:
     from modstream.contracts import Decision
 
+log = logging.getLogger("modstream.stages")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MAX_ENTRY_LABELS = 500  # bounds the series one worker can create
 
@@ -103,9 +106,25 @@ class PipelineMetrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.periodic_failures = Counter(
+            "modstream_periodic_failures_total",
+            "Failures of the worker's periodic tasks (each is caught, counted and retried)",
+            ["task"],
+            registry=registry,
+        )
         self._last_bank_change = time.time()
         self.bank_update_age.set_function(lambda: time.time() - self._last_bank_change)
         self._entries_labelled: set[tuple[str, str]] = set()
+
+    @contextlib.contextmanager
+    def periodic(self, task: str) -> Iterator[None]:
+        """Around one run of a periodic task: a failure is logged and counted, never raised,
+        so a timer can never take the worker down; the task runs again next time."""
+        try:
+            yield
+        except Exception as exc:
+            self.periodic_failures.labels(task=task).inc()
+            log.warning("periodic task failed", extra={"task": task, "error": repr(exc)[:300]})
 
     def bank_changed(self) -> None:
         self._last_bank_change = time.time()

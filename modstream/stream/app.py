@@ -159,11 +159,13 @@ def build_app(settings: Settings) -> faust.App:
     @app.timer(interval=2.0)
     async def check_hashing_pool() -> None:
         """Replace a pool whose idle process died, so /ready tells before an event fails."""
-        pool.check()
+        with metrics.periodic("check_hashing_pool"):
+            pool.check()
 
     @app.timer(interval=5.0)
     async def measure_consumer_lag() -> None:
-        await lag.measure()
+        with metrics.periodic("measure_consumer_lag"):
+            await lag.measure()
 
     @app.task
     async def measure_event_loop_lag() -> None:

@@ -144,7 +144,8 @@ class BankReplica(Service):
         await self.ready.wait()
         while not self.should_stop:
             if self._unsaved:
-                await self.save_snapshot()
+                with self.metrics.periodic("save_bank_snapshot"):
+                    await self.save_snapshot()
             await self.sleep(self.snapshot_interval_s)
 
     async def save_snapshot(self) -> None:

@@ -199,7 +199,11 @@ class CountingPrometheusMonitor(PrometheusMonitor):
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> dict:
         self._events_in[stream] += 1
-        return {"time_in": monotonic()}
+        now = monotonic()
+        # Faust's consumer reads this to tell a stalled stream from a working one: without it
+        # a healthy worker logs "stream has not started processing" after five minutes.
+        self.stream_inbound_time[tp] = now
+        return {"time_in": now}
 
     def on_stream_event_out(
         self, tp: Any, offset: int, stream: Any, event: Any, state: dict | None = None
