@@ -348,9 +348,9 @@ class _LastKafkaError(logging.Handler):
 
 
 def _run(coro):
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
-    from modstream.stream.client import MissingTopicError
+    """Run a Kafka client coroutine; a connection failure says why (other Kafka errors are
+    reported by ``main``)."""
+    from aiokafka.errors import KafkaConnectionError
 
     last_error = _LastKafkaError()
     client_log = logging.getLogger("aiokafka")
@@ -361,8 +361,6 @@ def _run(coro):
     except KafkaConnectionError as exc:
         why = last_error.message or str(exc)
         raise UserError(f"cannot reach Kafka at {Settings.from_env().bootstrap}: {why}") from None
-    except (KafkaError, MissingTopicError) as exc:
-        raise UserError(str(exc)) from None
     finally:
         client_log.removeHandler(last_error)
         client_log.propagate = propagates

@@ -121,7 +121,7 @@ class Fetcher:
             raise MediaError("unreachable", message) from None
         except aiohttp.ClientError as exc:
             raise MediaError("http_error", redact_urls(f"fetch failed: {exc}")) from None
-        except (ValueError, UnicodeError) as exc:  # what the client refuses to request
+        except ValueError as exc:  # what the client refuses to request (UnicodeError too)
             raise MediaError("bad_url", redact_urls(f"cannot request the URL: {exc}")) from None
 
     async def _follow(self, url: str, write: Callable[[bytes], object], limit: int) -> None:

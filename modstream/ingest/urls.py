@@ -107,7 +107,7 @@ def fetchable_url(url: str | URL, allow: Iterable[Network] = ()) -> URL:
     try:
         parsed = url if isinstance(url, URL) else URL(url)
         host = parsed.host
-    except (ValueError, UnicodeError) as exc:
+    except ValueError as exc:  # UnicodeError (bad IDNA) is one
         raise MediaError("bad_url", f"malformed URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not host:
         raise MediaError("bad_url", "only http(s) URLs with a host are fetched")
@@ -146,7 +146,7 @@ def redact_url(url: str) -> str:
     the process in evidence, dead letters and logs."""
     try:
         parsed = URL(url)
-    except (ValueError, UnicodeError, TypeError):
+    except (ValueError, TypeError):
         return "<malformed URL>"
     if parsed.user is not None or parsed.password is not None:
         parsed = parsed.with_user(None)
