@@ -199,8 +199,11 @@ def latency() -> dict:
                 description="Target: p99 under 250 ms.",
             ),
             panel("Per stage", quantiles("modstream_stage_seconds", by="stage"), "s"),
-            panel("Faust event runtime", quantiles("faust_events_runtime_ms"), "ms"),
-            panel("Producer send latency", quantiles("faust_producer_send_latency"), "ms"),
+            panel(
+                "Commit (a partition's outputs and offset, one transaction)",
+                quantiles("modstream_commit_seconds"),
+                "s",
+            ),
         ],
         [WORKER],
     )
@@ -227,30 +230,28 @@ def kafka() -> dict:
                 "short",
             ),
             panel(
-                "Rebalances",
-                [
-                    (f"max by (instance) (faust_total_rebalances{{{W}}})", "{{instance}}"),
-                    (
-                        f"max by (instance) (faust_total_rebalances_recovering{{{W}}})",
-                        "recovering {{instance}}",
-                    ),
-                ],
-                "short",
-            ),
-            panel("Commit latency", quantiles("faust_consumer_commit_latency"), "ms"),
-            panel(
-                "Messages received per topic",
+                "Partitions assigned and given up",
                 [
                     (
-                        f"sum by (topic) ({rate('faust_messages_received_per_topic_total')})",
-                        "{{topic}}",
+                        f"sum by (change) ({rate('modstream_partition_changes_total')})",
+                        "{{change}}",
                     )
                 ],
                 "ops",
             ),
             panel(
-                "Messages sent per topic",
-                [(f"sum by (topic) ({rate('faust_topic_messages_sent_total')})", "{{topic}}")],
+                "Failed commits (retried; nothing committed past them)",
+                [(f"sum by (instance) ({rate('modstream_commit_failures_total')})", "{{instance}}")],
+                "ops",
+            ),
+            panel(
+                "Records consumed per topic",
+                [(f"sum by (topic) ({rate('modstream_records_consumed_total')})", "{{topic}}")],
+                "ops",
+            ),
+            panel(
+                "Records produced per topic",
+                [(f"sum by (topic) ({rate('modstream_records_produced_total')})", "{{topic}}")],
                 "ops",
             ),
         ],

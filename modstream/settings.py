@@ -48,6 +48,10 @@ class Settings:
     hash_workers: int = field(default_factory=_default_workers)
     batch_size: int = 256
     batch_within_s: float = 0.005
+    processing_guarantee: str = "exactly_once"
+    instance_id: str = ""
+    session_timeout_s: float = 15.0
+    drain_timeout_s: float = 10.0
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     log_format: str = "json"
@@ -102,6 +106,10 @@ class Settings:
             raise ValueError("MODSTREAM_ON_MEDIA_ERROR must be review, allow or takedown")
         if self.index_layout not in ("fast", "compact"):
             raise ValueError("MODSTREAM_INDEX_LAYOUT must be fast or compact")
+        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
+            raise ValueError("MODSTREAM_PROCESSING_GUARANTEE must be exactly_once or at_least_once")
+        if not 6 <= self.session_timeout_s <= 300 or not 0 <= self.drain_timeout_s <= 50:
+            raise ValueError("MODSTREAM_SESSION_TIMEOUT_S must be 6..300, _DRAIN_TIMEOUT_S 0..50")
         if self.log_format not in ("json", "text"):
             raise ValueError("MODSTREAM_LOG_FORMAT must be json or text")
         if self.video_seconds_per_frame <= 0 or self.video_max_seconds <= 0:

@@ -171,7 +171,7 @@ async def test_every_event_decided_once_and_history_co_partitioned(workers):
     assert all(changelog[key] == hashed[key] for key in changelog)
 
 
-async def test_killed_worker_loses_no_event_and_redelivery_is_identical(workers):
+async def test_killed_worker_loses_no_event_and_doubles_none(workers):
     await send(workers, "hashbank", [])
     proc, _ = workers.start()
     ids = [f"crash-{i:04d}" for i in range(3000)]
@@ -202,7 +202,7 @@ async def test_killed_worker_loses_no_event_and_redelivery_is_identical(workers)
     decisions = await collect(workers, "decisions", set(ids), timeout=120)
     assert set(ids) <= set(decisions)
     for event_id, found in decisions.items():
-        assert len({r["decision_id"] for r in found}) == 1
+        assert len(found) == 1, f"{event_id} decided {len(found)} times"  # exactly once
         assert found[0]["verdict"] == ("review" if int(event_id[-4:]) % 2 == 0 else "allow")
 
 
@@ -328,10 +328,8 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
              for n, i in enumerate(sorted(others))],
         )  # fmt: skip
         try:
-            found = await collect(workers, "decisions", others)
-            assert set(found) == others
-            decided = await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
-            assert sum(decided.values()) == len(others), "the video must still be waiting"
+            found = await collect(workers, "decisions", others | {"slow-video"}, timeout=5)
+            assert set(found) == others, "the video must still be waiting"
         finally:
             release.set()
         video = await collect(workers, "decisions", {"slow-video"})

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from faust.sensors.prometheus import FaustMetrics
-from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from modstream.logs import RepeatLimit
 from modstream.stages.metrics import PipelineMetrics
-from modstream.stream.faust_compat import CountingPrometheusMonitor
 
 
 def record(msg: str, at: float, name: str = "aiokafka") -> logging.LogRecord:
@@ -46,11 +43,3 @@ def test_a_failing_periodic_task_is_counted_not_raised():
         "modstream_periodic_failures_total", {"task": "measure_consumer_lag"}
     )
     assert failures == 1.0
-
-
-def test_the_counting_monitor_records_when_a_stream_last_took_an_event():
-    """Faust's consumer reads stream_inbound_time to tell a stalled stream from a working one."""
-    monitor = CountingPrometheusMonitor(metrics=FaustMetrics.create(CollectorRegistry(), "t"))
-    tp = TP("uploads", 0)
-    monitor.on_stream_event_in(tp, 7, object(), object())
-    assert tp in monitor.stream_inbound_time

@@ -63,6 +63,37 @@ class PipelineMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.commit_seconds = Histogram(
+            "modstream_commit_seconds",
+            "Time to write a partition's finished batches and offset (one transaction)",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.commit_failures = Counter(
+            "modstream_commit_failures_total",
+            "Commits that failed and were retried (nothing is committed past them meanwhile)",
+            registry=registry,
+        )
+        self.records_consumed = Counter(
+            "modstream_records_consumed_total",
+            "Records taken from the stage topics",
+            ["topic"],
+            registry=registry,
+        )
+        self.records_produced = Counter(
+            "modstream_records_produced_total",
+            "Records committed to Kafka by the stages",
+            ["topic"],
+            registry=registry,
+        )
+        self.partition_changes = Counter(
+            "modstream_partition_changes_total",
+            "Stage-topic partitions this worker took over or gave up",
+            ["change"],
+            registry=registry,
+        )
+        for change in ("assigned", "revoked"):
+            self.partition_changes.labels(change=change)
         self.end_to_end_seconds = Histogram(
             "modstream_end_to_end_seconds",
             "From the upload's Kafka timestamp to its decision being sent",

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from modstream.settings import KafkaAccess
-from modstream.stream.faust_compat import refresh_metadata
+from modstream.stream.compat import refresh_metadata
 
 Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer)
 
@@ -90,10 +90,14 @@ async def read_topic(
     timeout_s: float | None = None,
 ) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
     """Yield ``(key, value)`` from every partition: from ``start`` offsets, else the beginning.
+    Only committed records, as every consumer of the pipeline's topics should read them
+    (``isolation_level=read_committed``: the pipeline writes in transactions).
 
     Stops after ``max_records``, or once ``timeout_s`` passes with no new record.
     """
-    client = await started(consumer(kafka, group_id=None, enable_auto_commit=False))
+    client = await started(
+        consumer(kafka, group_id=None, enable_auto_commit=False, isolation_level="read_committed")
+    )
     try:
         partitions = await topic_partitions(client, topic)
         client.assign(partitions)

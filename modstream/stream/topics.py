@@ -54,6 +54,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "max.message.bytes": str(MAX_DEAD_LETTER_BYTES),
             },
         ),
+        # Per-uploader strikes, partitioned like uploads.hashed (see history_store).
+        TopicSpec(
+            f"{settings.app_id}-uploader_history-changelog",
+            n,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        ),
         # Compacted: the latest entry per key forever, tombstones remove entries.
         TopicSpec(
             settings.topic(HASHBANK_TOPIC),

@@ -1,0 +1,71 @@
+"""Every touch of aiokafka's private API, in one place, for the versions below.
+
+The pipeline needs two things aiokafka does not offer publicly: the committed offsets of a
+partition *with their metadata* (``committed()`` returns the offset alone, and the
+metadata carries the records done beyond it: ``progress``), and a metadata refresh on
+demand (a topic just created is not known yet). Both are here, with a check at import of
+the versions they were written against (an upgrade fails fast, at start, instead of
+misbehaving); ``tests/test_compat.py`` asserts the attributes they rely on. Ruff's SLF rule
+flags private access anywhere else. Faust is used only through its public API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+#: (distribution, lowest version tested, first version not known to work)
+WRITTEN_FOR = (("aiokafka", (0, 13), (0, 15)),)
+
+
+class IncompatibleVersion(RuntimeError):
+    """A library whose internals this module uses is outside the versions it was written for."""
+
+
+def _release(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if digits != part:
+            break
+    return tuple(parts)
+
+
+def check_versions(installed: Callable[[str], str] = version) -> None:
+    """Raise IncompatibleVersion unless every library is in its tested range."""
+    for name, lowest, beyond in WRITTEN_FOR:
+        found = _release(installed(name))
+        if not lowest <= found < beyond:
+            raise IncompatibleVersion(
+                f"{name} {installed(name)} is installed; modstream.stream.compat was "
+                f"written for {'.'.join(map(str, lowest))} up to (not including) "
+                f"{'.'.join(map(str, beyond))}: check it against the new version first"
+            )
+
+
+check_versions()
+
+
+async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
+    """Ask the brokers for topic metadata now (a topic just created is not known yet)."""
+    await consumer._client.force_metadata_update()  # noqa: SLF001
+
+
+async def committed_offsets(
+    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The group's committed offsets with their metadata; a partition never committed is
+    absent."""
+    if not partitions:
+        return {}
+    coordinator = consumer._coordinator  # noqa: SLF001
+    found: dict[TopicPartition, OffsetAndMetadata] = await coordinator.fetch_committed_offsets(
+        list(partitions)
+    )
+    return found

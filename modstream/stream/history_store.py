@@ -1,0 +1,97 @@
+"""Per-uploader strikes for the partitions of ``uploads.hashed`` this worker owns: in memory,
+backed by a compacted changelog that is written in the same transaction as the decisions.
+
+Faust's tables write their changelog through Faust's own producer, outside any transaction
+of ours, so after a crash the strikes and the decisions could disagree; this store's writes
+are outputs of the batch that made them, committed (or aborted) with its decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+
+from modstream.decide import history
+from modstream.settings import Settings
+from modstream.stream import client
+from modstream.stream.pipeline import PipelineOutput
+
+RESTORE_TIMEOUT_S = 50.0  # within the rebalance timeout
+
+
+def changelog_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-uploader_history-changelog"
+
+
+class UploaderHistory(MutableMapping[bytes, dict[str, Any]]):
+    """A mapping with a default (an uploader never seen has an empty history), partitioned
+    like ``uploads.hashed``: each owned partition is restored when it is assigned."""
+
+    def __init__(
+        self, settings: Settings, output: PipelineOutput, partition_of: Callable[[str], int]
+    ) -> None:
+        self.settings = settings
+        self.output = output
+        self.partition_of = partition_of
+        self.topic = changelog_topic(settings)
+        self._partitions: dict[int, dict[bytes, dict[str, Any]]] = {}
+
+    def _part(self, key: bytes) -> dict[bytes, dict[str, Any]]:
+        return self._partitions.setdefault(self.partition_of(key.decode()), {})
+
+    def __getitem__(self, key: bytes) -> dict[str, Any]:
+        return self._part(key).get(key) or history.empty()
+
+    def __setitem__(self, key: bytes, value: dict[str, Any]) -> None:
+        self._part(key)[key] = value
+        self.output.append(self.topic, key, orjson.dumps(value), self.partition_of(key.decode()))
+
+    def __delitem__(self, key: bytes) -> None:
+        del self._part(key)[key]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (key for part in self._partitions.values() for key in part)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._partitions.values())
+
+    async def restore(self, partition: int) -> None:
+        """Read the partition's committed changelog to its end."""
+        tp = TopicPartition(self.topic, partition)
+        consumer = await client.started(
+            client.consumer(
+                self.settings.kafka,
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+            )
+        )
+        restored: dict[bytes, dict[str, Any]] = {}
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            deadline = time.monotonic() + RESTORE_TIMEOUT_S
+            while await consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"restoring {self.topic}:{partition} took too long")
+                batches = await consumer.getmany(tp, timeout_ms=200)
+                for record in batches.get(tp, ()):
+                    if record.key is None:
+                        continue
+                    if record.value is None:
+                        restored.pop(record.key, None)
+                    else:
+                        restored[record.key] = orjson.loads(record.value)
+                await asyncio.sleep(0)
+        finally:
+            await consumer.stop()
+        self._partitions[partition] = restored
+
+    def forget(self, partition: int) -> None:
+        self._partitions.pop(partition, None)

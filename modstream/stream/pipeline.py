@@ -1,0 +1,567 @@
+"""The hot path: the stages' topics consumed and produced in batches on plain aiokafka,
+with exactly-once output by Kafka transactions (or at-least-once, by setting).
+
+Faust's per-record stream machinery cost ~90% of the worker's time on text events (issue
+13), and its exactly-once mode has open duplicate and loss reports (``notes/faust.md``), so
+the stages' topics bypass it; Faust stays the application around them (web, timers, the
+worker's services and CLI).
+
+Every owned partition is a *lane*: its records are processed in batches (concurrently, up
+to a bound, except where order matters), and each finished batch is a *completion* that
+holds the records it produced. A lane's committer writes completions in one transaction
+with the partition's new offset (``progress.PartitionProgress``: in-order offsets, done
+records beyond them in the metadata), so a record's outputs become visible to
+``read_committed`` consumers exactly when its offset is committed. Each lane has its own
+transactional producer, named after its partition: the next owner of the partition fences
+the previous one and aborts whatever it left open (Kafka's exactly-once v1 model; aiokafka
+has no KIP-447 group metadata for one producer per worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    ProducerFenced,
+    RecordTooLargeError,
+)
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from modstream.contracts import DLQ_TOPIC, DeadLetter, dumps
+from modstream.ingest.urls import redact_urls
+from modstream.settings import Settings
+from modstream.stages.metrics import PipelineMetrics
+from modstream.stages.ports import Record, guarded
+from modstream.stream import client, compat
+from modstream.stream.progress import PartitionProgress
+from modstream.stream.topics import MAX_DEAD_LETTER_BYTES
+
+log = logging.getLogger("modstream.stream")
+Guarantee = Literal["exactly_once", "at_least_once"]
+#: Errors that are the record's fault, not the broker's: retrying cannot help.
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+MAX_BACKOFF_S = 5.0
+COMMIT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the records of one topic are processed."""
+
+    stage: str
+    process: Callable[[Sequence[Record]], Awaitable[None]]
+    #: Batches of one partition processed at once; 1 keeps the partition's order.
+    concurrency: int = 1
+    #: Records that may take long (a media URL): each becomes its own batch, so that a hung
+    #: server holds up only the events that carry its media. A hint; it must be cheap.
+    alone: Callable[[Record], bool] = lambda record: False
+    #: Called with the partition number before a newly owned partition is processed, and
+    #: after one is given up (the decide stage's per-uploader state).
+    assigned: Callable[[int], Awaitable[None]] | None = None
+    revoked: Callable[[int], None] | None = None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None
+
+
+@dataclass
+class Completion:
+    """A processed batch: its records and everything it produced, sent at commit."""
+
+    records: Sequence[Record]
+    outputs: list[Outgoing] = field(default_factory=list)
+    delivered: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def settle(self, error: BaseException | None = None) -> None:
+        if not self.delivered.done():
+            if error is None:
+                self.delivered.set_result(None)
+            else:
+                self.delivered.set_exception(error)
+                self.delivered.exception()  # retrieved: the lane reports it
+
+
+_CURRENT: contextvars.ContextVar[Completion] = contextvars.ContextVar("completion")
+
+
+class ProduceFailed(KafkaError):
+    """Some records were refused for what they are; ``failed`` are their indices."""
+
+    def __init__(self, failed: dict[int, BaseException]) -> None:
+        super().__init__(f"{len(failed)} records refused")
+        self.failed = failed
+
+
+class PipelineOutput:
+    """``modstream.stages.ports.Output`` for the lanes: records join the completion of the
+    batch being processed (a context variable set by the lane's task) and reach Kafka when
+    the lane commits it; the future completes then."""
+
+    def __init__(self, settings: Settings, metrics: PipelineMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> asyncio.Future[Any]:
+        return self.append(self.settings.topic(topic), key, value, partition)
+
+    def append(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> asyncio.Future[None]:
+        """Add a record (``topic`` is the full name) to the batch being processed."""
+        completion = _CURRENT.get()
+        completion.outputs.append(Outgoing(topic, key, value, partition))
+        return completion.delivered
+
+    async def dead_letter(self, record: Record, error: str, reason: str, stage: str) -> None:
+        error = redact_urls(error)  # the reason leaves the process; the original bytes are kept
+        letter = DeadLetter.of(
+            record.value,
+            record.key,
+            error,
+            stage=stage,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            failed_at=time.time(),
+        )
+        self.metrics.dead_letters.labels(stage=stage, reason=reason).inc()
+        log.warning(
+            "dead letter",
+            extra={"topic": record.topic, "offset": record.offset, "error": error[:300]},
+        )
+        await self.send(DLQ_TOPIC, record.key, dumps(letter))
+
+
+class Committer:
+    """Writes a lane's completions and its offset, atomically or not."""
+
+    async def commit(self, outputs: Sequence[Outgoing], offset: OffsetAndMetadata) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release the lane's resources (its transactional producer)."""
+
+
+async def _send_all(producer: AIOKafkaProducer, outputs: Sequence[Outgoing]) -> None:
+    """Send and wait for every record; raise ``ProduceFailed`` naming the records refused for
+    what they are, else the first broker error."""
+    failed: dict[int, BaseException] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for index, out in enumerate(outputs):
+        try:
+            futures.append(
+                await producer.send(out.topic, out.value, key=out.key, partition=out.partition)
+            )
+        except RECORD_ERRORS as exc:  # over the producer's own limit: known at once
+            failed[index] = exc
+            futures.append(asyncio.get_running_loop().create_future())
+            futures[-1].set_result(None)
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    other: BaseException | None = None
+    for index, result in enumerate(results):
+        if isinstance(result, RECORD_ERRORS):
+            failed[index] = result
+        elif isinstance(result, BaseException):
+            other = other or result
+    if failed:
+        raise ProduceFailed(failed)
+    if other is not None:
+        raise other
+
+
+class TransactionalCommitter(Committer):
+    """One transactional producer per owned partition (``<app>-<topic>-<partition>``)."""
+
+    def __init__(self, settings: Settings, tp: TopicPartition, group_id: str) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.transactional_id = f"{settings.app_id}-{tp.topic}-{tp.partition}"
+        self.tp = tp
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Fence the partition's previous owner: its open transaction is aborted."""
+        self._producer = await client.started(
+            client.producer(
+                self.settings.kafka,
+                transactional_id=self.transactional_id,
+                linger_ms=5,
+                max_request_size=MAX_DEAD_LETTER_BYTES,
+                max_batch_size=1024 * 1024,
+                request_timeout_ms=15000,
+            )
+        )
+
+    async def commit(self, outputs: Sequence[Outgoing], offset: OffsetAndMetadata) -> None:
+        if self._producer is None:
+            await self.start()
+        producer = self._producer
+        assert producer is not None
+        try:
+            await producer.begin_transaction()
+            await _send_all(producer, outputs)
+            await producer.send_offsets_to_transaction({self.tp: offset}, self.group_id)
+            await producer.commit_transaction()
+        except ProducerFenced:
+            raise
+        except BaseException:
+            # Whatever state the transaction is in, a new producer under the same id aborts it.
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
+class AtLeastOnceCommitter(Committer):
+    """The worker's one producer, flushed before the consumer commits the offset: a crash
+    between the two redoes the batch (duplicates, never losses)."""
+
+    def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, tp: TopicPartition):
+        self.producer = producer
+        self.consumer = consumer
+        self.tp = tp
+
+    async def commit(self, outputs: Sequence[Outgoing], offset: OffsetAndMetadata) -> None:
+        await _send_all(self.producer, outputs)
+        await self.consumer.commit({self.tp: offset})
+
+
+class Lane:
+    """One owned partition: takes its records, processes them in batches, commits in order."""
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        route: Route,
+        progress: PartitionProgress,
+        committer: Committer,
+        output: PipelineOutput,
+        metrics: PipelineMetrics,
+    ) -> None:
+        self.tp = tp
+        self.route = route
+        self.progress = progress
+        self.committer = committer
+        self.output = output
+        self.metrics = metrics
+        self._work: asyncio.Queue[Sequence[Record]] = asyncio.Queue()
+        self._queued = 0  # records waiting in ``_work``
+        self._ready: list[Completion] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks = [asyncio.ensure_future(self._processor()) for _ in range(route.concurrency)]
+        self._tasks.append(asyncio.ensure_future(self._committer()))
+
+    def take(self, records: Sequence[Record]) -> None:
+        self.metrics.records_consumed.labels(topic=self.tp.topic).inc(len(records))
+        fresh = [r for r in records if self.progress.wanted(r.offset)]
+        if not fresh:
+            return
+        self.progress.taken([r.offset for r in fresh])
+        self._idle.clear()
+        alone = [r for r in fresh if self.route.alone(r)]
+        together = [r for r in fresh if not self.route.alone(r)] if alone else fresh
+        for group in ([together] if together else []) + [[r] for r in alone]:
+            self._queued += len(group)
+            self._work.put_nowait(group)
+
+    def full(self, max_queued: int) -> bool:
+        return self._queued >= max_queued or not self.progress.has_room()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until everything taken is committed (or the time is up)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.committer.close()
+
+    async def _processor(self) -> None:
+        while True:
+            records = await self._work.get()
+            self._queued -= len(records)
+            completion = Completion(records)
+            token = _CURRENT.set(completion)
+            try:
+                await guarded(self.route.stage, self.route.process, records, self.output)
+            finally:
+                _CURRENT.reset(token)
+            self._ready.append(completion)
+            self._wake.set()
+
+    async def _committer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._ready = self._ready, []
+            if batch:
+                await self._commit(batch)
+            if not self._ready and self.progress.in_flight == 0:
+                self._idle.set()
+
+    async def _commit(self, batch: list[Completion]) -> None:
+        """Commit ``batch`` with the offsets it completes; retried with backoff while the
+        broker fails (nothing is committed past it meanwhile), and a record refused for
+        what it is (too large) turns its batch's events into dead letters."""
+        self.progress.finished([r.offset for c in batch for r in c.records])
+        offset = OffsetAndMetadata(self.progress.committed, self.progress.metadata())
+        backoff = 0.1
+        while True:
+            outputs = [out for completion in batch for out in completion.outputs]
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    await self.committer.commit(outputs, offset)
+            except ProducerFenced:
+                raise  # another worker owns the partition now: this lane is done
+            except ProduceFailed as exc:
+                batch = await self._dead_letter_refused(batch, exc.failed)
+                continue
+            except (KafkaError, TimeoutError, OSError) as exc:
+                self.metrics.commit_failures.inc()
+                log.warning(
+                    "commit failed; retrying",
+                    extra={"topic": self.tp.topic, "partition": self.tp.partition},
+                    exc_info=exc,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                continue
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            produced = collections.Counter(out.topic for out in outputs)
+            for topic, count in produced.items():
+                self.metrics.records_produced.labels(topic=topic).inc(count)
+            for completion in batch:
+                completion.settle()
+            return
+
+    async def _dead_letter_refused(
+        self, batch: list[Completion], failed: dict[int, BaseException]
+    ) -> list[Completion]:
+        """The completions whose records Kafka refused, replaced by dead letters of the
+        events they came from (with the reason): the events are accounted for, and the
+        stream goes on."""
+        replaced, index = [], 0
+        for completion in batch:
+            errors = [
+                failed[i] for i in range(index, index + len(completion.outputs)) if i in failed
+            ]
+            index += len(completion.outputs)
+            if not errors:
+                replaced.append(completion)
+                continue
+            completion.settle(errors[0])
+            letters = Completion(completion.records)
+            token = _CURRENT.set(letters)
+            try:
+                for record in completion.records:
+                    await self.output.dead_letter(
+                        record,
+                        f"output refused by Kafka: {errors[0]!r}",
+                        "produce_failed",
+                        self.route.stage,
+                    )
+            finally:
+                _CURRENT.reset(token)
+            replaced.append(letters)
+        return replaced
+
+
+class StagePipeline:
+    """The consumer of every stage topic, its lanes, and their commits."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        routes: dict[str, Route],
+        output: PipelineOutput,
+        metrics: PipelineMetrics,
+        guarantee: Guarantee,
+        instance_id: str | None,
+    ) -> None:
+        self.settings = settings
+        self.routes = routes
+        self.output = output
+        self.metrics = metrics
+        self.guarantee = guarantee
+        self.instance_id = instance_id
+        self.group_id = settings.app_id
+        self.lanes: dict[TopicPartition, Lane] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None  # at-least-once only
+        self._poller: asyncio.Task[None] | None = None
+        self.max_queued = 4 * settings.batch_size
+        self._lag_reported: set[tuple[str, str]] = set()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "pipeline not started"
+        return self._consumer
+
+    async def start(self) -> None:
+        self._consumer = await client.started(
+            client.consumer(
+                self.settings.kafka,
+                group_id=self.group_id,
+                group_instance_id=self.instance_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+                session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+                heartbeat_interval_ms=int(self.settings.session_timeout_s * 1000 / 5),
+                rebalance_timeout_ms=60000,
+            )
+        )
+        if self.guarantee == "at_least_once":
+            self._producer = await client.started(
+                client.producer(
+                    self.settings.kafka,
+                    linger_ms=5,
+                    acks="all",
+                    max_request_size=MAX_DEAD_LETTER_BYTES,
+                    max_batch_size=1024 * 1024,
+                )
+            )
+        self.consumer.subscribe(list(self.routes), listener=_Listener(self))
+        self._poller = asyncio.ensure_future(self._poll())
+
+    @property
+    def running(self) -> bool:
+        return self._poller is not None and not self._poller.done()
+
+    def measure_lag(self) -> None:
+        """Records each owned partition holds beyond what this worker has committed."""
+        consumer = self.consumer
+        for tp, lane in list(self.lanes.items()):
+            highwater = consumer.highwater(tp)
+            if highwater is not None:  # None until the first fetch of a new assignment
+                lag = max(0, highwater - lane.progress.committed)
+                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    lag
+                )
+        owned = {(tp.topic, str(tp.partition)) for tp in self.lanes}
+        for labels in self._lag_reported - owned:  # moved to another worker
+            self.metrics.consumer_lag.remove(*labels)
+        self._lag_reported = owned
+
+    async def stop(self) -> None:
+        """Finish and commit what is in flight (bounded), then leave."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        await self._close_lanes(list(self.lanes), drain_s=self.settings.drain_timeout_s)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _poll(self) -> None:
+        consumer = self.consumer
+        while True:
+            batches = await consumer.getmany(timeout_ms=100, max_records=self.settings.batch_size)
+            for tp, records in batches.items():
+                lane = self.lanes.get(tp)
+                if lane is not None:
+                    lane.take(records)
+            full = [tp for tp, lane in self.lanes.items() if lane.full(self.max_queued)]
+            paused = consumer.paused()
+            if full:
+                consumer.pause(*full)
+            resumable = [tp for tp in paused if tp not in full]
+            if resumable:
+                consumer.resume(*resumable)
+            if full and not batches:
+                await asyncio.sleep(0.01)  # everything paused: getmany returns at once
+
+    async def assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        new = [tp for tp in partitions if tp not in self.lanes]
+        committers = {tp: self._committer(tp) for tp in new}
+        # The previous owners are fenced before the offsets are read: what they left open
+        # is aborted, and what they committed is visible.
+        await asyncio.gather(
+            *(c.start() for c in committers.values() if isinstance(c, TransactionalCommitter))
+        )
+        committed = await compat.committed_offsets(self.consumer, new)
+        for tp in new:
+            route = self.routes[tp.topic]
+            if route.assigned is not None:
+                await route.assigned(tp.partition)
+            found = committed.get(tp)
+            if found is not None:
+                skip = PartitionProgress.skipped(found.offset, found.metadata)
+                progress = PartitionProgress(found.offset, skip)
+                self.consumer.seek(tp, found.offset)
+            else:
+                await self.consumer.seek_to_beginning(tp)
+                progress = PartitionProgress(0)
+            self.lanes[tp] = Lane(tp, route, progress, committers[tp], self.output, self.metrics)
+        self.metrics.partition_changes.labels(change="assigned").inc(len(new))
+        log.info(
+            "partitions assigned", extra={"partitions": [f"{t.topic}:{t.partition}" for t in new]}
+        )
+
+    async def revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        self.metrics.partition_changes.labels(change="revoked").inc(len(partitions))
+        await self._close_lanes(
+            [tp for tp in partitions if tp in self.lanes], drain_s=self.settings.drain_timeout_s
+        )
+
+    async def _close_lanes(self, partitions: list[TopicPartition], drain_s: float) -> None:
+        lanes = [self.lanes.pop(tp) for tp in partitions]
+        # In-flight work gets a bounded time to finish and commit; the rest is redone by
+        # the next owner (from the committed offset, skipping what is marked done).
+        await asyncio.gather(*(lane.drained(drain_s) for lane in lanes))
+        await asyncio.gather(*(lane.close() for lane in lanes))
+        for tp in partitions:
+            route = self.routes[tp.topic]
+            if route.revoked is not None:
+                route.revoked(tp.partition)
+
+    def _committer(self, tp: TopicPartition) -> Committer:
+        if self.guarantee == "exactly_once":
+            return TransactionalCommitter(self.settings, tp, self.group_id)
+        assert self._producer is not None
+        return AtLeastOnceCommitter(self._producer, self.consumer, tp)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, pipeline: StagePipeline) -> None:
+        self.pipeline = pipeline
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.pipeline.revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.pipeline.assigned(list(assigned))

@@ -1,0 +1,66 @@
+"""What modstream.stream.compat relies on in aiokafka, asserted: an upgrade that moves any
+of it fails here, not in production."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+from modstream.stream import compat
+
+
+def test_the_installed_versions_are_the_ones_it_was_written_for():
+    compat.check_versions()
+    with pytest.raises(compat.IncompatibleVersion, match=r"aiokafka 0\.15\.0"):
+        compat.check_versions({"aiokafka": "0.15.0"}.__getitem__)
+    with pytest.raises(compat.IncompatibleVersion, match="aiokafka"):
+        compat.check_versions({"aiokafka": "0.12.0"}.__getitem__)
+
+
+async def test_the_private_attributes_it_reads_exist():
+    client = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", group_id="g")
+    try:
+        assert callable(client._client.force_metadata_update)  # noqa: SLF001
+        assert hasattr(client, "_coordinator")
+    finally:
+        await client.stop()
+    fetch = GroupCoordinator.fetch_committed_offsets
+    assert list(inspect.signature(fetch).parameters) == ["self", "partitions"]
+
+
+async def test_committed_offsets_keep_their_metadata(kafka, tmp_path):
+    """The metadata is where a partition's records done out of order are kept."""
+    from aiokafka import TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from modstream.settings import Settings
+    from modstream.stream.client import consumer, started, topic_partitions
+    from modstream.stream.topics import ensure_topics
+
+    settings = Settings(broker=kafka, topic_prefix=f"compat{tmp_path.name[-6:]}.")
+    await ensure_topics(settings)
+    topic = settings.topic("uploads")
+    client = await started(
+        consumer(settings.kafka, group_id=f"compat-{tmp_path.name}", enable_auto_commit=False)
+    )
+    try:
+        tp = (await topic_partitions(client, topic))[0]
+        client.assign([tp])
+        await client.commit({tp: OffsetAndMetadata(0, "ms1:AQ==")})
+        found = await compat.committed_offsets(client, [tp, TopicPartition(topic, 1)])
+        assert found == {tp: OffsetAndMetadata(0, "ms1:AQ==")}  # never-committed: absent
+    finally:
+        await client.stop()
+
+
+def test_the_app_builds_twice_in_one_process(tmp_path):
+    """Each app has its own Prometheus registry: nothing global collides."""
+    from modstream.settings import Settings
+    from modstream.stream.app import build_app
+
+    first = build_app(Settings(data_dir=tmp_path, web_port=7101, hash_workers=1))
+    second = build_app(Settings(data_dir=tmp_path, web_port=7102, hash_workers=1))
+    assert first is not second
