@@ -37,6 +37,9 @@ from modstream.stream.history_store import UploaderHistory
 from modstream.stream.output import uploader_partitioner
 from modstream.stream.pipeline import PipelineOutput, Route, StagePipeline
 
+#: Prometheus' text format (aiohttp refuses a charset inside the content type).
+PROMETHEUS_TEXT = CONTENT_TYPE_LATEST.split(";")[0]
+
 
 def build_app(settings: Settings) -> faust.App:
     datadir = settings.data_dir / f"worker-{settings.web_port}"
@@ -140,7 +143,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def prometheus_metrics(web, request):
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        return web.bytes(generate_latest(registry), content_type=PROMETHEUS_TEXT)
 
     @app.page("/live")
     async def live(web, request):

@@ -1,0 +1,162 @@
+"""The fault suite's tools: a steady load of upload events, a reader that notes when each
+decision became visible to a ``read_committed`` consumer, and the figures of a scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from streaming import send, upload
+
+from modstream.stream.client import consumer, started, topic_partitions
+
+#: Where the figures of every scenario are appended (one JSON line each), if set.
+REPORT = os.environ.get("MODSTREAM_FAULT_REPORT")
+
+
+@dataclass
+class Figures:
+    scenario: str
+    produced: int
+    decided: int = 0
+    lost: int = 0
+    duplicate_records: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def report(self) -> None:
+        line = json.dumps(asdict(self))
+        print(line)
+        if REPORT:
+            with Path(REPORT).open("a") as out:
+                out.write(line + "\n")
+
+
+class Decisions:
+    """Every record of a topic as ``read_committed`` consumers see it, with its arrival time."""
+
+    def __init__(self, workers, topic: str = "decisions") -> None:
+        self.workers = workers
+        self.topic = workers.settings.topic(topic)
+        self.arrivals: dict[str, list[float]] = {}
+        self.records: dict[str, list[dict]] = {}
+        self._client: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+
+    async def __aenter__(self) -> Decisions:
+        self._client = await started(
+            consumer(
+                self.workers.settings.kafka,
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+            )
+        )
+        tps = await topic_partitions(self._client, self.topic)
+        self._client.assign(tps)
+        await self._client.seek_to_beginning(*tps)
+        self._task = asyncio.ensure_future(self._read())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self._task is not None and self._client is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._client.stop()
+
+    async def _read(self) -> None:
+        assert self._client is not None
+        while True:
+            batches = await self._client.getmany(timeout_ms=100)
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    body = orjson.loads(record.value)
+                    event_id = body.get("event_id") or record.key.decode()
+                    self.arrivals.setdefault(event_id, []).append(now)
+                    self.records.setdefault(event_id, []).append(body)
+            if batches:
+                self._changed.set()
+
+    async def until(self, done: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+        return True
+
+    async def all_of(self, ids: list[str], timeout: float) -> bool:
+        return await self.until(lambda: all(i in self.arrivals for i in ids), timeout)
+
+    def figures(self, scenario: str, ids: list[str]) -> Figures:
+        decided = [i for i in ids if i in self.arrivals]
+        return Figures(
+            scenario,
+            produced=len(ids),
+            decided=len(decided),
+            lost=len(ids) - len(decided),
+            duplicate_records=sum(len(self.arrivals[i]) - 1 for i in decided),
+        )
+
+    def longest_pause(self, since: float, until: float) -> float:
+        """The longest time in [since, until] with no new decision."""
+        times = sorted(t for ts in self.arrivals.values() for t in ts if since <= t <= until)
+        edges = [since, *times, until]
+        return max(b - a for a, b in itertools.pairwise(edges))
+
+
+async def steady(
+    workers,
+    ids: list[str],
+    rate: float,
+    make: Callable[[int, str], tuple[bytes, bytes]] | None = None,
+) -> dict[str, float]:
+    """Publish ``ids`` at about ``rate`` events/s; returns when each was sent."""
+    make = make or (lambda n, i: upload(i, text=TEXTS[n % 2], uploader=f"u{n % 11}"))
+    sent: dict[str, float] = {}
+    chunk = max(1, int(rate / 20))
+    for start in range(0, len(ids), chunk):
+        began = time.monotonic()
+        part = ids[start : start + chunk]
+        await send(workers, "uploads", [make(start + n, i) for n, i in enumerate(part)])
+        now = time.monotonic()
+        sent.update(dict.fromkeys(part, now))
+        await asyncio.sleep(max(0.0, chunk / rate - (now - began)))
+    return sent
+
+
+TEXTS = [
+    "the soldiers of the caliphate will remain and expand",  # banked: takedown
+    "a quiet day at the lake",
+]
+
+
+@contextlib.asynccontextmanager
+async def running(coro) -> AsyncIterator[asyncio.Task]:
+    task = asyncio.ensure_future(coro)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")

@@ -1,0 +1,222 @@
+"""Faults on the real broker, with real worker processes: every event gets exactly one
+decision visible to ``read_committed`` consumers, whatever happens to the workers.
+
+Each scenario prints its figures (and appends them to ``$MODSTREAM_FAULT_REPORT``):
+``make faults`` runs this suite alone and collects them for ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import time
+
+import orjson
+from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from chaos import Decisions, percentile, running, steady
+from streaming import dead_letters, http_server, send, upload
+
+from modstream.contracts import BankEntry, HashedBatch, dumps
+from modstream.stream.client import read_topic
+
+KNOWN = "the soldiers of the caliphate will remain and expand"
+FAST = {"MODSTREAM_SESSION_TIMEOUT_S": "6"}
+
+
+async def bank_known_text(workers) -> None:
+    entry = BankEntry("tve", "statement-1", "text", KNOWN, (), "takedown", "")
+    await send(workers, "hashbank", [(entry.key.encode(), dumps(entry))])
+
+
+def assert_exactly_once(seen: Decisions, ids: list[str]) -> None:
+    figures = seen.figures("check", ids)
+    assert figures.lost == 0, f"{figures.lost} events without a decision"
+    assert figures.duplicate_records == 0, f"{figures.duplicate_records} duplicate decisions"
+    for n, event_id in enumerate(ids):
+        assert seen.records[event_id][0]["verdict"] == ("takedown" if n % 2 == 0 else "allow")
+
+
+async def strikes_match_takedowns(workers, seen: Decisions, ids: list[str]) -> None:
+    """The per-uploader strikes (the changelog, as committed) are exactly the takedowns."""
+    latest: dict[bytes, list] = {}
+    async for key, value in read_topic(
+        workers.settings.kafka,
+        f"{workers.settings.app_id}-uploader_history-changelog",
+        timeout_s=3,
+    ):
+        assert key is not None and value is not None
+        latest[key] = orjson.loads(value)["strikes"]
+    struck = {event_id for strikes in latest.values() for event_id, _ in strikes}
+    takedowns = {i for i in ids if seen.records[i][0]["verdict"] == "takedown"}
+    # Each uploader remembers its 64 latest strikes; these loads stay under that.
+    assert struck == takedowns
+
+
+async def test_kill_9_mid_stream_then_restart(workers):
+    await bank_known_text(workers)
+    env = {**FAST, "MODSTREAM_INSTANCE_ID": "w1"}
+    proc, _ = workers.start(**env)
+    ids = [f"kill-{i:05d}" for i in range(4000)]
+    async with Decisions(workers) as seen, running(steady(workers, ids, rate=400)) as load:
+        await seen.until(lambda: len(seen.arrivals) >= 800, 60)
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        proc.wait()
+        await asyncio.to_thread(workers.start, **env)
+        restarted = time.monotonic()
+        await load
+        assert await seen.all_of(ids, 120)
+        before = {i for i, ts in seen.arrivals.items() if ts[0] < killed}
+        resumed = min(ts[0] for i, ts in seen.arrivals.items() if i not in before)
+    figures = seen.figures("kill -9, restart", ids)
+    figures.extra = {
+        "decided_before_kill": len(before),
+        "worker_start_s": round(restarted - killed, 2),
+        "kill_to_decisions_again_s": round(resumed - killed, 2),
+    }
+    figures.report()
+    assert_exactly_once(seen, ids)
+    await strikes_match_takedowns(workers, seen, ids)
+    assert resumed - killed < 8.0
+
+
+async def test_sigterm_mid_stream_then_restart(workers):
+    await bank_known_text(workers)
+    env = {**FAST, "MODSTREAM_INSTANCE_ID": "w1"}
+    proc, _ = workers.start(**env)
+    ids = [f"term-{i:05d}" for i in range(3000)]
+    async with Decisions(workers) as seen, running(steady(workers, ids, rate=400)) as load:
+        await seen.until(lambda: len(seen.arrivals) >= 600, 60)
+        proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        await asyncio.to_thread(proc.wait, 30)
+        stopped = time.monotonic()
+        await asyncio.to_thread(workers.start, **env)
+        await load
+        assert await seen.all_of(ids, 120)
+    figures = seen.figures("SIGTERM, restart", ids)
+    figures.extra = {"graceful_stop_s": round(stopped - stopping, 2)}
+    figures.report()
+    assert_exactly_once(seen, ids)
+    await strikes_match_takedowns(workers, seen, ids)
+
+
+async def test_a_worker_joins_then_the_first_leaves(workers):
+    await bank_known_text(workers)
+    first, _ = workers.start(**FAST, MODSTREAM_INSTANCE_ID="w1")
+    ids = [f"move-{i:05d}" for i in range(5000)]
+    async with Decisions(workers) as seen, running(steady(workers, ids, rate=300)) as load:
+        await seen.until(lambda: len(seen.arrivals) >= 1000, 60)
+        await asyncio.to_thread(workers.start, **FAST, MODSTREAM_INSTANCE_ID="w2")
+        await workers.wait_split("uploads", timeout=60)
+        joined = len(seen.arrivals)
+        first.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(first.wait, 30)
+        await load
+        assert await seen.all_of(ids, 120)
+    figures = seen.figures("second worker joins, first leaves", ids)
+    figures.extra = {"decided_before_join_done": joined}
+    figures.report()
+    assert_exactly_once(seen, ids)
+    await strikes_match_takedowns(workers, seen, ids)
+
+
+async def test_a_rolling_restart_of_two_workers(workers):
+    await bank_known_text(workers)
+    procs = {name: workers.start(**FAST, MODSTREAM_INSTANCE_ID=name)[0] for name in ("w1", "w2")}
+    await workers.wait_split("uploads", timeout=60)
+    ids = [f"roll-{i:05d}" for i in range(6000)]
+    async with Decisions(workers) as seen, running(steady(workers, ids, rate=300)) as load:
+        await seen.until(lambda: len(seen.arrivals) >= 600, 60)
+        began = time.monotonic()
+        for name, proc in procs.items():
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 30)
+            await asyncio.to_thread(workers.start, **FAST, MODSTREAM_INSTANCE_ID=name)
+        ended = time.monotonic()
+        sent = await load
+        assert await seen.all_of(ids, 120)
+    waits = [seen.arrivals[i][0] - sent[i] for i in ids if began <= sent[i] <= ended]
+    figures = seen.figures("rolling restart of two workers", ids)
+    figures.extra = {
+        "longest_pause_in_decisions_s": round(seen.longest_pause(began, ended), 2),
+        "max_wait_of_an_event_s": round(max(waits), 2),
+    }
+    figures.report()
+    assert_exactly_once(seen, ids)
+    assert seen.longest_pause(began, ended) < 5.0
+
+
+async def test_a_record_kafka_refuses_is_dead_lettered_not_skipped(workers):
+    """The takedowns topic refuses every record (its size limit is set below any decision):
+    the events whose outputs were refused reach the dead-letter topic with the reason,
+    the rest are decided, and no offset is committed past an event left unaccounted."""
+    admin = AIOKafkaAdminClient(**workers.settings.kafka.options())
+    await admin.start()
+    try:
+        topic = workers.settings.topic("takedowns")
+        limit = {"max.message.bytes": "200"}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, limit)])
+    finally:
+        await admin.close()
+    await bank_known_text(workers)
+    workers.start(**FAST)
+    ids = [f"refused-{i:04d}" for i in range(400)]
+
+    async def dead_lettered() -> set[str]:
+        letters = await dead_letters(workers, count=10_000, timeout=2)
+        assert all(letter["error"].startswith("output refused by Kafka") for letter in letters)
+        originals = (base64.b64decode(letter["original_b64"]) for letter in letters)
+        return {u.event.event_id for value in originals for u in HashedBatch.parse(value).uploads}
+
+    async with Decisions(workers) as seen:
+        await steady(workers, ids, rate=400)
+        deadline = time.monotonic() + 60
+        while (in_letters := await dead_lettered()) | set(seen.arrivals) != set(ids):
+            assert time.monotonic() < deadline, "an event neither decided nor dead-lettered"
+    decided = set(seen.arrivals)
+    figures = seen.figures("takedowns topic refuses records", ids)
+    figures.extra = {"dead_lettered_events": len(in_letters)}
+    figures.report()
+    assert not decided & in_letters
+    assert all(len(seen.arrivals[i]) == 1 for i in decided)
+    assert all(seen.records[i][0]["verdict"] == "allow" for i in decided)
+
+
+async def test_a_hung_media_server_delays_only_its_own_events(workers):
+    """One event in 20 names an image on a server that never answers (until the fetch
+    timeout); the others are decided within a second."""
+    workers.start(**FAST, MODSTREAM_FETCH_TIMEOUT_S="4")
+    hang = asyncio.Event()
+
+    async def never(request):
+        await hang.wait()
+        raise asyncio.CancelledError
+
+    ids = [f"hol-{i:04d}" for i in range(1200)]
+    async with http_server({"/hang.jpg": never}) as base:
+        hung_media = [{"media_id": "m", "kind": "image", "url": f"{base}/hang.jpg"}]
+
+        def make(n: int, event_id: str):
+            if n % 20 == 0:
+                return upload(event_id, media=hung_media, uploader=f"u{n % 7}")
+            return upload(event_id, text="a quiet day at the lake", uploader=f"u{n % 7}")
+
+        async with Decisions(workers) as seen:
+            sent = await steady(workers, ids, rate=100, make=make)
+            assert await seen.all_of(ids, 60)
+        hang.set()
+    others = [seen.arrivals[i][0] - sent[i] for n, i in enumerate(ids) if n % 20]
+    hung = [seen.arrivals[i][0] - sent[i] for n, i in enumerate(ids) if n % 20 == 0]
+    figures = seen.figures("one event in 20 on a hung media server", ids)
+    figures.extra = {
+        "p50_others_s": round(percentile(others, 0.5), 3),
+        "p99_others_s": round(percentile(others, 0.99), 3),
+        "p50_hung_s": round(percentile(hung, 0.5), 3),
+    }
+    figures.report()
+    assert figures.lost == 0 and figures.duplicate_records == 0
+    assert all(seen.records[i][0]["media_errors"] for n, i in enumerate(ids) if n % 20 == 0)
+    assert percentile(others, 0.99) < 1.0
