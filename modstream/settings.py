@@ -177,10 +177,6 @@ class Settings:
         )
 
     @property
-    def kafka_url(self) -> str:
-        return self.broker if "://" in self.broker else f"kafka://{self.broker}"
-
-    @property
     def bootstrap(self) -> str:
         return self.broker.split("://", 1)[-1]
 

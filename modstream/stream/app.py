@@ -16,6 +16,7 @@ import asyncio
 import socket
 
 import faust
+from faust.app import BootStrategy
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -26,7 +27,7 @@ from modstream.ingest.fetch import Fetcher
 from modstream.ingest.sources import clear_scratch
 from modstream.ingest.trust import PlatformBinding, platform_topic
 from modstream.matching import hamming
-from modstream.settings import KafkaAccess, Settings
+from modstream.settings import Settings
 from modstream.stages.decide import DecideStage
 from modstream.stages.hash import HashingLimits, HashStage, MediaSource
 from modstream.stages.metrics import PipelineMetrics
@@ -45,16 +46,16 @@ def build_app(settings: Settings) -> faust.App:
     datadir = settings.data_dir / f"worker-{settings.web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        # The stages' consumer group is ``app_id``; Faust's own consumer (which carries no
-        # stage topic) must not join it with its own assignor.
-        f"{settings.app_id}-app",
-        broker=settings.kafka_url,
-        broker_credentials=faust_credentials(settings.kafka),
+        settings.app_id,
         web_port=settings.web_port,
         web_host=settings.web_host,
         web_bind=settings.web_host,  # Faust binds every interface unless told
         datadir=str(datadir),
     )
+    # Faust runs the worker's services, web pages and timers; Kafka is the pipeline's. Faust's
+    # own consumer would join a consumer group and, after a kill -9, hold the restarted
+    # worker until the dead member's session expires.
+    app.boot_strategy = BootStrategy(app, enable_kafka=False)
     registry = CollectorRegistry()  # this app's own: two apps in one process never collide
     metrics = PipelineMetrics(registry)
 
@@ -189,17 +190,3 @@ def fetched(record: Record) -> bool:
     """Whether an upload may name media by URL (its fetch may hang): a cheap look at the raw
     bytes; a miss only costs waiting with the rest of the batch."""
     return b'"url"' in (record.value or b"")
-
-
-def faust_credentials(kafka: KafkaAccess) -> faust.types.auth.CredentialsT | None:
-    """The same TLS and SASL settings as every other client of the process, in Faust's terms."""
-    if kafka.security_protocol == "SASL_SSL":
-        return faust.SASLCredentials(
-            username=kafka.username,
-            password=kafka.password,
-            ssl_context=kafka.ssl_context(),
-            mechanism=kafka.sasl_mechanism,
-        )
-    if kafka.security_protocol == "SSL":
-        return faust.SSLCredentials(kafka.ssl_context())
-    return None

@@ -126,7 +126,7 @@ async def steady(
     make: Callable[[int, str], tuple[bytes, bytes]] | None = None,
 ) -> dict[str, float]:
     """Publish ``ids`` at about ``rate`` events/s; returns when each was sent."""
-    make = make or (lambda n, i: upload(i, text=TEXTS[n % 2], uploader=f"u{n % 11}"))
+    make = make or (lambda n, i: upload(i, text=TEXTS[n % 2], uploader=f"u{n % 101}"))
     sent: dict[str, float] = {}
     chunk = max(1, int(rate / 20))
     for start in range(0, len(ids), chunk):

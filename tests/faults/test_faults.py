@@ -14,7 +14,8 @@ import signal
 import time
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from chaos import Decisions, percentile, running, steady
 from streaming import dead_letters, http_server, send, upload
 

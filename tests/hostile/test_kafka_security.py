@@ -212,15 +212,3 @@ def test_the_settings_refuse_half_configured_security():
         {"MODSTREAM_KAFKA_PASSWORD": "hunter2", "MODSTREAM_KAFKA_USERNAME": "u"}
     )
     assert "hunter2" not in repr(settings) and "hunter2" not in repr(settings.kafka)
-
-
-def test_every_kafka_client_gets_the_same_credentials(secure_kafka):
-    """The worker's Faust app, the bank replica and the CLI clients all take KafkaAccess."""
-    from modstream.settings import Settings
-    from modstream.stream.app import faust_credentials
-
-    port, certs = secure_kafka
-    settings = Settings.from_env(scram_env(port, certs))
-    credentials = faust_credentials(settings.kafka)
-    assert credentials.mechanism.value == "SCRAM-SHA-512"
-    assert credentials.username == SCRAM_USER and credentials.ssl_context is not None
