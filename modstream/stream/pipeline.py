@@ -151,6 +151,25 @@ class PipelineOutput:
         )
         await self.send(DLQ_TOPIC, record.key, dumps(letter))
 
+    def refused(self, out: Outgoing, error: BaseException, stage: str) -> Outgoing:
+        """A dead letter for a record Kafka refused to take (too large for its topic)."""
+        dlq = self.settings.topic(DLQ_TOPIC)
+        reason = f"output refused by Kafka: {error!r}"
+        self.metrics.dead_letters.labels(stage=stage, reason="output_refused").inc()
+        log.warning("output refused", extra={"topic": out.topic, "error": reason[:300]})
+        letter = DeadLetter.of(
+            # A refused dead letter: its own size is the problem, keep only the reason.
+            b"" if out.topic == dlq else out.value,
+            out.key,
+            reason if out.topic != dlq else f"{reason}; the record itself is not kept",
+            stage=stage,
+            topic=out.topic,
+            partition=-1 if out.partition is None else out.partition,
+            offset=-1,  # never written
+            failed_at=time.time(),
+        )
+        return Outgoing(dlq, out.key, dumps(letter), None)
+
 
 class Committer:
     """Writes a lane's completions and its offset, atomically or not."""
@@ -346,7 +365,7 @@ class Lane:
             except ProducerFenced:
                 raise  # another worker owns the partition now: this lane is done
             except ProduceFailed as exc:
-                batch = await self._dead_letter_refused(batch, exc.failed)
+                self._dead_letter_refused(batch, exc.failed)
                 continue
             except (KafkaError, TimeoutError, OSError) as exc:
                 self.metrics.commit_failures.inc()
@@ -366,36 +385,19 @@ class Lane:
                 completion.settle()
             return
 
-    async def _dead_letter_refused(
+    def _dead_letter_refused(
         self, batch: list[Completion], failed: dict[int, BaseException]
-    ) -> list[Completion]:
-        """The completions whose records Kafka refused, replaced by dead letters of the
-        events they came from (with the reason): the events are accounted for, and the
-        stream goes on."""
-        replaced, index = [], 0
+    ) -> None:
+        """Each record Kafka refused for what it is becomes a dead letter holding it (its
+        destination and the reason): its neighbours go out as they are, and nothing is lost.
+        A dead letter refused in turn is replaced by one without the record's bytes."""
+        index = 0
         for completion in batch:
-            errors = [
-                failed[i] for i in range(index, index + len(completion.outputs)) if i in failed
-            ]
-            index += len(completion.outputs)
-            if not errors:
-                replaced.append(completion)
-                continue
-            completion.settle(errors[0])
-            letters = Completion(completion.records)
-            token = _CURRENT.set(letters)
-            try:
-                for record in completion.records:
-                    await self.output.dead_letter(
-                        record,
-                        f"output refused by Kafka: {errors[0]!r}",
-                        "produce_failed",
-                        self.route.stage,
-                    )
-            finally:
-                _CURRENT.reset(token)
-            replaced.append(letters)
-        return replaced
+            for position, out in enumerate(completion.outputs):
+                error = failed.get(index)
+                index += 1
+                if error is not None:
+                    completion.outputs[position] = self.output.refused(out, error, self.route.stage)
 
 
 class StagePipeline:

@@ -19,7 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from chaos import Decisions, percentile, running, steady
 from streaming import dead_letters, http_server, send, upload
 
-from modstream.contracts import BankEntry, HashedBatch, dumps
+from modstream.contracts import BankEntry, dumps
 from modstream.stream.client import read_topic
 
 KNOWN = "the soldiers of the caliphate will remain and expand"
@@ -111,7 +111,7 @@ async def test_a_worker_joins_then_the_first_leaves(workers):
     async with Decisions(workers) as seen, running(steady(workers, ids, rate=300)) as load:
         await seen.until(lambda: len(seen.arrivals) >= 1000, 60)
         await asyncio.to_thread(workers.start, **FAST, MODSTREAM_INSTANCE_ID="w2")
-        await workers.wait_split("uploads", timeout=60)
+        await workers.wait_split(workers.settings.topic("uploads"), timeout=60)
         joined = len(seen.arrivals)
         first.send_signal(signal.SIGTERM)
         await asyncio.to_thread(first.wait, 30)
@@ -127,7 +127,7 @@ async def test_a_worker_joins_then_the_first_leaves(workers):
 async def test_a_rolling_restart_of_two_workers(workers):
     await bank_known_text(workers)
     procs = {name: workers.start(**FAST, MODSTREAM_INSTANCE_ID=name)[0] for name in ("w1", "w2")}
-    await workers.wait_split("uploads", timeout=60)
+    await workers.wait_split(workers.settings.topic("uploads"), timeout=60)
     ids = [f"roll-{i:05d}" for i in range(6000)]
     async with Decisions(workers) as seen, running(steady(workers, ids, rate=300)) as load:
         await seen.until(lambda: len(seen.arrivals) >= 600, 60)
@@ -152,38 +152,32 @@ async def test_a_rolling_restart_of_two_workers(workers):
 
 async def test_a_record_kafka_refuses_is_dead_lettered_not_skipped(workers):
     """The takedowns topic refuses every record (its size limit is set below any decision):
-    the events whose outputs were refused reach the dead-letter topic with the reason,
-    the rest are decided, and no offset is committed past an event left unaccounted."""
+    each refused record reaches the dead-letter topic whole, with its destination and the
+    reason; the decisions beside it go out as they are; nothing is lost or doubled."""
     admin = AIOKafkaAdminClient(**workers.settings.kafka.options())
     await admin.start()
+    takedowns = workers.settings.topic("takedowns")
     try:
-        topic = workers.settings.topic("takedowns")
         limit = {"max.message.bytes": "200"}
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, limit)])
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, takedowns, limit)])
     finally:
         await admin.close()
     await bank_known_text(workers)
     workers.start(**FAST)
     ids = [f"refused-{i:04d}" for i in range(400)]
-
-    async def dead_lettered() -> set[str]:
-        letters = await dead_letters(workers, count=10_000, timeout=2)
-        assert all(letter["error"].startswith("output refused by Kafka") for letter in letters)
-        originals = (base64.b64decode(letter["original_b64"]) for letter in letters)
-        return {u.event.event_id for value in originals for u in HashedBatch.parse(value).uploads}
-
     async with Decisions(workers) as seen:
         await steady(workers, ids, rate=400)
-        deadline = time.monotonic() + 60
-        while (in_letters := await dead_lettered()) | set(seen.arrivals) != set(ids):
-            assert time.monotonic() < deadline, "an event neither decided nor dead-lettered"
-    decided = set(seen.arrivals)
+        assert await seen.all_of(ids, 60)
+    letters = await dead_letters(workers, count=200, timeout=10)
+    refused = {orjson.loads(base64.b64decode(letter["original_b64"]))["event_id"]: letter
+               for letter in letters}  # fmt: skip
     figures = seen.figures("takedowns topic refuses records", ids)
-    figures.extra = {"dead_lettered_events": len(in_letters)}
+    figures.extra = {"dead_letters": len(letters)}
     figures.report()
-    assert not decided & in_letters
-    assert all(len(seen.arrivals[i]) == 1 for i in decided)
-    assert all(seen.records[i][0]["verdict"] == "allow" for i in decided)
+    assert_exactly_once(seen, ids)
+    assert set(refused) == set(ids[::2]) and len(letters) == 200  # every takedown copy
+    assert all(letter["topic"] == takedowns for letter in letters)
+    assert all(letter["error"].startswith("output refused by Kafka") for letter in letters)
 
 
 async def test_a_hung_media_server_delays_only_its_own_events(workers):
