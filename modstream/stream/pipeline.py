@@ -441,6 +441,9 @@ class StagePipeline:
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                # A read_committed fetch may find nothing committed yet; the broker then
+                # holds it this long (500 ms by default: most of a latency budget).
+                fetch_max_wait_ms=50,
                 session_timeout_ms=int(self.settings.session_timeout_s * 1000),
                 heartbeat_interval_ms=int(self.settings.session_timeout_s * 1000 / 5),
                 rebalance_timeout_ms=60000,
