@@ -15,11 +15,12 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal, Required, TypedDict
+from typing import Any, Literal, Required, TypedDict, TypeVar
 
 import orjson
 
 SCHEMA_VERSION = 1
+_T = TypeVar("_T")
 
 # The topics, by their logical names (a deployment may prefix them: MODSTREAM_TOPIC_PREFIX).
 UPLOADS_TOPIC = "uploads"
@@ -276,8 +277,8 @@ class UploadEvent:
     @classmethod
     def trusted(cls, data: dict[str, Any]) -> UploadEvent:
         """Rebuild an event this pipeline serialized itself, validated when it came in."""
-        media = tuple(MediaRef(**m) for m in data["media"])
-        return cls(**{**data, "media": media})
+        media = tuple(MediaRef(**m) for m in data["media"]) if data["media"] else ()
+        return _rebuilt(cls, {**data, "media": media})
 
     @property
     def uploader_key(self) -> str:
@@ -422,14 +423,17 @@ class HashedUpload:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HashedUpload:
-        score = data.get("text_score")
-        return cls(
-            event=UploadEvent.trusted(data["event"]),
-            media=tuple(MediaSignals(**m) for m in data["media"]),
-            received_at=data["received_at"],
-            text_score=TextScore(score["score"], tuple(score["parts"])) if score else None,
-            normalized_text=data.get("normalized_text"),
-            created=data.get("created"),
+        score = data["text_score"]
+        return _rebuilt(
+            cls,
+            {
+                "event": UploadEvent.trusted(data["event"]),
+                "media": tuple(MediaSignals(**m) for m in data["media"]),
+                "received_at": data["received_at"],
+                "text_score": TextScore(score["score"], tuple(score["parts"])) if score else None,
+                "normalized_text": data["normalized_text"],
+                "created": data["created"],
+            },
         )
 
 
@@ -506,6 +510,15 @@ class Decision:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
+
+
+def _rebuilt(cls: type[_T], values: dict[str, Any]) -> _T:
+    """An instance of a frozen dataclass from every field's value, as this pipeline wrote
+    them itself, without running ``__init__`` (a fifth of the decide stage's time went to
+    rebuilding hand-off records field by field)."""
+    made = object.__new__(cls)
+    made.__dict__.update(values)
+    return made
 
 
 def decision_id_for(platform: str, event_id: str, policy_version: str) -> str:

@@ -19,6 +19,8 @@ def empty() -> dict[str, Any]:
 
 def prior_strikes(history: dict[str, Any], event_id: str, created: float, window_s: int) -> int:
     """Strikes by other events created in the window before this one."""
+    if not history["strikes"]:  # most uploaders: nothing to count
+        return 0
     return sum(
         1
         for other_id, at in history["strikes"]

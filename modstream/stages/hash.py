@@ -144,7 +144,7 @@ class HashStage:
         for position, (record, upload) in enumerate(valid):
             normalized, score = scores.get(position, (None, None))
             handed_off = HashedUpload(
-                event=replace(upload, media=()),  # the decide stage needs the signals only
+                event=replace(upload, media=()) if upload.media else upload,  # signals suffice
                 media=tuple(next(media_of) if upload.media else ()),
                 received_at=record.timestamp,
                 text_score=score,

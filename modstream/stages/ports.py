@@ -71,8 +71,9 @@ async def guarded(
 def watch(deliveries: Sequence[asyncio.Future[Any]]) -> None:
     """At-least-once without waiting per batch: the shell flushes the producer before it
     commits any offset, so a record handed to the producer is in Kafka before the event that
-    produced it counts as done. A send that fails is logged."""
-    for delivery in deliveries:
+    produced it counts as done. A send that fails is logged (once per future: records of
+    one batch may share one)."""
+    for delivery in {id(d): d for d in deliveries}.values():
         delivery.add_done_callback(_report_failed_send)
 
 

@@ -39,26 +39,27 @@ class UploaderHistory(MutableMapping[bytes, dict[str, Any]]):
         self.output = output
         self.partition_of = partition_of
         self.topic = changelog_topic(settings)
-        self._partitions: dict[int, dict[bytes, dict[str, Any]]] = {}
-
-    def _part(self, key: bytes) -> dict[bytes, dict[str, Any]]:
-        return self._partitions.setdefault(self.partition_of(key.decode()), {})
+        self._values: dict[bytes, dict[str, Any]] = {}  # read for every event: one lookup
+        self._keys: dict[int, set[bytes]] = {}  # per partition, to forget one
 
     def __getitem__(self, key: bytes) -> dict[str, Any]:
-        return self._part(key).get(key) or history.empty()
+        return self._values.get(key) or history.empty()
 
     def __setitem__(self, key: bytes, value: dict[str, Any]) -> None:
-        self._part(key)[key] = value
-        self.output.append(self.topic, key, orjson.dumps(value), self.partition_of(key.decode()))
+        partition = self.partition_of(key.decode())
+        self._values[key] = value
+        self._keys.setdefault(partition, set()).add(key)
+        self.output.append(self.topic, key, orjson.dumps(value), partition)
 
     def __delitem__(self, key: bytes) -> None:
-        del self._part(key)[key]
+        del self._values[key]
+        self._keys.get(self.partition_of(key.decode()), set()).discard(key)
 
     def __iter__(self) -> Iterator[bytes]:
-        return (key for part in self._partitions.values() for key in part)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return sum(len(part) for part in self._partitions.values())
+        return len(self._values)
 
     async def restore(self, partition: int) -> None:
         """Read the partition's committed changelog to its end."""
@@ -91,7 +92,10 @@ class UploaderHistory(MutableMapping[bytes, dict[str, Any]]):
                 await asyncio.sleep(0)
         finally:
             await consumer.stop()
-        self._partitions[partition] = restored
+        self.forget(partition)
+        self._values.update(restored)
+        self._keys[partition] = set(restored)
 
     def forget(self, partition: int) -> None:
-        self._partitions.pop(partition, None)
+        for key in self._keys.pop(partition, ()):
+            self._values.pop(key, None)
