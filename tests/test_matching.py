@@ -147,6 +147,52 @@ def test_pairs_indexes_can_be_searched_while_entries_come_and_go(kind, signal):
     assert len(index) == 3000 - len(removed)
 
 
+def test_bank_lookups_are_safe_while_entries_of_every_kind_come_and_go():
+    """The decide stage searches on a thread while the event loop applies bank records and
+    tombstones: videos (whose frames share the PDQ index), images and texts, all at once."""
+    import random
+    import sys
+    import threading
+
+    from modstream.formats.vpdq import FrameHash, format_vpdq
+
+    rng = random.Random(7)
+    hexes = [f"{rng.getrandbits(256):064x}" for _ in range(40)]
+    videos = [
+        format_vpdq(FrameHash(n, 100, hexes[(v + n) % 40], float(n)) for n in range(6))
+        for v in range(10)
+    ]
+    bank = Bank()
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def search():
+        try:
+            while not done.is_set():
+                bank.match_many("vpdq", videos[:3])
+                bank.match_many("pdq", hexes[:8])
+                bank.match_many("text", ["join the caravan now"])
+        except BaseException as exc:  # any failure fails the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=search) for _ in range(2)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can: races show
+    for thread in threads:
+        thread.start()
+    for step in range(1200):
+        n = step % 10
+        bank.apply(f"tve/vpdq/v{n}", entry("tve", f"v{n}", "vpdq", videos[n]) if step % 3 else None)
+        bank.apply(f"tve/pdq/p{n}", entry("tve", f"p{n}", "pdq", hexes[n]) if step % 2 else None)
+        bank.apply(f"tve/text/t{n}", entry("tve", f"t{n}", "text", "join the caravan now"))
+    done.set()
+    for thread in threads:
+        thread.join()
+    sys.setswitchinterval(switch)
+    assert failures == []
+    assert [m.entry.entry_id for m in bank.match("vpdq", videos[0])][:1] == ["v0"]
+
+
 def test_a_bank_snapshot_has_one_versioned_manifest_for_all_its_parts(tmp_path):
     import json
 

@@ -9,6 +9,7 @@ records.
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +47,16 @@ class Bank:
         self._entries = EntryStore()
         self._next_ref = 0
         self._sizes: Counter[tuple[str, str]] = Counter()
+        # Lookups run on a thread while the event loop applies bank changes: one lock keeps
+        # the entries, the sizes and every index (a video's frames too) consistent together.
+        self._lock = threading.RLock()
 
     def apply(self, key: str, entry: BankEntry | None) -> None:
         """Add, replace (same key) or, with ``entry=None``, remove one entry."""
+        with self._lock:
+            self._apply(key, entry)
+
+    def _apply(self, key: str, entry: BankEntry | None) -> None:
         bank, signal_type, _ = parse_bank_key(key)
         old_ref = self._entries.ref_for(key)
         if old_ref is not None:
@@ -96,8 +104,7 @@ class Bank:
 
     def widest_review(self, signal_type: str) -> int:
         """The largest review distance of any bank for this type: the query radius."""
-        # tuple(): lookups run on a thread while the event loop applies bank changes
-        banks = {bank for bank, kind in tuple(self._sizes) if kind == signal_type} or {"*"}
+        banks = {bank for bank, kind in self._sizes if kind == signal_type} or {"*"}
         return max(self.thresholds(bank, signal_type).review for bank in banks)
 
     def match(self, signal_type: str, signal: str) -> list[Match]:
@@ -106,17 +113,18 @@ class Bank:
 
     def match_many(self, signal_type: str, signals: Sequence[str]) -> list[list[Match]]:
         """``match`` for a batch in one index search: what the pipeline's batches use."""
-        index = self._indexes.get(signal_type)
-        if index is None or not len(index) or not signals:
-            return [[] for _ in signals]
-        found = index.query_many(signals, self.widest_review(signal_type))
-        return [self._matches(signal_type, hits) for hits in found]
+        with self._lock:
+            index = self._indexes.get(signal_type)
+            if index is None or not len(index) or not signals:
+                return [[] for _ in signals]
+            found = index.query_many(signals, self.widest_review(signal_type))
+            return [self._matches(signal_type, hits) for hits in found]
 
     def _matches(self, signal_type: str, hits: list[tuple[int, int]]) -> list[Match]:
         matches = []
         for ref, distance in hits:
             entry = self._entries.get(ref)
-            if entry is None:  # removed while the search ran
+            if entry is None:  # a video's frame ref, not an entry
                 continue
             thresholds = self.thresholds(entry.bank, signal_type)
             if distance <= thresholds.review:
@@ -129,12 +137,13 @@ class Bank:
         (slow: run it on a thread): every part, then the one versioned manifest that
         describes them all (and ``extra``, such as the offsets the bank reflects), last, so
         that a folder with a manifest is complete."""
-        entries = self._entries.view()
-        indexes = {name: index.snapshot() for name, index in self._indexes.items()}
-        bank = {
-            "next_ref": self._next_ref,
-            "sizes": [[bank, kind, n] for (bank, kind), n in self._sizes.items() if n > 0],
-        }
+        with self._lock:
+            entries = self._entries.view()
+            indexes = {name: index.snapshot() for name, index in self._indexes.items()}
+            bank = {
+                "next_ref": self._next_ref,
+                "sizes": [[bank, kind, n] for (bank, kind), n in self._sizes.items() if n > 0],
+            }
 
         def write(folder: Path, **extra: Any) -> None:
             folder.mkdir(parents=True)
