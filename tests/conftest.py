@@ -45,6 +45,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> int:
+    """A port from which ``count`` consecutive ports are free."""
+    for _ in range(50):
+        base = free_port()
+        if base + count < 65536 and all(_free(base + i) for i in range(1, count)):
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Workers:
     """Starts pipeline workers as real processes on an isolated set of topics."""
 

@@ -51,7 +51,7 @@ log = logging.getLogger("modstream.stream")
 Guarantee = Literal["exactly_once", "at_least_once"]
 #: Errors that are the record's fault, not the broker's: retrying cannot help.
 RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
-MAX_BACKOFF_S = 5.0
+MAX_BACKOFF_S = 1.0  # a broker back from an outage is used within a second
 COMMIT_TIMEOUT_S = 30.0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Workers, free_port
+from conftest import Workers, free_ports
 from streaming import collect, send, upload
 
 from modstream.demo import encode, sample
@@ -31,24 +30,6 @@ pytestmark = pytest.mark.kafka
 
 SCRAM_USER, SCRAM_PASSWORD = "modstream-worker", f"scram-{uuid.uuid4().hex}"
 PLAIN_USER, PLAIN_PASSWORD = "modstream-reader", f"plain-{uuid.uuid4().hex}"
-
-
-def free_ports(count: int) -> int:
-    """A port from which ``count`` consecutive ports are free."""
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65536 and all(_free(base + i) for i in range(1, count)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")
