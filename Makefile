@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-index bench-text bench-video text-model kafka-stop clean
+.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults bench-index bench-text bench-video text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -55,6 +55,16 @@ test: setup lint typecheck prometheus
 bench: setup
 	$(BIN)/modstream kafka start
 	$(BIN)/python bench/throughput.py
+
+bench-limit: setup
+	$(BIN)/modstream kafka start
+	$(BIN)/python bench/limit.py
+
+# The fault scenarios alone (they also run in make test); figures appended to the report.
+faults: setup
+	$(BIN)/modstream kafka start
+	mkdir -p .modstream
+	MODSTREAM_FAULT_REPORT=.modstream/faults.jsonl $(BIN)/pytest -q -s tests/faults
 
 bench-text: setup
 	$(BIN)/python bench/text.py

@@ -181,8 +181,8 @@ async def main() -> None:
     here = [sys.executable, __file__]
     worker = [sys.executable, "-m", "modstream.cli", "worker"]
     contenders = {
-        "bare aiokafka": (here + ["aiokafka"], environment("aiokafka")),
-        "bare Faust agent": (here + ["faust"], environment("faust")),
+        "bare aiokafka": ([*here, "aiokafka"], environment("aiokafka")),
+        "bare Faust agent": ([*here, "faust"], environment("faust")),
         "modstream, exactly-once": (worker, environment("eos")),
         "modstream, at-least-once": (
             worker,
@@ -198,7 +198,8 @@ async def main() -> None:
     ours = results["modstream, exactly-once"]
     for name, value in results.items():
         print(
-            f"{name:28} {value:9,.0f} events/s   modstream (exactly-once) / this: {ours / value:.2f}"
+            f"{name:28} {value:9,.0f} events/s   "
+            f"modstream (exactly-once) / this: {ours / value:.2f}"
         )
 
 

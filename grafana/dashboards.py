@@ -241,7 +241,12 @@ def kafka() -> dict:
             ),
             panel(
                 "Failed commits (retried; nothing committed past them)",
-                [(f"sum by (instance) ({rate('modstream_commit_failures_total')})", "{{instance}}")],
+                [
+                    (
+                        f"sum by (instance) ({rate('modstream_commit_failures_total')})",
+                        "{{instance}}",
+                    )
+                ],
                 "ops",
             ),
             panel(
