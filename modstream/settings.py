@@ -47,7 +47,6 @@ class Settings:
     partitions: int = 4
     hash_workers: int = field(default_factory=_default_workers)
     batch_size: int = 256
-    batch_within_s: float = 0.005
     processing_guarantee: str = "exactly_once"
     instance_id: str = ""
     session_timeout_s: float = 15.0
