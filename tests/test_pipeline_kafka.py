@@ -139,6 +139,8 @@ async def test_every_event_decided_once_and_history_co_partitioned(workers):
     )
     decisions = await collect(workers, "decisions", set(ids))
     assert {i: len(found) for i, found in decisions.items()} == dict.fromkeys(ids, 1)
+    # dated in seconds (Kafka's record timestamps are in milliseconds)
+    assert all(abs(found[0]["decided_at"] - time.time()) < 300 for found in decisions.values())
     assert {i: found[0]["verdict"] for i, found in decisions.items()} == {
         i: ("takedown" if n % 2 == 0 else "allow") for n, i in enumerate(ids)
     }

@@ -27,7 +27,9 @@ class Record(Protocol):
     @property
     def value(self) -> bytes | None: ...
     @property
-    def timestamp(self) -> float: ...
+    def timestamp(self) -> float:
+        """When the record was written, in seconds since the epoch (Kafka's are in ms)."""
+        ...
 
 
 class Output(Protocol):

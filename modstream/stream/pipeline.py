@@ -36,7 +36,7 @@ from aiokafka.errors import (
     ProducerFenced,
     RecordTooLargeError,
 )
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from modstream.contracts import DLQ_TOPIC, DeadLetter, dumps
 from modstream.ingest.urls import redact_urls
@@ -70,6 +70,21 @@ class Route:
     #: after one is given up (the decide stage's per-uploader state).
     assigned: Callable[[int], Awaitable[None]] | None = None
     revoked: Callable[[int], None] | None = None
+
+
+class KafkaRecord:
+    """A consumed record as the stages take it (``stages.ports.Record``): aiokafka's, with
+    the timestamp in seconds."""
+
+    __slots__ = ("key", "offset", "partition", "timestamp", "topic", "value")
+
+    def __init__(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self.topic = record.topic
+        self.partition = record.partition
+        self.offset = record.offset
+        self.key = record.key
+        self.value = record.value
+        self.timestamp = record.timestamp / 1000
 
 
 @dataclass(frozen=True)
@@ -296,9 +311,9 @@ class Lane:
         self._tasks = [asyncio.ensure_future(self._processor()) for _ in range(route.concurrency)]
         self._tasks.append(asyncio.ensure_future(self._committer()))
 
-    def take(self, records: Sequence[Record]) -> None:
+    def take(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         self.metrics.records_consumed.labels(topic=self.tp.topic).inc(len(records))
-        fresh = [r for r in records if self.progress.wanted(r.offset)]
+        fresh = [KafkaRecord(r) for r in records if self.progress.wanted(r.offset)]
         if not fresh:
             return
         self.progress.taken([r.offset for r in fresh])

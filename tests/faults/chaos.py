@@ -17,7 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from streaming import send, upload
 
-from modstream.stream.client import consumer, started, topic_partitions
+from modstream.stream.client import committed_reader, started, topic_partitions
 
 #: Where the figures of every scenario are appended (one JSON line each), if set.
 REPORT = os.environ.get("MODSTREAM_FAULT_REPORT")
@@ -53,14 +53,7 @@ class Decisions:
         self._changed = asyncio.Event()
 
     async def __aenter__(self) -> Decisions:
-        self._client = await started(
-            consumer(
-                self.workers.settings.kafka,
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-            )
-        )
+        self._client = await started(committed_reader(self.workers.settings.kafka))
         tps = await topic_partitions(self._client, self.topic)
         self._client.assign(tps)
         await self._client.seek_to_beginning(*tps)
