@@ -239,7 +239,7 @@ class TransactionalCommitter(Committer):
             client.producer(
                 self.settings.kafka,
                 transactional_id=self.transactional_id,
-                linger_ms=5,
+                linger_ms=0,  # a commit sends at once: the batch is made already
                 max_request_size=MAX_DEAD_LETTER_BYTES,
                 max_batch_size=1024 * 1024,
                 request_timeout_ms=15000,
