@@ -29,7 +29,7 @@ import orjson
 
 from modstream.settings import Settings
 from modstream.stream.client import publish, read_topic
-from modstream.stream.topics import ensure_topics
+from modstream.stream.topics import delete_topics, ensure_topics
 
 EVENTS = 20_000
 ROUNDS = 2
@@ -150,6 +150,7 @@ async def measure(name: str, command: list[str], env: dict[str, str]) -> float:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        await delete_topics(settings)
     return statistics.median(rounds)
 
 

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from modstream.demo import encode, sample
 from modstream.settings import Settings
 from modstream.stream.client import end_offsets, publish, read_topic
-from modstream.stream.topics import ensure_topics
+from modstream.stream.topics import delete_topics, ensure_topics
 
 RUN = uuid.uuid4().hex[:8]
 ENV = {
@@ -161,6 +161,7 @@ async def main() -> None:
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+        await delete_topics(SETTINGS)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, broker on the same machine"

@@ -151,11 +151,12 @@ def workers(kafka: str, tmp_path: Path) -> Iterator[Workers]:
         "MODSTREAM_LOG_FORMAT": "json",
     }
     group = Workers(tmp_path, env)
-    from modstream.stream.topics import ensure_topics
+    from modstream.stream.topics import delete_topics, ensure_topics
 
     asyncio.run(ensure_topics(group.settings))
     yield group
     group.stop_all()
+    asyncio.run(delete_topics(group.settings))
 
 
 def decode_json(value: bytes | None) -> dict:

@@ -89,3 +89,17 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def delete_topics(settings: Settings) -> None:
+    """Delete the topics of ``settings`` (a test's or a benchmark's own, by their prefix), so
+    that a long-lived broker does not pile up thousands of partitions, which slow it down."""
+    admin = AIOKafkaAdminClient(**settings.kafka.options(), request_timeout_ms=30000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        names = [s.name for s in topic_specs(settings) if s.name in existing]
+        if names:
+            await admin.delete_topics(names, timeout_ms=30000)
+    finally:
+        await admin.close()
