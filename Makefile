@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults bench-index bench-text bench-video text-model kafka-stop clean
+.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -65,6 +65,11 @@ faults: setup
 	$(BIN)/modstream kafka start
 	mkdir -p .modstream
 	MODSTREAM_FAULT_REPORT=.modstream/faults.jsonl $(BIN)/pytest -q -s tests/faults
+
+# One worker's memory under a steady load, 30 minutes (issue 12).
+soak: setup
+	$(BIN)/modstream kafka start
+	$(BIN)/python bench/soak.py 30 500
 
 bench-text: setup
 	$(BIN)/python bench/text.py

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import (
     KafkaError,
@@ -169,6 +170,10 @@ class PipelineOutput:
     def refused(self, out: Outgoing, error: BaseException, stage: str) -> Outgoing:
         """A dead letter for a record Kafka refused to take (too large for its topic)."""
         dlq = self.settings.topic(DLQ_TOPIC)
+        if out.topic == dlq and orjson.loads(out.value)["original_b64"] == "":
+            # Not even a bare dead letter fits: stop here (the lane reports itself broken)
+            # rather than commit past an event that is neither written nor dead-lettered.
+            raise RuntimeError(f"the dead-letter topic refuses a bare dead letter: {error!r}")
         reason = f"output refused by Kafka: {error!r}"
         self.metrics.dead_letters.labels(stage=stage, reason="output_refused").inc()
         log.warning("output refused", extra={"topic": out.topic, "error": reason[:300]})
@@ -363,15 +368,25 @@ class Lane:
             self._ready.append(completion)
             self._wake.set()
 
+    @property
+    def healthy(self) -> bool:
+        """False once the committer has stopped (fenced, or a bug): nothing more commits."""
+        return not self._tasks[-1].done()
+
     async def _committer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._ready = self._ready, []
-            if batch:
-                await self._commit(batch)
-            if not self._ready and self.progress.in_flight == 0:
-                self._idle.set()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                batch, self._ready = self._ready, []
+                if batch:
+                    await self._commit(batch)
+                if not self._ready and self.progress.in_flight == 0:
+                    self._idle.set()
+        except ProducerFenced:
+            log.warning("partition taken over by another worker", extra={"topic": self.tp.topic})
+        except Exception:
+            log.exception("a partition's committer failed", extra={"topic": self.tp.topic})
 
     async def _commit(self, batch: list[Completion]) -> None:
         """Commit ``batch`` with the offsets it completes; retried with backoff while the
@@ -449,6 +464,7 @@ class StagePipeline:
         self._poller: asyncio.Task[None] | None = None
         self.max_queued = 4 * settings.batch_size
         self._lag_reported: set[tuple[str, str]] = set()
+        self.broken: BaseException | None = None
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -488,7 +504,9 @@ class StagePipeline:
 
     @property
     def running(self) -> bool:
-        return self._poller is not None and not self._poller.done()
+        """Polling, every lane able to commit, and every owned partition taken over."""
+        polling = self._poller is not None and not self._poller.done()
+        return polling and self.broken is None and all(lane.healthy for lane in self.lanes.values())
 
     def measure_lag(self) -> None:
         """Records each owned partition holds beyond what this worker has committed."""
@@ -518,8 +536,18 @@ class StagePipeline:
 
     async def _poll(self) -> None:
         consumer = self.consumer
+        backoff = 0.1
         while True:
-            batches = await consumer.getmany(timeout_ms=100, max_records=self.settings.batch_size)
+            try:
+                batches = await consumer.getmany(
+                    timeout_ms=100, max_records=self.settings.batch_size
+                )
+            except KafkaError as exc:  # the client retries connections itself; this is rare
+                log.warning("fetching failed; retrying", exc_info=exc)
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                continue
+            backoff = 0.1
             for tp, records in batches.items():
                 lane = self.lanes.get(tp)
                 if lane is not None:
@@ -535,6 +563,16 @@ class StagePipeline:
                 await asyncio.sleep(0.01)  # everything paused: getmany returns at once
 
     async def assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        """Take over newly assigned partitions; if that fails (the broker, a strike changelog
+        that cannot be read), the worker reports itself not ready rather than leave a
+        partition it owns unprocessed."""
+        try:
+            await self._take_over(partitions)
+        except Exception as exc:
+            log.exception("taking over partitions failed")
+            self.broken = exc
+
+    async def _take_over(self, partitions: Sequence[TopicPartition]) -> None:
         new = [tp for tp in partitions if tp not in self.lanes]
         committers = {tp: self._committer(tp) for tp in new}
         # The previous owners are fenced before the offsets are read: what they left open

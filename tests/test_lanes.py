@@ -1,0 +1,153 @@
+"""A partition lane in memory: out-of-order completion, in-order commits, retried commits and
+refused records, with a committer that records what it was asked to write."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Sequence
+
+import orjson
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from modstream.settings import Settings
+from modstream.stages.metrics import PipelineMetrics
+from modstream.stream.pipeline import (
+    Committer,
+    Lane,
+    Outgoing,
+    PipelineOutput,
+    ProduceFailed,
+    Route,
+)
+from modstream.stream.progress import PartitionProgress
+
+TP = TopicPartition("uploads", 0)
+
+
+class MemoryCommitter(Committer):
+    """Commits in memory; fails the first ``failures`` commits, refuses records larger than
+    their topic's limit in ``max_bytes``."""
+
+    def __init__(self, failures: int = 0, max_bytes: dict[str, int] | None = None) -> None:
+        self.failures = failures
+        self.max_bytes = max_bytes or {}
+        self.commits: list[tuple[list[Outgoing], OffsetAndMetadata]] = []
+
+    async def commit(self, outputs: Sequence[Outgoing], offset: OffsetAndMetadata) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaConnectionError("broker away")
+        refused = {
+            i: MessageSizeTooLargeError()
+            for i, out in enumerate(outputs)
+            if len(out.value) > self.max_bytes.get(out.topic, 1_000_000)
+        }
+        if refused:
+            raise ProduceFailed(refused)
+        self.commits.append((list(outputs), offset))
+
+
+def consumed(offsets: range, slow: set[int] = frozenset()) -> list[ConsumerRecord]:
+    return [
+        ConsumerRecord("uploads", 0, o, 1_700_000_000_000, 0, None,
+                       b"slow" if o in slow else b"fast", None, 0, 4, ())
+        for o in offsets
+    ]  # fmt: skip
+
+
+def lane_with(committer: Committer, process, concurrency: int = 4) -> tuple[Lane, PipelineOutput]:
+    metrics = PipelineMetrics(CollectorRegistry())
+    output = PipelineOutput(Settings(), metrics)
+    route = Route("hash", process, concurrency=concurrency, alone=lambda r: r.value == b"slow")
+    return Lane(TP, route, PartitionProgress(0), committer, output, metrics), output
+
+
+async def test_a_slow_record_holds_the_offset_not_the_records_behind_it():
+    release = asyncio.Event()
+    committer = MemoryCommitter()
+
+    async def process(records):
+        if records[0].value == b"slow":
+            await release.wait()
+        for record in records:
+            await output.send("decisions", None, b"%d" % record.offset)
+            assert record.timestamp == 1_700_000_000.0  # seconds, as the stages expect
+
+    lane, output = lane_with(committer, process)
+    lane.take(consumed(range(6), slow={1}))
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if committer.commits:
+            break
+    outputs, offset = committer.commits[-1]
+    assert {o.value for o in outputs} == {b"0", b"2", b"3", b"4", b"5"}
+    assert offset.offset == 1  # the slow record is not done: nothing past it is committed
+    assert PartitionProgress.skipped(1, offset.metadata) == {2, 3, 4, 5}
+    release.set()
+    assert await lane.drained(1.0)
+    assert committer.commits[-1][1] == OffsetAndMetadata(6, "")
+    written = [o.value for outputs, _ in committer.commits for o in outputs]
+    assert sorted(written) == [b"0", b"1", b"2", b"3", b"4", b"5"]  # each once
+    await lane.close()
+
+
+async def test_a_failing_commit_is_retried_and_nothing_is_written_twice():
+    committer = MemoryCommitter(failures=2)
+
+    async def process(records):
+        for record in records:
+            await output.send("decisions", None, b"%d" % record.offset)
+
+    lane, output = lane_with(committer, process)
+    lane.take(consumed(range(3)))
+    assert await lane.drained(5.0)
+    assert len(committer.commits) == 1  # after two failures, once
+    outputs, offset = committer.commits[0]
+    assert [o.value for o in outputs] == [b"0", b"1", b"2"] and offset.offset == 3
+    assert lane.healthy
+    await lane.close()
+
+
+async def refusals(max_bytes: dict[str, int]) -> tuple[Lane, MemoryCommitter]:
+    committer = MemoryCommitter(max_bytes=max_bytes)
+
+    async def process(records):
+        for record in records:
+            size = 500 if record.offset == 1 else 10
+            await output.send("takedowns", b"k", b"x" * size)
+
+    lane, output = lane_with(committer, process)
+    lane.take(consumed(range(3)))
+    return lane, committer
+
+
+async def test_a_refused_record_becomes_a_dead_letter_and_its_neighbours_go_out():
+    lane, committer = await refusals({"takedowns": 100})
+    assert await lane.drained(5.0)
+    outputs, offset = committer.commits[0]
+    assert offset.offset == 3
+    assert [o.topic for o in outputs] == ["takedowns", "uploads.dlq", "takedowns"]
+    letter = orjson.loads(outputs[1].value)
+    assert letter["topic"] == "takedowns" and letter["offset"] == -1
+    assert letter["error"].startswith("output refused by Kafka")
+    assert len(base64.b64decode(letter["original_b64"])) == 500  # the refused record, whole
+    await lane.close()
+
+
+async def test_a_dead_letter_too_large_for_its_topic_keeps_only_the_reason():
+    lane, committer = await refusals({"takedowns": 100, "uploads.dlq": 600})
+    assert await lane.drained(5.0)
+    letter = orjson.loads(committer.commits[0][0][1].value)
+    assert letter["original_b64"] == "" and "not kept" in letter["error"]
+    await lane.close()
+
+
+async def test_a_dead_letter_topic_that_refuses_everything_stops_the_lane_unhealthy():
+    """Nothing may be committed past an event that is neither written nor dead-lettered."""
+    lane, committer = await refusals({"takedowns": 100, "uploads.dlq": 50})
+    assert not await lane.drained(0.5)
+    assert committer.commits == [] and not lane.healthy
+    await lane.close()
