@@ -101,7 +101,10 @@ def build_app(settings: Settings) -> faust.App:
     hashing = Route("hash", hash_stage.process, concurrency=32, alone=fetched)
     routes = {
         **{settings.topic(t): hashing for t in (UPLOADS_TOPIC, *platform_topics)},
-        settings.topic(VIDEO_TOPIC): Route("video", video_stage.process, concurrency=8),
+        # Each video its own batch: a long one holds up no other.
+        settings.topic(VIDEO_TOPIC): Route(
+            "video", video_stage.process, concurrency=8, alone=lambda record: True
+        ),
         settings.topic(HASHED_TOPIC): Route(
             "decide",
             decide_stage.process,
