@@ -151,3 +151,20 @@ async def test_a_dead_letter_topic_that_refuses_everything_stops_the_lane_unheal
     assert not await lane.drained(0.5)
     assert committer.commits == [] and not lane.healthy
     await lane.close()
+
+
+async def test_a_stage_that_fails_midway_leaves_dead_letters_only():
+    """What a failing batch produced before the failure is dropped: each of its events ends
+    once, as a dead letter, not also as a decision."""
+    committer = MemoryCommitter()
+
+    async def process(records):
+        await output.send("decisions", None, b"half a batch")
+        raise ValueError("a bug")
+
+    lane, output = lane_with(committer, process)
+    lane.take(consumed(range(2)))
+    assert await lane.drained(5.0)
+    outputs, offset = committer.commits[0]
+    assert [o.topic for o in outputs] == ["uploads.dlq", "uploads.dlq"] and offset.offset == 2
+    await lane.close()

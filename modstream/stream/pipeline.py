@@ -106,13 +106,10 @@ class Completion:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
-    def settle(self, error: BaseException | None = None) -> None:
+    def settle(self) -> None:
+        """Its records are in Kafka (a refused one as a dead letter)."""
         if not self.delivered.done():
-            if error is None:
-                self.delivered.set_result(None)
-            else:
-                self.delivered.set_exception(error)
-                self.delivered.exception()  # retrieved: the lane reports it
+            self.delivered.set_result(None)
 
 
 _CURRENT: contextvars.ContextVar[Completion] = contextvars.ContextVar("completion")
@@ -367,11 +364,21 @@ class Lane:
             completion = Completion(records)
             token = _CURRENT.set(completion)
             try:
-                await guarded(self.route.stage, self.route.process, records, self.output)
+                await guarded(self.route.stage, self._all_or_nothing, records, self.output)
             finally:
                 _CURRENT.reset(token)
             self._ready.append(completion)
             self._wake.set()
+
+    async def _all_or_nothing(self, records: Sequence[Record]) -> None:
+        """The stage on a batch; if it fails, what it produced before failing is dropped, so
+        that each of its records ends as a dead letter only (``guarded``), not also as a
+        decision."""
+        try:
+            await self.route.process(records)
+        except Exception:
+            _CURRENT.get().outputs.clear()
+            raise
 
     @property
     def healthy(self) -> bool:
@@ -395,8 +402,8 @@ class Lane:
 
     async def _commit(self, batch: list[Completion]) -> None:
         """Commit ``batch`` with the offsets it completes; retried with backoff while the
-        broker fails (nothing is committed past it meanwhile), and a record refused for
-        what it is (too large) turns its batch's events into dead letters."""
+        broker fails (nothing is committed past it meanwhile); a record refused for what it
+        is (too large) becomes a dead letter holding it."""
         self.progress.finished([r.offset for c in batch for r in c.records])
         offset = OffsetAndMetadata(self.progress.committed, self.progress.metadata())
         backoff = 0.1
