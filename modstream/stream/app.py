@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from modstream.bank.bank import Bank
 from modstream.contracts import HASHBANK_TOPIC, HASHED_TOPIC, UPLOADS_TOPIC, VIDEO_TOPIC
-from modstream.engine import Engine
+from modstream.engine import Engine, score_texts
 from modstream.ingest.fetch import Fetcher
 from modstream.ingest.sources import clear_scratch
 from modstream.ingest.trust import PlatformBinding, platform_topic
@@ -131,6 +131,13 @@ def build_app(settings: Settings) -> faust.App:
         async def on_start(self) -> None:
             await replica.start()
             await asyncio.gather(asyncio.to_thread(hamming.warm_up), pool.start())
+            # Each process loads the text model on its first post (~1 s): before, not then.
+            await asyncio.gather(
+                *(
+                    pool.run(score_texts, settings.text_model, ["warm up"])
+                    for _ in range(settings.hash_workers)
+                )
+            )
             warmed.set()
             self.add_future(self._start_pipeline())
 

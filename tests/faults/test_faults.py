@@ -200,6 +200,11 @@ async def test_a_hung_media_server_delays_only_its_own_events(workers):
             return upload(event_id, text="a quiet day at the lake", uploader=f"u{n % 7}")
 
         async with Decisions(workers) as seen:
+            # Steady state is the point: the first batches of a new worker also open its
+            # lanes' first transactions.
+            warm = [f"warm-{i}" for i in range(40)]
+            await steady(workers, warm, rate=100)
+            assert await seen.all_of(warm, 30)
             sent = await steady(workers, ids, rate=100, make=make)
             assert await seen.all_of(ids, 60)
         hang.set()
