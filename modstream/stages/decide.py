@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from modstream.contracts import (
     DECISIONS_TOPIC,
@@ -29,15 +29,22 @@ Offload = Callable[..., Awaitable[Any]]
 ACTIONABLE = {"takedown": TAKEDOWNS_TOPIC, "review": REVIEWS_TOPIC}
 
 
+class Strikes(Protocol):
+    """Each uploader key's history (``decide.history``); an unknown uploader's is empty."""
+
+    def __getitem__(self, uploader_key: bytes) -> dict[str, Any]: ...
+    def __setitem__(self, uploader_key: bytes, value: dict[str, Any]) -> None: ...
+
+
 class DecideStage:
-    """``history`` maps an uploader key to its strikes (the Faust table in the worker, a dict
-    in tests): it is read for every event and written only when one strikes."""
+    """``history`` maps an uploader key to its strikes (``stream.history_store`` in the worker,
+    a dict in tests): it is read for every event and written only when one strikes."""
 
     def __init__(
         self,
         *,
         engine: Engine,
-        history: MutableMapping[bytes, dict[str, Any]],
+        history: Strikes,
         out: Output,
         metrics: PipelineMetrics,
         repeat_window_s: int,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,9 +28,9 @@ def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-uploader_history-changelog"
 
 
-class UploaderHistory(MutableMapping[bytes, dict[str, Any]]):
-    """A mapping with a default (an uploader never seen has an empty history), partitioned
-    like ``uploads.hashed``: each owned partition is restored when it is assigned."""
+class UploaderHistory:
+    """``stages.decide.Strikes``, partitioned like ``uploads.hashed``: each owned partition
+    is restored when it is assigned, and forgotten when it moves away."""
 
     def __init__(
         self, settings: Settings, output: PipelineOutput, partition_of: Callable[[str], int]
@@ -51,27 +51,10 @@ class UploaderHistory(MutableMapping[bytes, dict[str, Any]]):
         self._keys.setdefault(partition, set()).add(key)
         self.output.append(self.topic, key, orjson.dumps(value), partition)
 
-    def __delitem__(self, key: bytes) -> None:
-        del self._values[key]
-        self._keys.get(self.partition_of(key.decode()), set()).discard(key)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
     async def restore(self, partition: int) -> None:
         """Read the partition's committed changelog to its end."""
         tp = TopicPartition(self.topic, partition)
-        consumer = await client.started(
-            client.consumer(
-                self.settings.kafka,
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-            )
-        )
+        consumer = await client.started(client.committed_reader(self.settings.kafka))
         restored: dict[bytes, dict[str, Any]] = {}
         try:
             consumer.assign([tp])
