@@ -12,6 +12,7 @@ import base64
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -306,6 +307,14 @@ def _describe(decision: dict, ok: bool, want: str) -> str:
 
 
 def _start_worker(settings: Settings, media_root: Path) -> subprocess.Popen:
+    with socket.socket() as probe:  # else another worker's /ready would answer for this one
+        try:
+            probe.bind((settings.web_host, settings.web_port))
+        except OSError as exc:
+            raise OSError(
+                f"port {settings.web_port} is in use (another worker?): "
+                "stop it, or set MODSTREAM_WEB_PORT"
+            ) from exc
     log_path = settings.data_dir / "demo-worker.log"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MODSTREAM_MEDIA_ROOT=str(media_root))
