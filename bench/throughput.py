@@ -15,12 +15,12 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from limit import ready
 
 from modstream.demo import encode, sample
 from modstream.settings import Settings
@@ -119,15 +119,7 @@ async def main() -> None:
         stderr=log,
     )
     try:
-        for _ in range(180):
-            try:
-                if (
-                    urllib.request.urlopen(f"http://127.0.0.1:{SETTINGS.web_port}/ready").status
-                    == 200
-                ):
-                    break
-            except OSError:
-                await asyncio.sleep(0.5)
+        await ready(SETTINGS.web_port)
         await burst([event(f"warm-{i}", text="warm up") for i in range(500)])
         texts = [
             "Police said the group claimed responsibility, according to reporters.",

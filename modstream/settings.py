@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import ssl
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import orjson
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from modstream.ingest.fetch import FetchPolicy
 
 _PREFIX = "MODSTREAM_"
+ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
 
 
 def _default_workers() -> int:
@@ -47,7 +49,7 @@ class Settings:
     partitions: int = 4
     hash_workers: int = field(default_factory=_default_workers)
     batch_size: int = 256
-    processing_guarantee: str = "exactly_once"
+    processing_guarantee: ProcessingGuarantee = "exactly_once"
     instance_id: str = ""
     session_timeout_s: float = 15.0
     drain_timeout_s: float = 10.0
@@ -105,7 +107,7 @@ class Settings:
             raise ValueError("MODSTREAM_ON_MEDIA_ERROR must be review, allow or takedown")
         if self.index_layout not in ("fast", "compact"):
             raise ValueError("MODSTREAM_INDEX_LAYOUT must be fast or compact")
-        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
+        if self.processing_guarantee not in get_args(ProcessingGuarantee):
             raise ValueError("MODSTREAM_PROCESSING_GUARANTEE must be exactly_once or at_least_once")
         if not 6 <= self.session_timeout_s <= 300 or not 0 <= self.drain_timeout_s <= 50:
             raise ValueError("MODSTREAM_SESSION_TIMEOUT_S must be 6..300, _DRAIN_TIMEOUT_S 0..50")
@@ -122,6 +124,11 @@ class Settings:
         if not 800_000 <= self.max_record_bytes <= 16 * 1024 * 1024:
             # the floor fits the longest text an event may carry, fully escaped
             raise ValueError("MODSTREAM_MAX_RECORD_BYTES must be 800000 .. 16777216")
+
+    @property
+    def group_instance_id(self) -> str:
+        """This worker's static group membership id: stable across its restarts."""
+        return self.instance_id or f"{self.app_id}-{socket.gethostname()}-{self.web_port}"
 
     @property
     def video_sampling(self) -> VideoSampling:

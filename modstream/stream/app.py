@@ -13,7 +13,6 @@ health and metrics.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import faust
 from faust.app import BootStrategy
@@ -113,15 +112,7 @@ def build_app(settings: Settings) -> faust.App:
             revoked=uploader_history.forget,
         ),
     }
-    pipeline = StagePipeline(
-        settings,
-        routes,
-        out,
-        metrics,
-        guarantee=settings.processing_guarantee,  # type: ignore[arg-type]
-        instance_id=settings.instance_id
-        or f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}",
-    )
+    pipeline = StagePipeline(settings, routes, out, metrics)
     warmed = asyncio.Event()  # index kernels compiled, hashing pool started
 
     @app.service

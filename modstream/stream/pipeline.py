@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -49,7 +49,6 @@ from modstream.stream.progress import PartitionProgress
 from modstream.stream.topics import MAX_DEAD_LETTER_BYTES
 
 log = logging.getLogger("modstream.stream")
-Guarantee = Literal["exactly_once", "at_least_once"]
 #: Errors that are the record's fault, not the broker's: retrying cannot help.
 RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 MAX_BACKOFF_S = 1.0  # a broker back from an outage is used within a second
@@ -334,9 +333,14 @@ class Lane:
             return
         self.progress.taken([r.offset for r in fresh])
         self._idle.clear()
-        alone = [r for r in fresh if self.route.alone(r)]
-        together = [r for r in fresh if not self.route.alone(r)] if alone else fresh
-        for group in ([together] if together else []) + [[r] for r in alone]:
+        together: list[Record] = []
+        groups: list[Sequence[Record]] = [together]
+        for record in fresh:
+            if self.route.alone(record):
+                groups.append([record])
+            else:
+                together.append(record)
+        for group in groups if together else groups[1:]:
             self._queued += len(group)
             self._work.put_nowait(group)
 
@@ -460,15 +464,11 @@ class StagePipeline:
         routes: dict[str, Route],
         output: PipelineOutput,
         metrics: PipelineMetrics,
-        guarantee: Guarantee,
-        instance_id: str | None,
     ) -> None:
         self.settings = settings
         self.routes = routes
         self.output = output
         self.metrics = metrics
-        self.guarantee = guarantee
-        self.instance_id = instance_id
         self.group_id = settings.app_id
         self.lanes: dict[TopicPartition, Lane] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -488,7 +488,7 @@ class StagePipeline:
             client.consumer(
                 self.settings.kafka,
                 group_id=self.group_id,
-                group_instance_id=self.instance_id,
+                group_instance_id=self.settings.group_instance_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
@@ -501,7 +501,7 @@ class StagePipeline:
                 rebalance_timeout_ms=60000,
             )
         )
-        if self.guarantee == "at_least_once":
+        if self.settings.processing_guarantee == "at_least_once":
             self._producer = await client.started(
                 client.producer(
                     self.settings.kafka,
@@ -586,7 +586,7 @@ class StagePipeline:
 
     async def _take_over(self, partitions: Sequence[TopicPartition]) -> None:
         new = [tp for tp in partitions if tp not in self.lanes]
-        committers = {tp: self._committer(tp) for tp in new}
+        committers = {tp: self._new_committer(tp) for tp in new}
         # The previous owners are fenced before the offsets are read: what they left open
         # is aborted, and what they committed is visible.
         await asyncio.gather(
@@ -628,8 +628,8 @@ class StagePipeline:
             if route.revoked is not None:
                 route.revoked(tp.partition)
 
-    def _committer(self, tp: TopicPartition) -> Committer:
-        if self.guarantee == "exactly_once":
+    def _new_committer(self, tp: TopicPartition) -> Committer:
+        if self.settings.processing_guarantee == "exactly_once":
             return TransactionalCommitter(self.settings, tp, self.group_id)
         assert self._producer is not None
         return AtLeastOnceCommitter(self._producer, self.consumer, tp)
