@@ -244,11 +244,10 @@ class TransactionalCommitter(Committer):
                 self.settings.kafka,
                 transactional_id=self.transactional_id,
                 linger_ms=0,  # a commit sends at once: the batch is made already
-                # A lane's next transaction can start while the broker still writes the last
-                # one's markers; its first records are then refused as "concurrent
-                # transactions" (NotEnoughReplicas to clients of aiokafka's protocol version)
-                # and retried after this long: 100 ms by default, a latency tail per commit.
-                retry_backoff_ms=10,
+                # Not shorter than aiokafka's 100 ms default, though a lane's first record
+                # refused as "concurrent transactions" (the broker still writing the last
+                # commit's markers) waits that long: aiokafka also reconnects at this pace,
+                # and at 10 ms the worker's producers spun a core while the broker was down.
                 max_request_size=MAX_DEAD_LETTER_BYTES,
                 max_batch_size=1024 * 1024,
                 request_timeout_ms=15000,
