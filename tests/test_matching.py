@@ -193,6 +193,43 @@ def test_bank_lookups_are_safe_while_entries_of_every_kind_come_and_go():
     assert [m.entry.entry_id for m in bank.match("vpdq", videos[0])][:1] == ["v0"]
 
 
+def test_a_bank_adopts_the_snapshot_it_wrote_keeping_changes_made_while_it_was_written(
+    tmp_path,
+):
+    """A replayed bank swaps its live entries for the snapshot's frozen tier (what keeps its
+    memory at a restored bank's); changes between capture and adoption must survive."""
+    rng = random.Random(5)
+    pdqs = [f"{rng.getrandbits(256):064x}" for _ in range(200)]
+    bank, twin = Bank(), Bank()  # the twin never snapshots: the reference
+    for b in (bank, twin):
+        for i, code in enumerate(pdqs[:150]):
+            b.apply(f"tve/pdq/p{i}", entry("tve", f"p{i}", "pdq", code))
+    write = bank.snapshot()
+    for b in (bank, twin):  # while the snapshot is written: remove, replace, add
+        b.apply("tve/pdq/p0", None)
+        b.apply("tve/pdq/p1", entry("tve", "p1", "pdq", pdqs[199]))
+        for i in range(150, 160):
+            b.apply(f"tve/pdq/p{i}", entry("tve", f"p{i}", "pdq", pdqs[i]))
+    write(tmp_path / "snap")
+    bank.adopt(tmp_path / "snap")
+    assert bank.unfrozen() == 11  # only what came after the capture stays in Python objects
+
+    def found(b: Bank) -> list:
+        hits = b.match_many("pdq", pdqs)
+        return [sorted((m.entry.entry_id, m.distance) for m in ms) for ms in hits]
+
+    assert found(bank) == found(twin)
+    assert len(bank) == len(twin) == 159
+    for b in (bank, twin):  # keys still resolve: replace and remove frozen entries after it
+        b.apply("tve/pdq/p2", None)
+        b.apply("tve/pdq/p3", entry("tve", "p3", "pdq", pdqs[198]))
+    assert found(bank) == found(twin)
+    bank.snapshot()(tmp_path / "again")
+    restored = Bank()
+    restored.restore(tmp_path / "again")
+    assert found(restored) == found(twin)
+
+
 def test_a_bank_snapshot_has_one_versioned_manifest_for_all_its_parts(tmp_path):
     import json
 

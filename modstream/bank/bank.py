@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modstream.bank.entries import EntryStore
+from modstream.bank.entries import EntryStore, read_frozen
 from modstream.contracts import BankEntry, parse_bank_key
 from modstream.matching.index import MANIFEST, MatchIndex, read_index
 from modstream.signals import get as get_signal_type
@@ -156,6 +156,14 @@ class Bank:
 
         return write
 
+    def adopt(self, folder: Path) -> None:
+        """Take the entries of a snapshot this bank just wrote as its frozen tier (changes
+        made since stay): replayed entries then cost what restored ones do. Reads the folder
+        first, then swaps under the lock in milliseconds."""
+        written = read_frozen(folder / "entries")
+        with self._lock:
+            self._entries.adopt(written)
+
     def restore(self, folder: Path) -> None:
         """Replace this bank's contents with a snapshot's (before it is in use)."""
         manifest = snapshot_manifest(folder)
@@ -176,6 +184,11 @@ class Bank:
     def sizes(self) -> dict[tuple[str, str], int]:
         """Live entries per (bank, signal_type)."""
         return {k: v for k, v in self._sizes.items() if v > 0}
+
+    def unfrozen(self) -> int:
+        """Entries added since the last snapshot this bank wrote or restored, held as Python
+        objects (roughly 4x the memory of a frozen entry)."""
+        return self._entries.live_count
 
     def index_entries(self, signal_type: str) -> int:
         """Entries the index of ``signal_type`` holds (the PDQ index also holds the unique

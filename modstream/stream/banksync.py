@@ -14,6 +14,8 @@ and reads only the records after it, instead of replaying the whole topic.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
@@ -32,6 +34,16 @@ from modstream.stages.metrics import PipelineMetrics
 from modstream.stream.client import consumer, started, topic_partitions
 
 log = logging.getLogger("modstream.bank")
+
+
+def return_free_memory() -> None:
+    """Ask glibc to hand freed heap pages back to the system (``malloc_trim``): after a
+    large free, RSS otherwise stays at its peak. A no-op on other C libraries."""
+    path = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(path).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        return
 
 
 class BankReplica(Service):
@@ -155,20 +167,31 @@ class BankReplica(Service):
         positions = {str(tp.partition): off for tp, off in self._positions.items()}
         unsaved, self._unsaved = self._unsaved, 0
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._write_snapshot, write_bank, positions
-            )
+            folder = await loop.run_in_executor(None, self._write_snapshot, write_bank, positions)
+            del write_bank  # it holds the captured live entries: let adoption free them
+            await loop.run_in_executor(None, self._adopt, folder)
         except OSError as exc:
             self._unsaved += unsaved
             log.warning("bank snapshot failed", extra={"error": str(exc)})
             return
         log.info(
             "bank snapshot saved",
-            extra={"entries": len(self.bank), "seconds": round(time.monotonic() - started, 2)},
+            extra={
+                "entries": len(self.bank),
+                "unfrozen": self.bank.unfrozen(),
+                "seconds": round(time.monotonic() - started, 2),
+            },
         )
 
-    def _write_snapshot(self, write_bank: Callable[..., None], positions: dict) -> None:
+    def _adopt(self, folder: Path) -> None:
+        """The snapshot's entries replace their Python objects, whose memory goes back to the
+        system (a replayed bank otherwise costs ~1.4x a restored one)."""
+        self.bank.adopt(folder)
+        return_free_memory()
+
+    def _write_snapshot(self, write_bank: Callable[..., None], positions: dict) -> Path:
         """Write a new folder, then point the link at it atomically; drop the old folder."""
         assert self.snapshot_link is not None
         link = self.snapshot_link
@@ -181,6 +204,7 @@ class BankReplica(Service):
         os.replace(staging_link, link)
         if old is not None and old != folder:
             shutil.rmtree(old, ignore_errors=True)
+        return folder
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         try:
