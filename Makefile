@@ -26,8 +26,8 @@ run: setup
 	$(BIN)/modstream demo
 
 lint: setup
-	$(BIN)/ruff check modstream tests bench grafana
-	$(BIN)/ruff format --check modstream tests bench grafana
+	$(BIN)/ruff check modstream tests bench grafana examples
+	$(BIN)/ruff format --check modstream tests bench grafana examples
 	$(BIN)/lint-imports
 
 # mypy over the package (configured in pyproject.toml): zero errors.

@@ -80,13 +80,56 @@ def _parser() -> argparse.ArgumentParser:
     imp = bank_commands.add_parser("import", help="import a CSV or JSON-lines bank file")
     imp.add_argument("file", type=Path)
     imp.add_argument("--bank", required=True)
-    imp.add_argument("--action-hint", choices=["takedown", "review"], default="takedown")
+    imp.add_argument("--action-hint", choices=["takedown", "review", "allow"], default="takedown")
     imp.set_defaults(run=cmd_bank_import)
     rem = bank_commands.add_parser("remove", help="remove entries (publishes tombstones)")
     rem.add_argument("--bank", required=True)
     rem.add_argument("--signal-type", required=True)
     rem.add_argument("entry_ids", nargs="+")
     rem.set_defaults(run=cmd_bank_remove)
+
+    config = bank_commands.add_parser(
+        "config", help="set a bank's controls (bank.config): negative banks and whom they protect"
+    )
+    config.add_argument("name")
+    config.add_argument(
+        "--negative",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the bank lists content known not to violate (an allowlist)",
+    )
+    config.add_argument(
+        "--platform", action="append", default=[], help="a negative bank protects only these"
+    )
+    config.add_argument(
+        "--suppresses", action="append", default=[], help="the positive banks it overrides (all)"
+    )
+    config.set_defaults(run=cmd_bank_config)
+
+    review = commands.add_parser("review", help="human review: outcomes in, platforms' policy")
+    review_commands = review.add_subparsers(required=True, metavar="ACTION")
+    submit = review_commands.add_parser(
+        "submit", help="publish a reviewer's outcome on a decision to review.outcomes"
+    )
+    submit.add_argument("outcome", choices=["confirm", "overturn", "escalate"])
+    submit.add_argument(
+        "--decision",
+        type=Path,
+        help="a file holding the decision as JSON (a line of `modstream tail reviews`; '-' reads "
+        "stdin): fills in the ids below",
+    )
+    for name in ("decision-id", "event-id", "platform", "content-id"):
+        submit.add_argument(f"--{name}")
+    submit.add_argument("--reviewer", required=True)
+    submit.add_argument("--reason", default="")
+    submit.add_argument("--label", action="append", default=[])
+    submit.set_defaults(run=cmd_review_submit)
+    policy = review_commands.add_parser(
+        "policy", help="a platform's review policy: the bank its confirmed reviews feed"
+    )
+    policy.add_argument("platform")
+    policy.add_argument("--auto-bank", metavar="BANK", help="omit to stop feeding any bank")
+    policy.set_defaults(run=cmd_review_policy)
 
     produce = commands.add_parser("produce", help="publish upload events from a JSON-lines file")
     produce.add_argument("file", type=Path)
@@ -194,6 +237,62 @@ def cmd_bank_remove(args: argparse.Namespace, settings: Settings) -> int:
     keys = [bank_key(args.bank, args.signal_type, entry_id).encode() for entry_id in args.entry_ids]
     count = _publish(settings, "hashbank", [(key, None) for key in keys])
     print(f"removed {count} entries from bank {args.bank!r}")
+    return 0
+
+
+def cmd_bank_config(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.contracts import BANK_CONFIG_TOPIC, BankConfig
+
+    config = BankConfig(
+        negative=args.negative, platforms=tuple(args.platform), suppresses=tuple(args.suppresses)
+    )
+    BankConfig.parse(config.to_json())  # the checks a worker applies, before publishing
+    _publish(settings, BANK_CONFIG_TOPIC, [(f"bank/{args.name}".encode(), config.to_json())])
+    print(f"bank {args.name!r}: {orjson.dumps(config).decode()}")
+    return 0
+
+
+def cmd_review_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from modstream.contracts import REVIEW_OUTCOMES_TOPIC, ReviewOutcome
+
+    ids = {}
+    if args.decision is not None:
+        raw = sys.stdin.buffer.read() if str(args.decision) == "-" else args.decision.read_bytes()
+        decision = orjson.loads(raw)
+        ids = {k: decision.get(k) for k in ("decision_id", "event_id", "platform", "content_id")}
+    for name in ("decision_id", "event_id", "platform", "content_id"):
+        given = getattr(args, name)
+        if given is not None:
+            ids[name] = given
+        if not ids.get(name):
+            raise UserError(f"--{name.replace('_', '-')} is required (or --decision FILE)")
+    outcome = {
+        "schema": 1,
+        **ids,
+        "outcome": args.outcome,
+        "reviewer": args.reviewer,
+        "reason": args.reason,
+        "labels": args.label,
+        "decided_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    record = dumps(outcome)
+    ReviewOutcome.parse(record)  # a bad outcome is an error here, not a dead letter later
+    _publish(settings, REVIEW_OUTCOMES_TOPIC, [(ids["decision_id"].encode(), record)])
+    print(f"{args.outcome} of decision {ids['decision_id']} submitted")
+    return 0
+
+
+def cmd_review_policy(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.contracts import BANK_CONFIG_TOPIC, PlatformPolicy
+
+    policy = PlatformPolicy(auto_bank=args.auto_bank)
+    PlatformPolicy.parse(policy.to_json())
+    key = f"platform/{args.platform}".encode()
+    _publish(settings, BANK_CONFIG_TOPIC, [(key, policy.to_json())])
+    target = f"feed bank {args.auto_bank!r}" if args.auto_bank else "feed no bank"
+    print(f"platform {args.platform!r}: confirmed reviews {target}")
     return 0
 
 

@@ -31,14 +31,32 @@ TAKEDOWNS_TOPIC = "takedowns"
 REVIEWS_TOPIC = "reviews"
 DLQ_TOPIC = "uploads.dlq"
 HASHBANK_TOPIC = "hashbank"
+REVIEW_OUTCOMES_TOPIC = "review.outcomes"  # reviewers' verdicts in (public, any key)
+REVIEW_ROUTED_TOPIC = "review.outcomes.routed"  # internal: by decision id, beside its case
+REVIEW_CASES_TOPIC = "review.cases"  # internal, compacted: what an outcome acts on
+HUMAN_VERDICTS_TOPIC = "review.verdicts"  # internal, compacted, on every worker: precedence
+REINSTATEMENTS_TOPIC = "reinstatements"  # content a reviewer restored after a takedown
+BANK_CONFIG_TOPIC = "bank.config"  # compacted, on every worker: bank and platform controls
 # A sane range for event times (2000-01-01 .. 2100-01-01 UTC, epoch seconds).
 EARLIEST_TIME, LATEST_TIME = 946_684_800.0, 4_102_444_800.0
 MEDIA_KINDS = ("image", "video")
 #: What a decision does; also the action each piece of evidence alone calls for.
 Verdict = Literal["allow", "review", "takedown"]
 EvidenceKind = Literal[
-    "hash_match", "text_match", "text_score", "media_error", "video_cut", "repeat_uploader"
+    "hash_match",
+    "text_match",
+    "text_score",
+    "media_error",
+    "video_cut",
+    "repeat_uploader",
+    "human_verdict",
+    "suppressed_match",
 ]
+#: What a reviewer found: the content violates (``confirm``), it does not (``overturn``),
+#: or someone more senior must look (``escalate``).
+Outcome = Literal["confirm", "overturn", "escalate"]
+OUTCOMES: tuple[Outcome, ...] = ("confirm", "overturn", "escalate")
+Source = Literal["automated", "human"]
 _DECISION_NAMESPACE = uuid.UUID("6f1c7a52-3b8e-4c4e-9d7a-6d6f64737472")
 
 
@@ -298,6 +316,9 @@ class BankEntry:
     labels: tuple[str, ...] = ()
     action_hint: Verdict = "takedown"
     added_at: str = ""
+    #: Where the entry came from when not from a file: the review that banked it (decision
+    #: id, reviewer), the false positive it records. Strings only, at most 16.
+    provenance: dict[str, str] | None = field(default=None, hash=False)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -311,11 +332,20 @@ class BankEntry:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BankEntry:
         keys = {"schema", "bank", "entry_id", "signal_type", "signal", "labels"}
-        f = _Fields(data, "bank_entry", keys | {"action_hint", "added_at"})
+        f = _Fields(data, "bank_entry", keys | {"action_hint", "added_at", "provenance"})
         f.schema()
         labels = f.get("labels", list, required=False) or []
         if not all(isinstance(label, str) for label in labels):
             raise ContractError("bank_entry.labels: expected a list of strings")
+        provenance = f.get("provenance", dict, required=False)
+        if provenance is not None and (
+            len(provenance) > 16
+            or not all(
+                isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
+                for k, v in provenance.items()
+            )
+        ):
+            raise ContractError("bank_entry.provenance: at most 16 short string values")
         entry = cls(
             bank=f.text("bank"),
             entry_id=f.text("entry_id"),
@@ -324,19 +354,87 @@ class BankEntry:
             labels=tuple(labels),
             action_hint=_verdict(f.optional_text("action_hint") or "takedown"),
             added_at=f.optional_text("added_at") or "",
+            provenance=provenance,
         )
         if "/" in entry.bank or "/" in entry.signal_type:
             raise ContractError("bank_entry: bank and signal_type must not contain '/'")
         return entry
 
 
-_ACTION_HINTS: dict[str, Verdict] = {"takedown": "takedown", "review": "review"}
+#: ``allow`` is for entries of negative banks (allowlists): a match of one never acts.
+_ACTION_HINTS: dict[str, Verdict] = {"takedown": "takedown", "review": "review", "allow": "allow"}
+_OUTCOMES: dict[str, Outcome] = {o: o for o in OUTCOMES}
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """``negative``: the bank lists content that is known *not* to violate; an item that
+    matches it has its matches from the banks it ``suppresses`` (all positive banks when
+    empty) turned into ``suppressed_match`` evidence, on the ``platforms`` it applies to
+    (every platform when empty)."""
+
+    negative: bool = False
+    platforms: tuple[str, ...] = ()
+    suppresses: tuple[str, ...] = ()
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def parse(cls, raw: bytes) -> BankConfig:
+        f = _Fields(
+            _loads_object(raw, "bank config"),
+            "bank_config",
+            {"schema", "negative", "platforms", "suppresses"},
+        )
+        f.schema()
+        return cls(
+            negative=bool(f.get("negative", bool, required=False)),
+            platforms=_names(f, "platforms"),
+            suppresses=_names(f, "suppresses"),
+        )
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+
+@dataclass(frozen=True)
+class PlatformPolicy:
+    """``auto_bank``: the bank a ``confirm`` of unmatched content adds its signals to."""
+
+    auto_bank: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def parse(cls, raw: bytes) -> PlatformPolicy:
+        f = _Fields(
+            _loads_object(raw, "platform policy"), "platform_policy", {"schema", "auto_bank"}
+        )
+        f.schema()
+        auto_bank = f.optional_text("auto_bank")
+        if auto_bank is not None and ("/" in auto_bank or not auto_bank.strip()):
+            raise ContractError("platform_policy.auto_bank: a bank name, without '/'")
+        return cls(auto_bank=auto_bank)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+
+def _names(f: _Fields, name: str) -> tuple[str, ...]:
+    values = f.get(name, list, required=False) or []
+    if len(values) > 256 or not all(isinstance(v, str) and v and "/" not in v for v in values):
+        raise ContractError(f"{f.path}.{name}: at most 256 names without '/'")
+    return tuple(values)
 
 
 def _verdict(value: str) -> Verdict:
     if value not in _ACTION_HINTS:
-        raise ContractError("bank_entry.action_hint: must be takedown or review")
+        raise ContractError("bank_entry.action_hint: must be takedown, review or allow")
     return _ACTION_HINTS[value]
+
+
+def _outcome(value: str) -> Outcome:
+    if value not in _OUTCOMES:
+        raise ContractError(f"review_outcome.outcome: must be one of {', '.join(OUTCOMES)}")
+    return _OUTCOMES[value]
 
 
 def parse_time(value: str, path: str = "time") -> float:
@@ -506,10 +604,88 @@ class Decision:
     policy_version: str
     decided_at: float
     media_errors: tuple[dict[str, str], ...] = ()
+    #: ``human`` for a reviewer's decision, which supersedes the automated one it names.
+    source: Source = "automated"
+    supersedes: str | None = None
+    review: ReviewNote | None = None
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
+
+    @classmethod
+    def trusted(cls, data: dict[str, Any]) -> Decision:
+        """Rebuild a decision this pipeline serialized itself."""
+        review = data.get("review")
+        return _rebuilt(
+            cls,
+            {
+                "source": "automated",
+                "supersedes": None,
+                **data,
+                "evidence": tuple(Evidence(**e) for e in data["evidence"]),
+                "media_errors": tuple(data.get("media_errors", ())),
+                "review": ReviewNote(**review) if review else None,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class ReviewNote:
+    """Who decided a human decision and why, from the review outcome."""
+
+    outcome: Outcome
+    reviewer: str
+    reason: str = ""
+    labels: tuple[str, ...] = ()
+    reviewed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    """A reviewer's verdict on an automated decision (``review.outcomes``), from a review
+    tool or ``modstream review submit``. Kafka key: any (the decision id is usual)."""
+
+    decision_id: str
+    event_id: str
+    platform: str
+    content_id: str
+    outcome: Outcome
+    reviewer: str
+    decided_at: str
+    reason: str = ""
+    labels: tuple[str, ...] = ()
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> ReviewOutcome:
+        """Parse and validate JSON bytes; raises ContractError naming the bad field."""
+        data = _loads_object(raw, "review outcome")
+        keys = {"schema", "decision_id", "event_id", "platform", "content_id", "outcome"}
+        f = _Fields(data, "review_outcome", keys | {"reviewer", "decided_at", "reason", "labels"})
+        f.schema()
+        labels = f.get("labels", list, required=False) or []
+        if len(labels) > 32 or not all(isinstance(x, str) and 0 < len(x) <= 64 for x in labels):
+            raise ContractError("review_outcome.labels: at most 32 strings of 1-64 characters")
+        parsed = cls(
+            decision_id=f.ident("decision_id"),
+            event_id=f.ident("event_id"),
+            platform=f.ident("platform"),
+            content_id=f.ident("content_id"),
+            outcome=_outcome(f.text("outcome")),
+            reviewer=f.ident("reviewer"),
+            decided_at=f.text("decided_at"),
+            reason=f.optional_text("reason", max_len=2000) or "",
+            labels=tuple(labels),
+        )
+        reviewed = parse_time(parsed.decided_at, "review_outcome.decided_at")
+        if not EARLIEST_TIME <= reviewed <= LATEST_TIME:
+            raise ContractError("review_outcome.decided_at: outside 2000-01-01 .. 2100-01-01")
+        return parsed
+
+    @property
+    def reviewed_at(self) -> float:
+        return parse_time(self.decided_at, "review_outcome.decided_at")
 
 
 def _rebuilt(cls: type[_T], values: dict[str, Any]) -> _T:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from modstream.bank.bank import Bank, Match
+from modstream.bank.controls import BankControls
 from modstream.contracts import (
     ComputedSignal,
     Decision,
@@ -25,6 +26,7 @@ from modstream.contracts import (
 )
 from modstream.decide import policy
 from modstream.decide.policy import POLICY_VERSION, PolicyConfig
+from modstream.decide.review import HumanVerdict
 from modstream.formats.text import normalize_text
 from modstream.hashing.content import Content
 from modstream.hashing.video import VideoSampling
@@ -109,11 +111,16 @@ class Engine:
     scorer: TextScorer
     config: PolicyConfig
     pdq_min_quality: int = 50
+    #: Negative banks and whom they protect (``bank.config``, replicated).
+    controls: BankControls = field(default_factory=BankControls)
 
     @classmethod
-    def from_settings(cls, settings: Settings, bank: Bank) -> Engine:
+    def from_settings(
+        cls, settings: Settings, bank: Bank, controls: BankControls | None = None
+    ) -> Engine:
         return cls(
             bank=bank,
+            controls=controls or BankControls(),
             scorer=_classifier(settings.text_model),
             config=PolicyConfig(
                 text_review_score=settings.text_review_score,
@@ -167,8 +174,12 @@ class Engine:
                         detail=f"{item.error_reason}: {item.error}",
                     )
                 )
-            for name, computed in item.signals.items():
-                found.extend(self._hash_matches(item.media_id, name, computed, lookups or {}))
+            item_matches = [
+                (name, match)
+                for name, computed in item.signals.items()
+                for match in self._hash_matches(name, computed, lookups or {})
+            ]
+            found.extend(self._screened(event.platform, "hash_match", item_matches, item.media_id))
             cut = item.signals.get("vpdq")
             if cut is not None and cut.get("truncated"):
                 found.append(
@@ -183,7 +194,9 @@ class Engine:
                 )
         if event.text:
             found.extend(
-                self._text_evidence(event.text, text_score, normalized_text, lookups or {})
+                self._text_evidence(
+                    event.platform, event.text, text_score, normalized_text, lookups or {}
+                )
             )
         return sorted(found, key=lambda e: -policy.SEVERITY[e.action])
 
@@ -196,7 +209,10 @@ class Engine:
         lookups: Lookups | None = None,
         text_score: TextScore | None = None,
         normalized_text: str | None = None,
+        human: HumanVerdict | None = None,
     ) -> Decision:
+        """``human``: a reviewer's standing verdict on this content, which decides it whatever
+        the automation finds (the evidence is still gathered and shown)."""
         evidence = self.evidence(event, media, lookups, text_score, normalized_text)
         repeat = policy.repeat_action(prior_strikes, self.config)
         if repeat != "allow":
@@ -209,13 +225,25 @@ class Engine:
                     detail=f"{prior_strikes} matched uploads in the recent window",
                 )
             )
+        verdict = policy.verdict_for(evidence)
+        if human is not None:
+            verdict = human.verdict
+            evidence.insert(
+                0,
+                Evidence(
+                    kind="human_verdict",
+                    action=human.verdict,
+                    detail=f"a reviewer's {human.outcome} stands for this content "
+                    f"(decision {human.decision_id})",
+                ),
+            )
         return Decision(
             decision_id=decision_id_for(event.platform, event.event_id, POLICY_VERSION),
             event_id=event.event_id,
             content_id=event.content_id,
             platform=event.platform,
             uploader_id=event.uploader_id,
-            verdict=policy.verdict_for(evidence),
+            verdict=verdict,
             evidence=tuple(evidence),
             policy_version=POLICY_VERSION,
             decided_at=decided_at,
@@ -226,13 +254,49 @@ class Engine:
             ),
         )
 
-    def _hash_matches(
-        self, media_id: str, name: str, computed: ComputedSignal, lookups: Lookups
-    ) -> list[Evidence]:
+    def _hash_matches(self, name: str, computed: ComputedSignal, lookups: Lookups) -> list[Match]:
         if not get_signal_type(name).usable(computed, self.pdq_min_quality):
             return []
-        matches = self._matches(name, computed["value"], lookups)
-        return [match_evidence("hash_match", name, m, media_id=media_id) for m in matches]
+        return self._matches(name, computed["value"], lookups)
+
+    def _screened(
+        self,
+        platform: str,
+        kind: Literal["hash_match", "text_match"],
+        found: list[tuple[str, Match]],
+        media_id: str | None,
+    ) -> list[Evidence]:
+        """One item's matches as evidence, after its negative banks have had their say: a
+        confident match of a negative bank that protects this platform turns the matches of
+        the banks it suppresses into ``suppressed_match`` (action ``allow``), each naming the
+        negative entry. Negative banks are never evidence themselves."""
+        controls = self.controls
+        shields = [
+            (name, match, config)
+            for name, match in found
+            if (config := controls.negative_for(match.entry.bank, platform)) is not None
+            and match.distance <= match.thresholds.takedown
+        ]
+        out = []
+        for name, match in found:
+            if controls.is_negative(match.entry.bank):
+                continue
+            evidence = match_evidence(kind, name, match, media_id=media_id)
+            shield = next(
+                (s for s in shields if not s[2].suppresses or match.entry.bank in s[2].suppresses),
+                None,
+            )
+            if shield is not None:
+                by = shield[1].entry
+                evidence = replace(
+                    evidence,
+                    kind="suppressed_match",
+                    action="allow",
+                    parts=(*evidence.parts, {"suppressed_by": by.key, "by_signal_type": shield[0]}),
+                    detail=f"suppressed by negative bank {by.bank} (entry {by.entry_id})",
+                )
+            out.append(evidence)
+        return out
 
     def _matches(self, name: str, signal: str, lookups: Lookups) -> list[Match]:
         """The assessed bank matches of one signal: from a batch's lookups, or searched now."""
@@ -240,16 +304,19 @@ class Engine:
         return found if found is not None else assessed(name, signal, self.bank.match(name, signal))
 
     def _text_evidence(
-        self, text: str, scored: TextScore | None, normalized: str | None, lookups: Lookups
+        self,
+        platform: str,
+        text: str,
+        scored: TextScore | None,
+        normalized: str | None,
+        lookups: Lookups,
     ) -> list[Evidence]:
         out = []
         if normalized is None:
             normalized = normalize_text(text)
         if normalized:
-            out += [
-                match_evidence("text_match", "text", match)
-                for match in self._matches("text", normalized, lookups)
-            ]
+            matches = [("text", m) for m in self._matches("text", normalized, lookups)]
+            out += self._screened(platform, "text_match", matches, None)
         if scored is None:
             scored = self.scorer.score(text, normalized)
         if scored.parts:
@@ -309,5 +376,8 @@ def match_evidence(
 
 
 def struck(decision: Decision) -> bool:
-    """Whether the decision counts against the uploader: a takedown on its own evidence."""
-    return any(e.action == "takedown" and e.kind != "repeat_uploader" for e in decision.evidence)
+    """Whether the decision counts against the uploader: a takedown on its own evidence (a
+    reviewer's confirm counts; a reviewer's overturn clears whatever matched)."""
+    return decision.verdict == "takedown" and any(
+        e.action == "takedown" and e.kind != "repeat_uploader" for e in decision.evidence
+    )

@@ -72,9 +72,13 @@ class Workers:
         self.procs: list[tuple[subprocess.Popen, int]] = []
         self.settings = Settings.from_env(env)
 
+    def worker_env(self, **extra_env: str) -> dict[str, str]:
+        """The environment of this group's workers and CLI commands."""
+        return {**os.environ, **self.env, **extra_env}
+
     def start(self, **extra_env: str) -> tuple[subprocess.Popen, int]:
         port = free_port()
-        env = {**os.environ, **self.env, **extra_env, "MODSTREAM_WEB_PORT": str(port)}
+        env = self.worker_env(**extra_env, MODSTREAM_WEB_PORT=str(port))
         log = open(self.tmp / f"worker-{port}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "modstream.cli", "worker"], env=env, stdout=log, stderr=log

@@ -13,8 +13,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from modstream.bank.bank import Bank
-from modstream.contracts import BankEntry
+from modstream.bank.controls import BankControls
+from modstream.contracts import (
+    BANK_CONFIG_TOPIC,
+    HASHBANK_TOPIC,
+    HUMAN_VERDICTS_TOPIC,
+    REVIEW_CASES_TOPIC,
+    REVIEW_ROUTED_TOPIC,
+    BankEntry,
+)
 from modstream.decide import history
+from modstream.decide.review import HumanVerdicts
 from modstream.engine import Engine
 from modstream.ingest.fetch import Fetcher, FetchPolicy
 from modstream.ingest.trust import PlatformBinding
@@ -23,6 +32,8 @@ from modstream.stages.decide import DecideStage
 from modstream.stages.hash import HashingLimits, HashStage, MediaSource
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.ports import Record
+from modstream.stages.review import ReviewRouteStage, ReviewStage
+from modstream.stream.case_store import OWN_KEYS
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,74 @@ class InlineRunner:
         return fn(*args)
 
 
+class MemoryCases:
+    """``stages.review.Cases`` in a dict, fed from what the decide stage sent."""
+
+    def __init__(self, out: MemoryOutput) -> None:
+        self.out = out
+        self.values: dict[str, bytes] = {}
+        self._read = 0
+
+    async def get(self, key: str, partition: int) -> bytes | None:
+        sent = self.out.sent[REVIEW_CASES_TOPIC]
+        for sent_key, value, _ in sent[self._read :]:  # as the store catches up
+            if sent_key and not sent_key.decode().startswith(OWN_KEYS):
+                self.values[sent_key.decode()] = value
+        self._read = len(sent)
+        return self.values.get(key)
+
+    async def put(self, key: str, value: bytes, partition: int) -> asyncio.Future[Any]:
+        self.values[key] = value
+        return await self.out.send(REVIEW_CASES_TOPIC, key.encode(), value, partition)
+
+
+@dataclass
+class Loop:
+    """Every stage of a worker over one in-memory output, and the replicated state."""
+
+    hash: HashStage
+    decide: DecideStage
+    route: ReviewRouteStage
+    review: ReviewStage
+    out: MemoryOutput
+    strikes: dict
+    metrics: PipelineMetrics
+    bank: Bank
+    controls: BankControls
+    verdicts: HumanVerdicts
+    cases: MemoryCases
+
+    async def outcomes(self, outcomes: list[bytes]) -> None:
+        """Outcomes through both review stages, then their effects replicated."""
+        routed_before = len(self.out.sent[REVIEW_ROUTED_TOPIC])
+        await self.route.process(records("review.outcomes", [(None, o) for o in outcomes]))
+        await self.review.process(self.out.as_records(REVIEW_ROUTED_TOPIC)[routed_before:])
+        self.replicate()
+
+    def replicate(self) -> None:
+        """What the replicas of a worker would apply from what was sent."""
+        for key, value, _ in self.out.sent.pop(HASHBANK_TOPIC, []):
+            self.bank.apply(key.decode(), BankEntry.parse(value))
+        for key, value, _ in self.out.sent.pop(BANK_CONFIG_TOPIC, []):
+            self.controls.apply(key.decode(), value)
+        for key, value, _ in self.out.sent.pop(HUMAN_VERDICTS_TOPIC, []):
+            self.verdicts.apply(key.decode(), value)
+
+
+def loop(
+    tmp: Path, entries: list[BankEntry] = (), platforms: tuple[str, ...] = (), **settings: Any
+) -> Loop:
+    hash_stage, decide_stage, out, strikes, metrics = pipeline(tmp, entries, platforms, **settings)
+    engine = decide_stage.engine
+    cases = MemoryCases(out)
+    review = ReviewStage(cases=cases, controls=engine.controls, out=out, metrics=metrics)
+    route = ReviewRouteStage(out, metrics, lambda key: 0)
+    return Loop(
+        hash_stage, decide_stage, route, review, out, strikes, metrics, engine.bank,
+        engine.controls, decide_stage.verdicts, cases,
+    )  # fmt: skip
+
+
 def pipeline(
     tmp: Path, entries: list[BankEntry] = (), platforms: tuple[str, ...] = (), **settings: Any
 ) -> tuple[HashStage, DecideStage, MemoryOutput, dict, PipelineMetrics]:
@@ -96,10 +175,12 @@ def pipeline(
     )
     strikes: dict = collections.defaultdict(history.empty)
     decide_stage = DecideStage(
-        engine=Engine.from_settings(config, bank),
+        engine=Engine.from_settings(config, bank, BankControls()),
         history=strikes,
         out=out,
         metrics=metrics,
         repeat_window_s=config.repeat_window_s,
+        verdicts=HumanVerdicts(),
+        case_partition=lambda key: 0,
     )
     return hash_stage, decide_stage, out, strikes, metrics

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from modstream.contracts import Evidence, Verdict
 
-POLICY_VERSION = "2026.11.2"
+POLICY_VERSION = "2026.11.3"  # human precedence, negative banks
 SEVERITY: dict[Verdict, int] = {"allow": 0, "review": 1, "takedown": 2}
 
 
@@ -37,8 +37,9 @@ def text_action(score: float, config: PolicyConfig) -> Verdict:
 
 
 def hash_action(distance: int, takedown: float, review: float, action_hint: Verdict) -> Verdict:
-    """Within the takedown distance the bank's hint applies; within review distance, review."""
-    if distance <= takedown:
+    """Within the takedown distance the bank's hint applies; within review distance, review.
+    An allowlist entry (hint ``allow``) never asks for anything."""
+    if distance <= takedown or action_hint == "allow":
         return action_hint
     return "review" if distance <= review else "allow"
 

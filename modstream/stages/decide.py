@@ -1,6 +1,7 @@
 """The decide stage (``uploads.hashed``): match a batch's signals against the bank in one
-search off the event loop, apply the policy with each uploader's strikes, and emit each
-decision on ``decisions`` (and ``takedowns`` or ``reviews`` when it acts)."""
+search off the event loop, apply the policy with each uploader's strikes and any standing
+human verdict, and emit each decision on ``decisions`` (and ``takedowns`` or ``reviews``
+when it acts, with the case a reviewer's outcome will act on, on ``review.cases``)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ from typing import Any, Protocol, TypeVar
 
 from modstream.contracts import (
     DECISIONS_TOPIC,
+    REVIEW_CASES_TOPIC,
     REVIEWS_TOPIC,
     TAKEDOWNS_TOPIC,
     Decision,
     HashedBatch,
     HashedUpload,
+    MediaSignals,
     parse_time,
 )
 from modstream.decide import history
+from modstream.decide.review import HumanVerdicts, ReviewCase
 from modstream.engine import Engine, Lookups, struck
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.ports import Output, Record, watch
@@ -27,6 +31,9 @@ T = TypeVar("T")
 #: Runs a blocking function on a thread (``asyncio.to_thread``, or the loop's executor).
 Offload = Callable[..., Awaitable[Any]]
 ACTIONABLE = {"takedown": TAKEDOWNS_TOPIC, "review": REVIEWS_TOPIC}
+#: A case larger than this leaves out its videos' frame hashes (vPDQ): still under Kafka's
+#: default record limit with the rest of the signals, which are small.
+MAX_CASE_BYTES = 512 * 1024
 
 
 class Strikes(Protocol):
@@ -48,6 +55,8 @@ class DecideStage:
         out: Output,
         metrics: PipelineMetrics,
         repeat_window_s: int,
+        verdicts: HumanVerdicts,
+        case_partition: Callable[[str], int],
         offload: Offload = asyncio.to_thread,
     ) -> None:
         self.engine = engine
@@ -55,6 +64,8 @@ class DecideStage:
         self.out = out
         self.metrics = metrics
         self.repeat_window_s = repeat_window_s
+        self.verdicts = verdicts  # reviewers' standing verdicts (``review.verdicts``)
+        self.case_partition = case_partition  # partition of ``review.cases`` by decision id
         self.offload = offload
 
     async def process(self, records: Sequence[Record]) -> None:
@@ -79,9 +90,20 @@ class DecideStage:
             actionable = ACTIONABLE.get(decision.verdict)
             if actionable is not None:
                 deliveries.append(await self.out.send(actionable, event_key, payload))
+                deliveries.append(await self._open_case(decision, upload))
             decided.append((decision, upload.received_at))
         watch(deliveries)
         self.metrics.count_decisions(decided, time.perf_counter() - started)
+
+    async def _open_case(self, decision: Decision, upload: HashedUpload) -> asyncio.Future[Any]:
+        """What a reviewer's outcome on this decision will need, beside the outcomes that
+        will name it (both partitioned by decision id)."""
+        case = ReviewCase(decision, upload.media, upload.normalized_text).to_json()
+        if len(case) > MAX_CASE_BYTES:
+            media = tuple(_without_vpdq(m) for m in upload.media)
+            case = ReviewCase(decision, media, upload.normalized_text).to_json()
+        key = decision.decision_id
+        return await self.out.send(REVIEW_CASES_TOPIC, key.encode(), case, self.case_partition(key))
 
     def decide(self, record: HashedUpload, lookups: Lookups, decided_at: float) -> Decision:
         """One event's decision with its uploader's prior strikes; a strike is remembered."""
@@ -98,7 +120,13 @@ class DecideStage:
             lookups,
             record.text_score,
             record.normalized_text,
+            self.verdicts.find(upload.platform, upload.content_id, record.media),
         )
         if struck(decision) and not history.has_strike(past, upload.event_id):
             self.history[key] = history.with_strike(past, upload.event_id, created)
         return decision
+
+
+def _without_vpdq(item: MediaSignals) -> MediaSignals:
+    signals = {k: v for k, v in item.signals.items() if k != "vpdq"}
+    return MediaSignals(item.media_id, item.kind, signals, item.error, item.error_reason)

@@ -126,6 +126,21 @@ class PipelineMetrics:
             ["bank", "entry_id"],
             registry=registry,
         )
+        self.entry_outcomes = Counter(
+            "modstream_entry_outcomes_total",
+            "Reviewers' outcomes on decisions that matched a bank entry, per entry (labelled "
+            "like modstream_entry_matches_total); confirm / (confirm + overturn) is the "
+            "entry's measured precision",
+            ["bank", "entry_id", "outcome"],
+            registry=registry,
+        )
+        self.review_outcomes = Counter(
+            "modstream_review_outcomes_total",
+            "Review outcomes taken in, by outcome and result (applied, repeated, "
+            "unknown_decision, mismatch, invalid)",
+            ["outcome", "result"],
+            registry=registry,
+        )
         self.event_loop_lag = Gauge(
             "modstream_event_loop_lag_seconds",
             "How late the event loop ran a timer, last sample",
@@ -162,12 +177,20 @@ class PipelineMetrics:
         self.bank_last_update.set(self._last_bank_change)
 
     def entry_matched(self, bank: str, entry_id: str) -> None:
+        self.entry_matches.labels(bank=bank, entry_id=self._entry_label(bank, entry_id)).inc()
+
+    def entry_outcome(self, bank: str, entry_id: str, outcome: str) -> None:
+        label = self._entry_label(bank, entry_id)
+        self.entry_outcomes.labels(bank=bank, entry_id=label, outcome=outcome).inc()
+
+    def _entry_label(self, bank: str, entry_id: str) -> str:
+        """The entry id as a label for the first MAX_ENTRY_LABELS entries, then ``other``:
+        bounded cardinality however large the banks."""
         key = (bank, entry_id)
         if key not in self._entries_labelled and len(self._entries_labelled) >= MAX_ENTRY_LABELS:
-            entry_id = "other"
-        else:
-            self._entries_labelled.add(key)
-        self.entry_matches.labels(bank=bank, entry_id=entry_id).inc()
+            return "other"
+        self._entries_labelled.add(key)
+        return entry_id
 
     def count_decisions(
         self, decided: Sequence[tuple[Decision, float]], stage_seconds: float

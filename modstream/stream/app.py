@@ -2,8 +2,14 @@
 
     uploads --hash stage--> uploads.hashed (by uploader) --decide stage--> decisions
        |  |                       ^                                  |-> takedowns, reviews
-       |  +-> uploads.video --video stage (events with a video)
+       |  +-> uploads.video --video stage (events with a video)      +-> review.cases
        +-> uploads.dlq (unparseable events, original bytes kept)
+
+    review.outcomes --route--> review.outcomes.routed (by decision id, beside its case)
+        --review stage--> decisions (human), takedowns, reviews, reinstatements,
+                          review.verdicts, hashbank, bank.config
+
+    hashbank, bank.config, review.verdicts: replicated whole into every worker
 
 The stages (``modstream.stages``) do the work; ``pipeline`` moves their records in and out of
 Kafka (in transactions); this module wires them, runs the worker's resources, and serves
@@ -20,7 +26,18 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from modstream.bank.bank import Bank
-from modstream.contracts import HASHBANK_TOPIC, HASHED_TOPIC, UPLOADS_TOPIC, VIDEO_TOPIC
+from modstream.bank.controls import BankControls
+from modstream.contracts import (
+    BANK_CONFIG_TOPIC,
+    HASHBANK_TOPIC,
+    HASHED_TOPIC,
+    HUMAN_VERDICTS_TOPIC,
+    REVIEW_OUTCOMES_TOPIC,
+    REVIEW_ROUTED_TOPIC,
+    UPLOADS_TOPIC,
+    VIDEO_TOPIC,
+)
+from modstream.decide.review import HumanVerdicts
 from modstream.engine import Engine, score_texts
 from modstream.ingest.fetch import Fetcher
 from modstream.ingest.sources import clear_scratch
@@ -32,10 +49,13 @@ from modstream.stages.hash import HashingLimits, HashStage, MediaSource
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.pool import HashingPool
 from modstream.stages.ports import Record
+from modstream.stages.review import ReviewRouteStage, ReviewStage
 from modstream.stream.banksync import BankReplica
+from modstream.stream.case_store import CaseStore
 from modstream.stream.history_store import UploaderHistory
-from modstream.stream.output import uploader_partitioner
+from modstream.stream.output import key_partitioner
 from modstream.stream.pipeline import PipelineOutput, Route, StagePipeline
+from modstream.stream.replica import StateReplica
 
 #: Prometheus' text format (aiohttp refuses a charset inside the content type).
 PROMETHEUS_TEXT = CONTENT_TYPE_LATEST.split(";")[0]
@@ -69,12 +89,22 @@ def build_app(settings: Settings) -> faust.App:
         snapshot_interval_s=settings.bank_snapshot_interval_s,
         loop=app.loop,
     )
+    controls, verdicts = BankControls(), HumanVerdicts()
+    replicas = [
+        replica,
+        StateReplica(
+            controls, settings.kafka, settings.topic(BANK_CONFIG_TOPIC), metrics, loop=app.loop
+        ),
+        StateReplica(
+            verdicts, settings.kafka, settings.topic(HUMAN_VERDICTS_TOPIC), metrics, loop=app.loop
+        ),
+    ]
     fetcher = Fetcher(settings.fetch_policy)
     scratch = datadir / "media-scratch"  # downloaded videos while they are hashed
     clear_scratch(scratch)
     pool = HashingPool(settings.hash_workers, settings.hash_memory_limit)
     out = PipelineOutput(settings, metrics)
-    partition_of = uploader_partitioner(settings.partitions)
+    partition_of = key_partitioner(settings.partitions)
     uploader_history = UploaderHistory(settings, out, partition_of)
     shared = HashStage(
         name="hash",
@@ -90,11 +120,21 @@ def build_app(settings: Settings) -> faust.App:
     )
     hash_stage, video_stage = shared, shared.renamed("video")
     decide_stage = DecideStage(
-        engine=Engine.from_settings(settings, bank),
+        engine=Engine.from_settings(settings, bank, controls),
         history=uploader_history,
         out=out,
         metrics=metrics,
         repeat_window_s=settings.repeat_window_s,
+        verdicts=verdicts,
+        case_partition=partition_of,
+    )
+    cases = CaseStore(settings, out)
+    review_stage = ReviewStage(
+        cases=cases,
+        controls=controls,
+        out=out,
+        metrics=metrics,
+        pdq_min_quality=settings.pdq_min_quality,
     )
     platform_topics = [platform_topic(p) for p in settings.platforms]
     hashing = Route("hash", hash_stage.process, concurrency=32, alone=fetched)
@@ -111,16 +151,27 @@ def build_app(settings: Settings) -> faust.App:
             assigned=uploader_history.restore,
             revoked=uploader_history.forget,
         ),
+        settings.topic(REVIEW_OUTCOMES_TOPIC): Route(
+            "review-route", ReviewRouteStage(out, metrics, partition_of).process, concurrency=1
+        ),
+        settings.topic(REVIEW_ROUTED_TOPIC): Route(
+            "review",
+            review_stage.process,
+            concurrency=1,  # in order: a case's outcomes apply one after the other
+            assigned=cases.restore,
+            revoked=cases.forget,
+        ),
     }
     pipeline = StagePipeline(settings, routes, out, metrics)
     warmed = asyncio.Event()  # index kernels compiled, hashing pool started
 
     @app.service
     class WorkerResources(Service):
-        """Starts and stops the bank replica, the hashing pool and the fetcher with the worker."""
+        """Starts and stops the replicas, the hashing pool and the fetcher with the worker."""
 
         async def on_start(self) -> None:
-            await replica.start()
+            for each in replicas:
+                await each.start()
             await asyncio.gather(asyncio.to_thread(hamming.warm_up), pool.start())
             # Each process loads the text model on its first post (~1 s): before, not then.
             await asyncio.gather(
@@ -133,13 +184,15 @@ def build_app(settings: Settings) -> faust.App:
             self.add_future(self._start_pipeline())
 
         async def _start_pipeline(self) -> None:
-            """Decisions need the bank: the stages start once it has caught up."""
-            await replica.ready.wait()
+            """Decisions need the bank, its controls and the human verdicts: the stages start
+            once every replica has caught up."""
+            await asyncio.gather(*(each.ready.wait() for each in replicas))
             await pipeline.start()
 
         async def on_stop(self) -> None:
             await pipeline.stop()  # finishes and commits what is in flight first
-            await replica.stop()
+            for each in replicas:
+                await each.stop()
             await fetcher.close()
             pool.shutdown()
 

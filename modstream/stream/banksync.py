@@ -24,14 +24,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from mode import Service
 
 from modstream.bank.bank import Bank, snapshot_manifest
 from modstream.contracts import BankEntry, ContractError
 from modstream.settings import KafkaAccess
 from modstream.stages.metrics import PipelineMetrics
-from modstream.stream.client import consumer, started, topic_partitions
+from modstream.stream.replica import TopicReplica
 
 log = logging.getLogger("modstream.bank")
 
@@ -46,7 +46,9 @@ def return_free_memory() -> None:
         return
 
 
-class BankReplica(Service):
+class BankReplica(TopicReplica):
+    """The ``hashbank`` topic into ``bank``, from the newest snapshot when there is one."""
+
     def __init__(
         self,
         bank: Bank,
@@ -57,68 +59,25 @@ class BankReplica(Service):
         snapshot_interval_s: float = 300.0,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(kafka, topic, **kwargs)
         self.bank = bank
-        self.kafka = kafka
-        self.topic = topic
         self.metrics = metrics
         self.snapshot_link = snapshot_link  # a symlink to the newest complete snapshot
         self.snapshot_interval_s = snapshot_interval_s
-        self.ready = asyncio.Event()
-        self.applied = 0
         self.restored = False
-        self._consumer: AIOKafkaConsumer | None = None
-        self._targets: dict[TopicPartition, int] = {}
-        self._positions: dict[TopicPartition, int] = {}  # next offset to apply, per partition
         self._unsaved = 0
 
-    async def on_start(self) -> None:
-        self._consumer = await started(
-            consumer(
-                self.kafka,
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=2000,
-            )
-        )
-        partitions = await topic_partitions(self._consumer, self.topic)
-        self._consumer.assign(partitions)
-        restored = await self._restore(partitions)
-        for tp in partitions:
-            self._positions[tp] = restored.get(tp.partition, 0) if restored else 0
-            self._consumer.seek(tp, self._positions[tp])
-        self._targets = {
-            tp: off
-            for tp, off in (await self._consumer.end_offsets(partitions)).items()
-            if off > self._positions[tp]
-        }
-        log.info(
-            "bank replication started", extra={"topic": self.topic, "partitions": len(partitions)}
-        )
-        self._check_ready()
+    async def starting_positions(self, partitions: list[TopicPartition]) -> dict[int, int]:
+        return await self._restore(partitions) or {}
 
-    async def on_stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
+    def after_batch(self, applied: int) -> None:
+        self._unsaved += applied
+        self._publish_sizes()
 
-    @Service.task
-    async def _tail(self) -> None:
-        assert self._consumer is not None
-        while not self.should_stop:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            for tp, records in batches.items():
-                for record in records:
-                    self._apply(record.key, record.value)
-                    self._positions[tp] = record.offset + 1
-                self._unsaved += len(records)
-                await asyncio.sleep(0)  # let the pipeline run between large batches
-            if batches:
-                self._publish_sizes()
-            for tp, target in list(self._targets.items()):
-                if await self._consumer.position(tp) >= target:
-                    del self._targets[tp]
-            self._check_ready()
+    def caught_up(self) -> None:
+        self.metrics.bank_ready.set(1)
+        self._publish_sizes()
+        log.info("bank loaded", extra={"entries": len(self.bank), "applied": self.applied})
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -206,7 +165,7 @@ class BankReplica(Service):
             shutil.rmtree(old, ignore_errors=True)
         return folder
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def apply_record(self, key: bytes | None, value: bytes | None) -> None:
         try:
             if key is None:
                 raise ContractError("bank record without a key")
@@ -226,10 +185,3 @@ class BankReplica(Service):
         self.metrics.bank_entries.clear()
         for (bank, signal_type), size in self.bank.sizes().items():
             self.metrics.bank_entries.labels(bank=bank, signal_type=signal_type).set(size)
-
-    def _check_ready(self) -> None:
-        if not self.ready.is_set() and not self._targets:
-            self.ready.set()
-            self.metrics.bank_ready.set(1)
-            self._publish_sizes()
-            log.info("bank loaded", extra={"entries": len(self.bank), "applied": self.applied})

@@ -1,4 +1,4 @@
-"""Where a stage's records go on Kafka: the partition of an uploader."""
+"""Where a stage's records go on Kafka: the partition of a key (an uploader, a decision)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from aiokafka.partitioner import DefaultPartitioner
 log = logging.getLogger("modstream.stream")
 
 
-def uploader_partitioner(partitions: int) -> Callable[[str], int]:
-    """The ``uploads.hashed`` partition of an uploader key, by Kafka's default partitioner:
-    the same one that places the uploader's table records (cached: uploaders repeat)."""
+def key_partitioner(partitions: int) -> Callable[[str], int]:
+    """The partition of a key by Kafka's default partitioner (murmur2): an uploader key's in
+    ``uploads.hashed`` and the strikes changelog, a decision id's in ``review.cases`` and
+    ``review.outcomes.routed`` (cached: keys repeat)."""
     all_partitions = list(range(partitions))
     partition_for = DefaultPartitioner()
 

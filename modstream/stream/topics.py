@@ -9,10 +9,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from modstream.contracts import (
+    BANK_CONFIG_TOPIC,
     DECISIONS_TOPIC,
     DLQ_TOPIC,
     HASHBANK_TOPIC,
     HASHED_TOPIC,
+    HUMAN_VERDICTS_TOPIC,
+    REINSTATEMENTS_TOPIC,
+    REVIEW_CASES_TOPIC,
+    REVIEW_OUTCOMES_TOPIC,
+    REVIEW_ROUTED_TOPIC,
     REVIEWS_TOPIC,
     TAKEDOWNS_TOPIC,
     UPLOADS_TOPIC,
@@ -32,9 +38,20 @@ class TopicSpec:
     config: dict[str, str]
 
 
+#: How long a decision stays reviewable (its case kept), and an entry's outcome counts after
+#: its last outcome.
+REVIEW_CASE_DAYS = 90
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
     week = str(7 * 24 * 3600 * 1000)
+    month = str(30 * 24 * 3600 * 1000)
+    compacted = {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": "60000",
+        "delete.retention.ms": str(24 * 3600 * 1000),
+    }
     return [
         TopicSpec(settings.topic(UPLOADS_TOPIC), n, {"retention.ms": week}),
         *(
@@ -61,15 +78,22 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
         ),
         # Compacted: the latest entry per key forever, tombstones remove entries.
+        TopicSpec(settings.topic(HASHBANK_TOPIC), 1, compacted),
+        TopicSpec(settings.topic(BANK_CONFIG_TOPIC), 1, compacted),
+        TopicSpec(settings.topic(HUMAN_VERDICTS_TOPIC), 1, compacted),
+        # Review: outcomes in (public), moved beside their cases (both by decision id).
+        TopicSpec(settings.topic(REVIEW_OUTCOMES_TOPIC), n, {"retention.ms": month}),
+        TopicSpec(settings.topic(REVIEW_ROUTED_TOPIC), n, {"retention.ms": week}),
         TopicSpec(
-            settings.topic(HASHBANK_TOPIC),
-            1,
+            settings.topic(REVIEW_CASES_TOPIC),
+            n,
             {
-                "cleanup.policy": "compact",
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(REVIEW_CASE_DAYS * 24 * 3600 * 1000),
                 "min.compaction.lag.ms": "60000",
-                "delete.retention.ms": str(24 * 3600 * 1000),
             },
         ),
+        TopicSpec(settings.topic(REINSTATEMENTS_TOPIC), n, {"retention.ms": month}),
     ]
 
 
