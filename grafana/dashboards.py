@@ -265,6 +265,9 @@ def kafka() -> dict:
 
 
 def bank() -> dict:
+    outcomes = "increase(modstream_entry_outcomes_total{{outcome{match}, {W}}}[$__range])"
+    confirms = outcomes.format(match='="confirm"', W=W)
+    judged = outcomes.format(match='=~"confirm|overturn"', W=W)
     return dashboard(
         "modstream-bank",
         "modstream / bank",
@@ -311,6 +314,46 @@ def bank() -> dict:
                 ],
                 "short",
                 kind="table",
+            ),
+            panel(
+                "Entry precision from reviews (time range): confirm / (confirm + overturn)",
+                [
+                    (
+                        # "or 0 * ...": an entry only ever overturned has precision 0, not none
+                        f"(sum by (bank, entry_id) ({confirms}) or 0 * sum by (bank, entry_id) "
+                        f"({judged})) / sum by (bank, entry_id) ({judged})",
+                        "{{bank}} {{entry_id}}",
+                    )
+                ],
+                "percentunit",
+                kind="table",
+                description="Entries that reviewers overturn are false positives: "
+                "each overturn also keeps that file from matching again (docs/review-loop.md).",
+            ),
+            panel(
+                "Review outcomes per entry (time range)",
+                [
+                    (
+                        "topk(20, sum by (bank, entry_id, outcome) "
+                        f"(increase(modstream_entry_outcomes_total{{{W}}}[$__range])))",
+                        "{{bank}} {{entry_id}} {{outcome}}",
+                    )
+                ],
+                "short",
+                kind="table",
+            ),
+            panel(
+                "Entries in flood quarantine",
+                [
+                    (
+                        f"max by (bank, entry_id) (modstream_bank_entry_quarantined{{{W}}})",
+                        "{{bank}} {{entry_id}}",
+                    )
+                ],
+                "short",
+                kind="table",
+                description="Their matches go to review until a person runs "
+                "modstream bank release (alert ModstreamBankEntryFlooding).",
             ),
         ],
         [WORKER],

@@ -89,22 +89,64 @@ def _parser() -> argparse.ArgumentParser:
     rem.set_defaults(run=cmd_bank_remove)
 
     config = bank_commands.add_parser(
-        "config", help="set a bank's controls (bank.config): negative banks and whom they protect"
+        "config", help="change a bank's controls on bank.config (what is not given stays)"
     )
     config.add_argument("name")
+    config.add_argument("--enabled", action=argparse.BooleanOptionalAction, default=None)
+    config.add_argument(
+        "--ratio", type=float, help="share of content the bank applies to, 0..1 (rollout)"
+    )
+    config.add_argument(
+        "--action",
+        choices=["takedown", "review", "shadow", "entries"],
+        help="what its matches do within the takedown distance (entries: each entry's hint)",
+    )
+    config.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="TYPE:takedown=N,review=M",
+        help="distances for one signal type (TYPE:default removes them)",
+    )
     config.add_argument(
         "--negative",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=None,
         help="the bank lists content known not to violate (an allowlist)",
     )
     config.add_argument(
-        "--platform", action="append", default=[], help="a negative bank protects only these"
+        "--platform", action="append", help="a negative bank protects only these (all)"
     )
     config.add_argument(
-        "--suppresses", action="append", default=[], help="the positive banks it overrides (all)"
+        "--suppresses", action="append", help="the positive banks a negative one overrides (all)"
     )
     config.set_defaults(run=cmd_bank_config)
+    show = bank_commands.add_parser(
+        "show", help="a bank's controls, entries per type, entries disabled or quarantined"
+    )
+    show.add_argument("name")
+    show.set_defaults(run=cmd_bank_show)
+    disable = bank_commands.add_parser(
+        "disable", help="switch one entry off until a time (a whole bank: config --no-enabled)"
+    )
+    disable.add_argument("key", metavar="BANK/TYPE/ENTRY_ID")
+    until = disable.add_mutually_exclusive_group(required=True)
+    until.add_argument("--for", dest="for_s", type=float, metavar="SECONDS")
+    until.add_argument("--until", metavar="ISO_TIME")
+    disable.set_defaults(run=cmd_bank_disable)
+    release = bank_commands.add_parser(
+        "release", help="lift a flooding entry's quarantine; no new one for --exempt-hours"
+    )
+    release.add_argument("key", metavar="BANK/TYPE/ENTRY_ID")
+    release.add_argument("--exempt-hours", type=float, default=24.0)
+    release.set_defaults(run=cmd_bank_release)
+    export = bank_commands.add_parser(
+        "export", help="write a bank (labels, provenance, review outcomes) that import reads back"
+    )
+    export.add_argument("name")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
+    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    export.set_defaults(run=cmd_bank_export)
 
     review = commands.add_parser("review", help="human review: outcomes in, platforms' policy")
     review_commands = review.add_subparsers(required=True, metavar="ACTION")
@@ -243,12 +285,113 @@ def cmd_bank_remove(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bank_config(args: argparse.Namespace, settings: Settings) -> int:
     from modstream.contracts import BANK_CONFIG_TOPIC, BankConfig
 
-    config = BankConfig(
-        negative=args.negative, platforms=tuple(args.platform), suppresses=tuple(args.suppresses)
+    table = _read_table(settings, BANK_CONFIG_TOPIC)
+    key = f"bank/{args.name}".encode()
+    current = orjson.loads(table.get(key) or BankConfig().to_json())
+    thresholds = dict(current.get("thresholds") or {})
+    for spec in args.threshold:
+        signal_type, _, pairs = spec.partition(":")
+        if pairs == "default":
+            thresholds.pop(signal_type, None)
+            continue
+        try:
+            thresholds[signal_type] = {
+                name: int(value) for name, value in (p.split("=") for p in pairs.split(","))
+            }
+        except ValueError:
+            raise UserError(f"--threshold {spec!r}: expected TYPE:takedown=N,review=M") from None
+    changes = {
+        "enabled": args.enabled,
+        "enabled_ratio": args.ratio,
+        "negative": args.negative,
+        "platforms": args.platform,
+        "suppresses": args.suppresses,
+    }
+    config = {**current, **{k: v for k, v in changes.items() if v is not None}}
+    config["thresholds"] = thresholds
+    if args.action is not None:
+        config["action"] = None if args.action == "entries" else args.action
+    record = dumps(config)
+    BankConfig.parse(record)  # the checks a worker applies, before publishing
+    _publish(settings, BANK_CONFIG_TOPIC, [(key, record)])
+    print(f"bank {args.name!r}: {record.decode()}")
+    return 0
+
+
+def cmd_bank_show(args: argparse.Namespace, settings: Settings) -> int:
+    from collections import Counter
+
+    from modstream.contracts import BANK_CONFIG_TOPIC, HASHBANK_TOPIC, BankConfig
+
+    config_table = _read_table(settings, BANK_CONFIG_TOPIC)
+    config = config_table.get(f"bank/{args.name}".encode()) or BankConfig().to_json()
+    sizes = Counter(
+        key.decode().split("/")[1]
+        for key in _read_table(settings, HASHBANK_TOPIC)
+        if key.decode().startswith(f"{args.name}/")
     )
-    BankConfig.parse(config.to_json())  # the checks a worker applies, before publishing
-    _publish(settings, BANK_CONFIG_TOPIC, [(f"bank/{args.name}".encode(), config.to_json())])
-    print(f"bank {args.name!r}: {orjson.dumps(config).decode()}")
+    prefix = f"entry/{args.name}/".encode()
+    controls = {k.decode()[len("entry/") :]: orjson.loads(v) for k, v in config_table.items()
+                if k.startswith(prefix)}  # fmt: skip
+    print(orjson.dumps({
+        "bank": args.name,
+        "config": orjson.loads(config),
+        "entries": dict(sorted(sizes.items())),
+        "quarantined": {k: c for k, c in controls.items() if c.get("quarantined_at")},
+        "disabled": {k: c for k, c in controls.items() if c.get("disabled_until")},
+    }, option=orjson.OPT_INDENT_2).decode())  # fmt: skip
+    return 0
+
+
+def cmd_bank_disable(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.contracts import parse_time
+
+    until = time.time() + args.for_s if args.for_s is not None else parse_time(args.until)
+    _update_entry_control(settings, args.key, disabled_until=until)
+    print(f"entry {args.key} disabled until {until:.0f} (epoch seconds)")
+    return 0
+
+
+def cmd_bank_release(args: argparse.Namespace, settings: Settings) -> int:
+    exempt = time.time() + args.exempt_hours * 3600
+    _update_entry_control(settings, args.key, quarantined_at=None, reason="", exempt_until=exempt)
+    print(f"entry {args.key} released; no new quarantine for {args.exempt_hours:g} h")
+    return 0
+
+
+def _update_entry_control(settings: Settings, bank_key_: str, **changes: object) -> None:
+    from modstream.contracts import BANK_CONFIG_TOPIC, EntryControl, parse_bank_key
+
+    parse_bank_key(bank_key_)
+    key = f"entry/{bank_key_}".encode()
+    current = orjson.loads(_read_table(settings, BANK_CONFIG_TOPIC).get(key) or b"{}")
+    record = dumps({**EntryControl().__dict__, **current, **changes})
+    EntryControl.parse(record)
+    _publish(settings, BANK_CONFIG_TOPIC, [(key, record)])
+
+
+def cmd_bank_export(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.bank.files import write_bank_file
+    from modstream.contracts import HASHBANK_TOPIC, REVIEW_CASES_TOPIC, BankEntry
+
+    entries = [
+        BankEntry.parse(value)
+        for key, value in _read_table(settings, HASHBANK_TOPIC).items()
+        if key.decode().startswith(f"{args.name}/")
+    ]
+    outcomes: dict[str, dict[str, int]] = {}
+    for (_, key), value in _read_table(settings, REVIEW_CASES_TOPIC, by_partition=True).items():
+        name = key.decode()
+        if name.startswith(f"entry:{args.name}/"):  # one count per partition: add them up
+            counts = outcomes.setdefault(name[len("entry:") :], {})
+            for outcome, n in orjson.loads(value).items():
+                counts[outcome] = counts.get(outcome, 0) + int(n)
+    if args.out is None:
+        count = write_bank_file(entries, outcomes, sys.stdout, args.format)
+    else:
+        with open(args.out, "w", encoding="utf-8", newline="") as out:
+            count = write_bank_file(entries, outcomes, out, args.format)
+    print(f"exported {count} entries of bank {args.name!r}", file=sys.stderr)
     return 0
 
 
@@ -421,6 +564,19 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     for spec in topic_specs(settings):
         print(f"{spec.name}: {spec.partitions} partitions {spec.config}")
     return 0
+
+
+def _read_table(settings: Settings, topic: str, by_partition: bool = False) -> dict:
+    """A compacted topic's latest values by key (by ``(partition, key)`` if asked)."""
+    from modstream.stream.client import read_table
+    from modstream.stream.topics import ensure_topics
+
+    async def run() -> dict:
+        await ensure_topics(settings)
+        return await read_table(settings.kafka, settings.topic(topic))
+
+    table = _run(run())
+    return table if by_partition else {key: value for (_, key), value in table.items()}
 
 
 def _publish(settings: Settings, topic: str, records: list) -> int:

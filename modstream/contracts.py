@@ -42,6 +42,8 @@ EARLIEST_TIME, LATEST_TIME = 946_684_800.0, 4_102_444_800.0
 MEDIA_KINDS = ("image", "video")
 #: What a decision does; also the action each piece of evidence alone calls for.
 Verdict = Literal["allow", "review", "takedown"]
+#: What a bank's matches may do (``BankConfig.action``): ``shadow`` records, never acts.
+BankAction = Literal["takedown", "review", "shadow"]
 EvidenceKind = Literal[
     "hash_match",
     "text_match",
@@ -51,6 +53,8 @@ EvidenceKind = Literal[
     "repeat_uploader",
     "human_verdict",
     "suppressed_match",
+    "shadow_match",
+    "quarantined",
 ]
 #: What a reviewer found: the content violates (``confirm``), it does not (``overturn``),
 #: or someone more senior must look (``escalate``).
@@ -364,18 +368,38 @@ class BankEntry:
 #: ``allow`` is for entries of negative banks (allowlists): a match of one never acts.
 _ACTION_HINTS: dict[str, Verdict] = {"takedown": "takedown", "review": "review", "allow": "allow"}
 _OUTCOMES: dict[str, Outcome] = {o: o for o in OUTCOMES}
+_BANK_ACTIONS: dict[str, BankAction] = {
+    "takedown": "takedown",
+    "review": "review",
+    "shadow": "shadow",
+}
 
 
 @dataclass(frozen=True)
 class BankConfig:
-    """``negative``: the bank lists content that is known *not* to violate; an item that
-    matches it has its matches from the banks it ``suppresses`` (all positive banks when
-    empty) turned into ``suppressed_match`` evidence, on the ``platforms`` it applies to
-    (every platform when empty)."""
+    """How a bank acts (``bank.config``, key ``bank/<name>``); the defaults are how a bank
+    without a record acts.
+
+    * ``enabled``: off, the bank's matches are not looked at; ``enabled_ratio``: the share of
+      content it applies to, chosen by a hash of the bank and the content's signal, so the
+      same content is always in or out (a gradual rollout).
+    * ``action``: ``takedown`` or ``review`` caps what its matches can do (None: each
+      entry's own hint); ``shadow`` decides and records (``shadow_match`` evidence, what it
+      would have done) but never acts.
+    * ``thresholds``: per signal type, ``{"takedown": d, "review": d}`` distances.
+    * ``negative``: the bank lists content known *not* to violate; an item that matches it
+      has its matches from the banks it ``suppresses`` (all positive banks when empty)
+      turned into ``suppressed_match`` evidence, on the ``platforms`` it applies to (every
+      platform when empty).
+    """
 
     negative: bool = False
     platforms: tuple[str, ...] = ()
     suppresses: tuple[str, ...] = ()
+    enabled: bool = True
+    enabled_ratio: float = 1.0
+    action: BankAction | None = None
+    thresholds: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)
     schema: int = SCHEMA_VERSION
 
     @classmethod
@@ -383,13 +407,72 @@ class BankConfig:
         f = _Fields(
             _loads_object(raw, "bank config"),
             "bank_config",
-            {"schema", "negative", "platforms", "suppresses"},
-        )
+            {"schema", "negative", "platforms", "suppresses", "enabled", "enabled_ratio",
+             "action", "thresholds"},
+        )  # fmt: skip
         f.schema()
+        enabled = f.get("enabled", bool, required=False)
+        ratio = f.get("enabled_ratio", (int, float), required=False)
+        if ratio is not None and not 0.0 <= ratio <= 1.0:
+            raise ContractError("bank_config.enabled_ratio: must be between 0 and 1")
+        action = f.optional_text("action")
+        if action is not None and action not in _BANK_ACTIONS:
+            raise ContractError("bank_config.action: must be takedown, review or shadow")
+        thresholds = f.get("thresholds", dict, required=False) or {}
+        for signal_type, pair in thresholds.items():
+            if (
+                not isinstance(pair, dict)
+                or not set(pair) <= {"takedown", "review"}
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10_000
+                           for v in pair.values())
+            ):  # fmt: skip
+                raise ContractError(
+                    f"bank_config.thresholds.{signal_type}: expected "
+                    '{"takedown": distance, "review": distance}'
+                )
         return cls(
             negative=bool(f.get("negative", bool, required=False)),
             platforms=_names(f, "platforms"),
             suppresses=_names(f, "suppresses"),
+            enabled=True if enabled is None else enabled,
+            enabled_ratio=1.0 if ratio is None else float(ratio),
+            action=_BANK_ACTIONS[action] if action is not None else None,
+            thresholds={k: dict(v) for k, v in thresholds.items()},
+        )
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+
+@dataclass(frozen=True)
+class EntryControl:
+    """Controls on one bank entry (``bank.config``, key ``entry/<bank key>``).
+
+    * ``disabled_until``: the entry is off until then (epoch seconds).
+    * ``quarantined_at``: the entry's matches flooded (``decide.flood``); until a person
+      releases it, they go to review with ``quarantined`` evidence instead of acting.
+    * ``exempt_until``: after a release, no new quarantine before then.
+    """
+
+    disabled_until: float | None = None
+    quarantined_at: float | None = None
+    reason: str = ""
+    exempt_until: float | None = None
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def parse(cls, raw: bytes) -> EntryControl:
+        f = _Fields(
+            _loads_object(raw, "entry control"),
+            "entry_control",
+            {"schema", "disabled_until", "quarantined_at", "reason", "exempt_until"},
+        )
+        f.schema()
+        return cls(
+            disabled_until=f.get("disabled_until", (int, float), required=False),
+            quarantined_at=f.get("quarantined_at", (int, float), required=False),
+            reason=f.optional_text("reason", max_len=1000) or "",
+            exempt_until=f.get("exempt_until", (int, float), required=False),
         )
 
     def to_json(self) -> bytes:

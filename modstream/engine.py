@@ -7,8 +7,9 @@ shows for a file is exactly what the stream would decide for it.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -111,16 +112,16 @@ class Engine:
     scorer: TextScorer
     config: PolicyConfig
     pdq_min_quality: int = 50
-    #: Negative banks and whom they protect (``bank.config``, replicated).
-    controls: BankControls = field(default_factory=BankControls)
+
+    @property
+    def controls(self) -> BankControls:
+        """The banks' controls (``bank.config``, replicated): the bank's own."""
+        return self.bank.controls
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, bank: Bank, controls: BankControls | None = None
-    ) -> Engine:
+    def from_settings(cls, settings: Settings, bank: Bank) -> Engine:
         return cls(
             bank=bank,
-            controls=controls or BankControls(),
             scorer=_classifier(settings.text_model),
             config=PolicyConfig(
                 text_review_score=settings.text_review_score,
@@ -158,8 +159,10 @@ class Engine:
         lookups: Lookups | None = None,
         text_score: TextScore | None = None,
         normalized_text: str | None = None,
+        at: float | None = None,
     ) -> list[Evidence]:
-        """Every reason for or against action found in the event, most severe first.
+        """Every reason for or against action found in the event, most severe first, as of
+        ``at`` (epoch seconds, for entries disabled until a time; now if None).
         ``lookups`` (from ``lookup``) saves searching the bank again per hash and text, and
         ``text_score`` and ``normalized_text`` (from ``score_texts``) scoring and normalising
         the text again."""
@@ -175,11 +178,13 @@ class Engine:
                     )
                 )
             item_matches = [
-                (name, match)
+                (name, computed["value"], match)
                 for name, computed in item.signals.items()
                 for match in self._hash_matches(name, computed, lookups or {})
             ]
-            found.extend(self._screened(event.platform, "hash_match", item_matches, item.media_id))
+            found.extend(
+                self._screened(event.platform, "hash_match", item_matches, item.media_id, at)
+            )
             cut = item.signals.get("vpdq")
             if cut is not None and cut.get("truncated"):
                 found.append(
@@ -195,7 +200,7 @@ class Engine:
         if event.text:
             found.extend(
                 self._text_evidence(
-                    event.platform, event.text, text_score, normalized_text, lookups or {}
+                    event.platform, event.text, text_score, normalized_text, lookups or {}, at
                 )
             )
         return sorted(found, key=lambda e: -policy.SEVERITY[e.action])
@@ -213,7 +218,7 @@ class Engine:
     ) -> Decision:
         """``human``: a reviewer's standing verdict on this content, which decides it whatever
         the automation finds (the evidence is still gathered and shown)."""
-        evidence = self.evidence(event, media, lookups, text_score, normalized_text)
+        evidence = self.evidence(event, media, lookups, text_score, normalized_text, decided_at)
         repeat = policy.repeat_action(prior_strikes, self.config)
         if repeat != "allow":
             evidence.append(
@@ -263,29 +268,47 @@ class Engine:
         self,
         platform: str,
         kind: Literal["hash_match", "text_match"],
-        found: list[tuple[str, Match]],
+        found: list[tuple[str, str, Match]],
         media_id: str | None,
+        at: float | None,
     ) -> list[Evidence]:
-        """One item's matches as evidence, after its negative banks have had their say: a
-        confident match of a negative bank that protects this platform turns the matches of
-        the banks it suppresses into ``suppressed_match`` (action ``allow``), each naming the
-        negative entry. Negative banks are never evidence themselves."""
+        """One item's matches ``(signal type, query signal, match)`` as evidence, under the
+        banks' controls (``bank.config``):
+
+        * a disabled bank, content outside a bank's ``enabled_ratio`` share, and an entry
+          disabled until later are not looked at;
+        * a confident match of a negative bank that protects this platform turns the
+          matches of the banks it suppresses into ``suppressed_match`` (action ``allow``),
+          each naming the negative entry; negative banks are never evidence themselves;
+        * a bank's ``action`` replaces its entries' hints; a ``shadow`` bank's matches are
+          ``shadow_match`` (recorded with what they would do, never acting);
+        * a quarantined entry's acting matches are ``quarantined``, sent to review.
+        """
         controls = self.controls
+        now = time.time() if at is None else at
+        found = [
+            (name, signal, match)
+            for name, signal, match in found
+            if controls.applies(match.entry.bank, signal)
+            and (controls.entry(match.entry.key).disabled_until or 0.0) <= now
+        ]
         shields = [
             (name, match, config)
-            for name, match in found
+            for name, _, match in found
             if (config := controls.negative_for(match.entry.bank, platform)) is not None
             and match.distance <= match.thresholds.takedown
         ]
         out = []
-        for name, match in found:
+        for name, _, match in found:
             if controls.is_negative(match.entry.bank):
                 continue
-            evidence = match_evidence(kind, name, match, media_id=media_id)
+            config = controls.bank(match.entry.bank)
+            evidence = match_evidence(kind, name, match, media_id, config.action)
             shield = next(
                 (s for s in shields if not s[2].suppresses or match.entry.bank in s[2].suppresses),
                 None,
             )
+            control = controls.entry(match.entry.key)
             if shield is not None:
                 by = shield[1].entry
                 evidence = replace(
@@ -294,6 +317,23 @@ class Engine:
                     action="allow",
                     parts=(*evidence.parts, {"suppressed_by": by.key, "by_signal_type": shield[0]}),
                     detail=f"suppressed by negative bank {by.bank} (entry {by.entry_id})",
+                )
+            elif config.action == "shadow":
+                evidence = replace(
+                    evidence,
+                    kind="shadow_match",
+                    action="allow",
+                    parts=(*evidence.parts, {"would": evidence.action}),
+                    detail="shadow bank: recorded, never acted on",
+                )
+            elif control.quarantined_at is not None and evidence.action != "allow":
+                evidence = replace(
+                    evidence,
+                    kind="quarantined",
+                    action="review",
+                    parts=(*evidence.parts, {"would": evidence.action}),
+                    detail=f"entry quarantined ({control.reason}); it acts again once a "
+                    "person releases it (modstream bank release)",
                 )
             out.append(evidence)
         return out
@@ -310,13 +350,14 @@ class Engine:
         scored: TextScore | None,
         normalized: str | None,
         lookups: Lookups,
+        at: float | None,
     ) -> list[Evidence]:
         out = []
         if normalized is None:
             normalized = normalize_text(text)
         if normalized:
-            matches = [("text", m) for m in self._matches("text", normalized, lookups)]
-            out += self._screened(platform, "text_match", matches, None)
+            matches = [("text", normalized, m) for m in self._matches("text", normalized, lookups)]
+            out += self._screened(platform, "text_match", matches, None, at)
         if scored is None:
             scored = self.scorer.score(text, normalized)
         if scored.parts:
@@ -352,16 +393,18 @@ def match_evidence(
     signal_type: str,
     match: Match,
     media_id: str | None = None,
+    bank_action: str | None = None,
 ) -> Evidence:
-    """Evidence of one bank match: within the bank's takedown distance its hint applies,
-    within the review distance it goes to review."""
+    """Evidence of one bank match: within the bank's takedown distance its hint applies (the
+    bank's ``action`` when it sets one, but an allowlist entry's ``allow`` stays), within the
+    review distance it goes to review."""
+    hint = match.entry.action_hint
+    if bank_action in ("takedown", "review") and hint != "allow":
+        hint = "takedown" if bank_action == "takedown" else "review"
     return Evidence(
         kind=kind,
         action=policy.hash_action(
-            match.distance,
-            match.thresholds.takedown,
-            match.thresholds.review,
-            match.entry.action_hint,
+            match.distance, match.thresholds.takedown, match.thresholds.review, hint
         ),
         signal_type=signal_type,
         bank=match.entry.bank,

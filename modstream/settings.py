@@ -84,6 +84,11 @@ class Settings:
     on_media_error: Verdict = "review"
     repeat_window_s: int = 24 * 3600
     repeat_strikes: int = 3
+    # Flood quarantine (decide/flood.py): per worker
+    flood_window_s: float = 60.0
+    flood_min_matches: int = 50
+    flood_factor: float = 10.0
+    flood_baseline_s: float = 3600.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -121,6 +126,10 @@ class Settings:
             raise ValueError("MODSTREAM_HASH_MEMORY_MB must be 0 (no limit) or >= 768")
         if self.video_max_frames < 1 or self.video_max_cpu_s <= 0:
             raise ValueError("MODSTREAM_VIDEO_MAX_FRAMES and _MAX_CPU_S must be > 0")
+        if self.flood_window_s <= 0 or self.flood_baseline_s < 0 or self.flood_factor < 0:
+            raise ValueError("MODSTREAM_FLOOD_WINDOW_S must be > 0, _BASELINE_S, _FACTOR >= 0")
+        if self.flood_min_matches < 0:
+            raise ValueError("MODSTREAM_FLOOD_MIN_MATCHES must be >= 1, or 0 for no detection")
         if not 800_000 <= self.max_record_bytes <= 16 * 1024 * 1024:
             # the floor fits the longest text an event may carry, fully escaped
             raise ValueError("MODSTREAM_MAX_RECORD_BYTES must be 800000 .. 16777216")

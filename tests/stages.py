@@ -23,6 +23,7 @@ from modstream.contracts import (
     BankEntry,
 )
 from modstream.decide import history
+from modstream.decide.flood import FloodPolicy, FloodWatch
 from modstream.decide.review import HumanVerdicts
 from modstream.engine import Engine
 from modstream.ingest.fetch import Fetcher, FetchPolicy
@@ -175,12 +176,20 @@ def pipeline(
     )
     strikes: dict = collections.defaultdict(history.empty)
     decide_stage = DecideStage(
-        engine=Engine.from_settings(config, bank, BankControls()),
+        engine=Engine.from_settings(config, bank),
         history=strikes,
         out=out,
         metrics=metrics,
         repeat_window_s=config.repeat_window_s,
         verdicts=HumanVerdicts(),
         case_partition=lambda key: 0,
+        flood=FloodWatch(
+            FloodPolicy(
+                window_s=config.flood_window_s,
+                min_matches=config.flood_min_matches,
+                factor=config.flood_factor,
+                baseline_s=config.flood_baseline_s,
+            )
+        ),
     )
     return hash_stage, decide_stage, out, strikes, metrics

@@ -246,7 +246,9 @@ class Prometheus:
 async def test_every_dashboard_and_alert_query_has_data_in_a_real_prometheus(workers, tmp_path):
     entries = bank_entries()
     await send(workers, "hashbank", [(e.key.encode(), dumps(e)) for e in entries])
-    _, port = workers.start()
+    # Any entry's first match floods (one match, no history): the quarantine panel and its
+    # alert get data.
+    _, port = workers.start(MODSTREAM_FLOOD_MIN_MATCHES="1", MODSTREAM_FLOOD_FACTOR="1")
     prometheus = Prometheus(tmp_path, port)
     try:
         # Every kind of outcome, so every panel has something to show: takedowns, reviews and
@@ -260,6 +262,17 @@ async def test_every_dashboard_and_alert_query_has_data_in_a_real_prometheus(wor
         want = {body["event_id"] for _, body in uploads} | {"ops-unreachable"}
         found = await collect(workers, "decisions", want)
         assert want <= set(found)
+        # Reviewers judge two matched takedowns: the review panels get data.
+        matched = [
+            ds[0] for ds in found.values()
+            if ds[0]["verdict"] == "takedown"
+            and any(e["kind"] == "hash_match" for e in ds[0]["evidence"])
+        ][:2]  # fmt: skip
+        assert len(matched) == 2
+        outcomes = [
+            review_outcome(d, o) for d, o in zip(matched, ["confirm", "overturn"], strict=True)
+        ]
+        await send(workers, "review.outcomes", outcomes)
         # Polled until every query has data (several scrapes, rate windows filled, the lag
         # timer run), up to a deadline; the last round's failures are the test's verdict.
         deadline = time.monotonic() + 60
@@ -274,6 +287,13 @@ async def test_every_dashboard_and_alert_query_has_data_in_a_real_prometheus(wor
         assert loaded == {rule["alert"] for rule in alert_rules()}
     finally:
         prometheus.stop()
+
+
+def review_outcome(decision: dict, outcome: str) -> tuple[bytes, bytes]:
+    ids = {k: decision[k] for k in ("decision_id", "event_id", "platform", "content_id")}
+    body = {"schema": 1, **ids, "outcome": outcome, "reviewer": "ops",
+            "decided_at": "2026-11-30T09:00:00Z"}  # fmt: skip
+    return decision["decision_id"].encode(), orjson.dumps(body)
 
 
 def missing_data(prometheus: Prometheus) -> list[str]:

@@ -211,17 +211,17 @@ def test_precedence_picks_the_latest_human_verdict_on_content_or_file():
 
 def test_negative_banks_protect_only_their_platforms_and_named_banks():
     md5 = hash_media("m", "image", NEWS, 10**8).signals["md5"]["value"]
-    bank = Bank()
+    controls = BankControls()
+    bank = Bank(controls=controls)
     for entry in [
         SHARED,
         BankEntry("other", "rocket2", "pdq", PDQ, (), "review", ""),
         BankEntry("agency-photos", "n1", "md5", md5, (), "allow", ""),
     ]:
         bank.apply(entry.key, entry)
-    controls = BankControls()
     config = BankConfig(negative=True, platforms=("news-site",), suppresses=("shared",))
     controls.apply("bank/agency-photos", config.to_json())
-    engine = Engine.from_settings(Settings(), bank, controls)
+    engine = Engine.from_settings(Settings(), bank)
     media = (hash_media("m", "image", NEWS, 10**8),)
 
     def evidence(platform: str) -> dict[str, tuple[str, str]]:

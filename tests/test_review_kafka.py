@@ -173,3 +173,68 @@ async def test_the_example_review_tool_closes_the_loop(workers):
         "labels": [],
         "reviewed_at": human["decided_at"],
     }
+
+
+def cli(workers, *args: str) -> str:
+    run = subprocess.run(
+        [sys.executable, "-m", "modstream.cli", *args],
+        env=workers.worker_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+async def test_bank_controls_shadow_quarantine_release_and_export_on_two_workers(workers, tmp_path):
+    entries = [
+        BankEntry("shared", "rocket", "pdq", PDQ, ("tve",), "takedown", "2026-11-01T00:00:00Z",
+                  {"source": "tcap", "id": "42"}),
+        BankEntry("trial", "rocket", "pdq", PDQ, (), "takedown", "2026-11-01T00:00:00Z"),
+    ]  # fmt: skip
+    await send(workers, "hashbank", [(e.key.encode(), dumps(e)) for e in entries])
+    cli(workers, "bank", "config", "trial", "--action", "shadow")
+    flood = {"MODSTREAM_FLOOD_MIN_MATCHES": "5", "MODSTREAM_FLOOD_FACTOR": "1"}
+    workers.start(**flood)
+    workers.start(**flood)
+    await workers.wait_split(workers.settings.topic("uploads.hashed"))
+    first, second = uploaders_on_each_partition(workers.settings.partitions)
+
+    async def decide(prefix: str, uploader: str, count: int) -> list[dict]:
+        batch = [upload(f"{prefix}-{n}", media=inline(ROCKET), uploader=uploader)
+                 for n in range(count)]  # fmt: skip
+        await send(workers, "uploads", batch)
+        ids = [f"{prefix}-{n}" for n in range(count)]
+        found = await collect(workers, "decisions", set(ids))
+        return [found[i][0] for i in ids]
+
+    # The shadow bank records what it would do and never acts; the shared entry floods on
+    # the first worker after 5 matches and is quarantined there...
+    flood_one = await decide("a", first, 8)  # hashed concurrently: decided in any order
+    assert sorted(d["verdict"] for d in flood_one) == ["review"] * 3 + ["takedown"] * 5
+    shadow = [e for e in flood_one[0]["evidence"] if e["bank"] == "trial"]
+    assert [(e["kind"], e["action"], e["parts"][-1]) for e in shadow] == [
+        ("shadow_match", "allow", {"would": "takedown"})
+    ]
+    assert {e["kind"] for e in flood_one[-1]["evidence"] if e["bank"] == "shared"} == {
+        "quarantined"
+    }
+    # ... and on the second, which never saw it flood (shared state, bank.config).
+    await asyncio.sleep(1.0)
+    assert [d["verdict"] for d in await decide("b", second, 3)] == ["review"] * 3
+    shown = orjson.loads(cli(workers, "bank", "show", "shared"))
+    assert list(shown["quarantined"]) == ["shared/pdq/rocket"]
+    assert shown["entries"] == {"pdq": 1}
+
+    # A person releases it: it acts again on both workers (and is exempt for a while).
+    cli(workers, "bank", "release", "shared/pdq/rocket")
+    await asyncio.sleep(1.0)
+    released = await decide("c", first, 3) + await decide("d", second, 3)
+    assert [d["verdict"] for d in released] == ["takedown"] * 6
+
+    # Export, remove, import, export again: the same bank.
+    out1, out2 = tmp_path / "shared-1.csv", tmp_path / "shared-2.csv"
+    cli(workers, "bank", "export", "shared", "--format", "csv", "--out", str(out1))
+    cli(workers, "bank", "remove", "--bank", "shared", "--signal-type", "pdq", "rocket")
+    cli(workers, "bank", "import", str(out1), "--bank", "shared")
+    cli(workers, "bank", "export", "shared", "--format", "csv", "--out", str(out2))
+    assert out2.read_text() == out1.read_text()
+    assert '"source": "tcap"' in out1.read_text() or '""source"":""tcap""' in out1.read_text()

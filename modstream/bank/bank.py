@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modstream.bank.controls import BankControls
 from modstream.bank.entries import EntryStore, read_frozen
 from modstream.contracts import BankEntry, parse_bank_key
 from modstream.matching.index import MANIFEST, MatchIndex, read_index
@@ -39,9 +40,14 @@ class Bank:
     """All bank entries of all banks, with one index per signal type."""
 
     def __init__(
-        self, thresholds: dict[str, dict[str, float]] | None = None, index_layout: str = "fast"
+        self,
+        thresholds: dict[str, dict[str, float]] | None = None,
+        index_layout: str = "fast",
+        controls: BankControls | None = None,
     ) -> None:
         self._overrides = thresholds or {}
+        #: Per-bank thresholds set live on ``bank.config`` come before ``thresholds``.
+        self.controls = controls or BankControls()
         self._index_layout = index_layout
         self._indexes: dict[str, MatchIndex] = {}
         self._entries = EntryStore()
@@ -92,10 +98,13 @@ class Bank:
         return first
 
     def thresholds(self, bank: str, signal_type: str) -> Thresholds:
-        """Per-bank override (``bank/type``), then any-bank (``*/type``), then the type default."""
+        """The bank's thresholds on ``bank.config``, then the settings' per-bank override
+        (``bank/type``), then any-bank (``*/type``), then the type default."""
         default = get_signal_type(signal_type).thresholds
-        override = self._overrides.get(f"{bank}/{signal_type}") or self._overrides.get(
-            f"*/{signal_type}", {}
+        override = (
+            self.controls.bank(bank).thresholds.get(signal_type)
+            or self._overrides.get(f"{bank}/{signal_type}")
+            or self._overrides.get(f"*/{signal_type}", {})
         )
         takedown = int(override.get("takedown", default.takedown))
         review = max(takedown, int(override.get("review", default.review)))

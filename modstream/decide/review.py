@@ -43,7 +43,8 @@ HUMAN_VERDICTS: dict[Outcome, Verdict] = {
 EXACT_SIGNALS = ("md5", "sha256")
 #: Signals a confirmed review adds to the platform's bank.
 BANKABLE_SIGNALS = ("pdq", "md5", "vpdq")
-MATCH_KINDS = ("hash_match", "text_match")
+#: Evidence of a bank entry that a reviewer's outcome judges (a quarantined entry's too).
+MATCH_KINDS = ("hash_match", "text_match", "quarantined")
 HUMAN_POLICY = "human"
 
 

@@ -11,17 +11,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from modstream.contracts import (
+    BANK_CONFIG_TOPIC,
     DECISIONS_TOPIC,
     REVIEW_CASES_TOPIC,
     REVIEWS_TOPIC,
     TAKEDOWNS_TOPIC,
     Decision,
+    EntryControl,
     HashedBatch,
     HashedUpload,
     MediaSignals,
+    bank_key,
     parse_time,
 )
 from modstream.decide import history
+from modstream.decide.flood import FloodWatch
 from modstream.decide.review import HumanVerdicts, ReviewCase
 from modstream.engine import Engine, Lookups, struck
 from modstream.stages.metrics import PipelineMetrics
@@ -57,6 +61,7 @@ class DecideStage:
         repeat_window_s: int,
         verdicts: HumanVerdicts,
         case_partition: Callable[[str], int],
+        flood: FloodWatch,
         offload: Offload = asyncio.to_thread,
     ) -> None:
         self.engine = engine
@@ -66,6 +71,7 @@ class DecideStage:
         self.repeat_window_s = repeat_window_s
         self.verdicts = verdicts  # reviewers' standing verdicts (``review.verdicts``)
         self.case_partition = case_partition  # partition of ``review.cases`` by decision id
+        self.flood = flood
         self.offload = offload
 
     async def process(self, records: Sequence[Record]) -> None:
@@ -91,9 +97,36 @@ class DecideStage:
             if actionable is not None:
                 deliveries.append(await self.out.send(actionable, event_key, payload))
                 deliveries.append(await self._open_case(decision, upload))
+            deliveries += await self._watch_floods(decision)
             decided.append((decision, upload.received_at))
         watch(deliveries)
         self.metrics.count_decisions(decided, time.perf_counter() - started)
+
+    async def _watch_floods(self, decision: Decision) -> list[asyncio.Future[Any]]:
+        """Count the decision's acting matches per entry; an entry that floods is
+        quarantined at once here and, through ``bank.config``, on every worker."""
+        controls = self.engine.controls
+        sent = []
+        at = decision.decided_at
+        for evidence in decision.evidence:
+            if evidence.kind not in ("hash_match", "text_match") or evidence.action == "allow":
+                continue
+            if not (evidence.bank and evidence.signal_type and evidence.entry_id):
+                continue
+            key = bank_key(evidence.bank, evidence.signal_type, evidence.entry_id)
+            control = controls.entry(key)
+            if control.quarantined_at is not None or (control.exempt_until or 0.0) > at:
+                continue
+            reason = self.flood.observe(key, at)
+            if reason is None:
+                continue
+            quarantine = EntryControl(
+                disabled_until=control.disabled_until, quarantined_at=at, reason=reason
+            ).to_json()
+            controls.apply(f"entry/{key}", quarantine)  # this worker: from the next event on
+            sent.append(await self.out.send(BANK_CONFIG_TOPIC, f"entry/{key}".encode(), quarantine))
+            self.metrics.quarantined(evidence.bank, evidence.entry_id, reason)
+        return sent
 
     async def _open_case(self, decision: Decision, upload: HashedUpload) -> asyncio.Future[Any]:
         """What a reviewer's outcome on this decision will need, beside the outcomes that

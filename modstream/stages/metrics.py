@@ -134,6 +134,19 @@ class PipelineMetrics:
             ["bank", "entry_id", "outcome"],
             registry=registry,
         )
+        self.quarantines = Counter(
+            "modstream_bank_quarantines_total",
+            "Bank entries this worker quarantined for flooding",
+            ["bank"],
+            registry=registry,
+        )
+        self.quarantined_entries = Gauge(
+            "modstream_bank_entry_quarantined",
+            "1 for each bank entry in quarantine now (every worker reports the same, shared "
+            "state: take the max)",
+            ["bank", "entry_id"],
+            registry=registry,
+        )
         self.review_outcomes = Counter(
             "modstream_review_outcomes_total",
             "Review outcomes taken in, by outcome and result (applied, repeated, "
@@ -178,6 +191,20 @@ class PipelineMetrics:
 
     def entry_matched(self, bank: str, entry_id: str) -> None:
         self.entry_matches.labels(bank=bank, entry_id=self._entry_label(bank, entry_id)).inc()
+
+    def quarantined(self, bank: str, entry_id: str, reason: str) -> None:
+        self.quarantines.labels(bank=bank).inc()
+        log.warning(
+            "bank entry quarantined", extra={"bank": bank, "entry_id": entry_id, "reason": reason}
+        )
+
+    def show_quarantined(self, keys: Sequence[str]) -> None:
+        """The entries in quarantine now (bank keys), as the gauge."""
+        self.quarantined_entries.clear()
+        for key in keys:
+            bank, _, entry_id = key.split("/", 2)
+            label = self._entry_label(bank, entry_id)
+            self.quarantined_entries.labels(bank=bank, entry_id=label).set(1)
 
     def entry_outcome(self, bank: str, entry_id: str, outcome: str) -> None:
         label = self._entry_label(bank, entry_id)

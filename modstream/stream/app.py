@@ -37,6 +37,7 @@ from modstream.contracts import (
     UPLOADS_TOPIC,
     VIDEO_TOPIC,
 )
+from modstream.decide.flood import FloodPolicy, FloodWatch
 from modstream.decide.review import HumanVerdicts
 from modstream.engine import Engine, score_texts
 from modstream.ingest.fetch import Fetcher
@@ -78,7 +79,8 @@ def build_app(settings: Settings) -> faust.App:
     registry = CollectorRegistry()  # this app's own: two apps in one process never collide
     metrics = PipelineMetrics(registry)
 
-    bank = Bank(settings.thresholds, settings.index_layout)
+    controls, verdicts = BankControls(), HumanVerdicts()
+    bank = Bank(settings.thresholds, settings.index_layout, controls)
     replica = BankReplica(
         bank,
         settings.kafka,
@@ -89,7 +91,6 @@ def build_app(settings: Settings) -> faust.App:
         snapshot_interval_s=settings.bank_snapshot_interval_s,
         loop=app.loop,
     )
-    controls, verdicts = BankControls(), HumanVerdicts()
     replicas = [
         replica,
         StateReplica(
@@ -120,13 +121,21 @@ def build_app(settings: Settings) -> faust.App:
     )
     hash_stage, video_stage = shared, shared.renamed("video")
     decide_stage = DecideStage(
-        engine=Engine.from_settings(settings, bank, controls),
+        engine=Engine.from_settings(settings, bank),
         history=uploader_history,
         out=out,
         metrics=metrics,
         repeat_window_s=settings.repeat_window_s,
         verdicts=verdicts,
         case_partition=partition_of,
+        flood=FloodWatch(
+            FloodPolicy(
+                window_s=settings.flood_window_s,
+                min_matches=settings.flood_min_matches,
+                factor=settings.flood_factor,
+                baseline_s=settings.flood_baseline_s,
+            )
+        ),
     )
     cases = CaseStore(settings, out)
     review_stage = ReviewStage(
@@ -170,8 +179,9 @@ def build_app(settings: Settings) -> faust.App:
         """Starts and stops the replicas, the hashing pool and the fetcher with the worker."""
 
         async def on_start(self) -> None:
-            for each in replicas:
-                await each.start()
+            # Together: each takes a second to connect, and a restart that outlasts the
+            # session timeout costs the group a rebalance (static membership).
+            await asyncio.gather(*(each.start() for each in replicas))
             await asyncio.gather(asyncio.to_thread(hamming.warm_up), pool.start())
             # Each process loads the text model on its first post (~1 s): before, not then.
             await asyncio.gather(
@@ -227,6 +237,11 @@ def build_app(settings: Settings) -> faust.App:
     async def measure_consumer_lag() -> None:
         with metrics.periodic("measure_consumer_lag"):
             pipeline.measure_lag()
+
+    @app.timer(interval=5.0)
+    async def show_quarantined_entries() -> None:
+        with metrics.periodic("show_quarantined_entries"):
+            metrics.show_quarantined(controls.quarantined())
 
     @app.task
     async def measure_event_loop_lag() -> None:

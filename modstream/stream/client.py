@@ -85,6 +85,38 @@ async def topic_partitions(
         await asyncio.sleep(0.1)
 
 
+async def read_table(
+    kafka: KafkaAccess, topic: str, timeout_s: float = 120.0
+) -> dict[tuple[int, bytes], bytes]:
+    """A compacted topic's latest committed value per ``(partition, key)``, read to the end
+    offsets it had when called (tombstones remove keys; records without a key are skipped)."""
+    client = await started(committed_reader(kafka))
+    table: dict[tuple[int, bytes], bytes] = {}
+    try:
+        partitions = await topic_partitions(client, topic)
+        client.assign(partitions)
+        ends = await client.end_offsets(partitions)
+        for tp in partitions:
+            await client.seek_to_beginning(tp)
+        deadline = time.monotonic() + timeout_s
+        pending = {tp for tp, end in ends.items() if end > 0}
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took over {timeout_s:g} s")
+            for tp, records in (await client.getmany(*pending, timeout_ms=200)).items():
+                for record in records:
+                    if record.key is None:
+                        continue
+                    if record.value is None:
+                        table.pop((tp.partition, record.key), None)
+                    else:
+                        table[(tp.partition, record.key)] = record.value
+            pending = {tp for tp in pending if await client.position(tp) < ends[tp]}
+        return table
+    finally:
+        await client.stop()
+
+
 async def end_offsets(kafka: KafkaAccess, topic: str) -> dict[int, int]:
     client = await started(consumer(kafka, group_id=None))
     try:
