@@ -23,13 +23,12 @@ from modstream.contracts import (
     BankEntry,
 )
 from modstream.decide import history
-from modstream.decide.flood import FloodPolicy, FloodWatch
 from modstream.decide.review import HumanVerdicts
 from modstream.engine import Engine
 from modstream.ingest.fetch import Fetcher, FetchPolicy
 from modstream.ingest.trust import PlatformBinding
 from modstream.settings import Settings
-from modstream.stages.decide import DecideStage
+from modstream.stages.decide import DecideStage, flood_watch
 from modstream.stages.hash import HashingLimits, HashStage, MediaSource
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.ports import Record
@@ -183,13 +182,6 @@ def pipeline(
         repeat_window_s=config.repeat_window_s,
         verdicts=HumanVerdicts(),
         case_partition=lambda key: 0,
-        flood=FloodWatch(
-            FloodPolicy(
-                window_s=config.flood_window_s,
-                min_matches=config.flood_min_matches,
-                factor=config.flood_factor,
-                baseline_s=config.flood_baseline_s,
-            )
-        ),
+        flood=flood_watch(config),
     )
     return hash_stage, decide_stage, out, strikes, metrics

@@ -25,9 +25,10 @@ from modstream.contracts import (
     parse_time,
 )
 from modstream.decide import history
-from modstream.decide.flood import FloodWatch
+from modstream.decide.flood import FloodPolicy, FloodWatch
 from modstream.decide.review import HumanVerdicts, ReviewCase
 from modstream.engine import Engine, Lookups, struck
+from modstream.settings import Settings
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.ports import Output, Record, watch
 
@@ -163,3 +164,15 @@ class DecideStage:
 def _without_vpdq(item: MediaSignals) -> MediaSignals:
     signals = {k: v for k, v in item.signals.items() if k != "vpdq"}
     return MediaSignals(item.media_id, item.kind, signals, item.error, item.error_reason)
+
+
+def flood_watch(settings: Settings) -> FloodWatch:
+    """The flood detector the settings describe (``MODSTREAM_FLOOD_*``)."""
+    return FloodWatch(
+        FloodPolicy(
+            window_s=settings.flood_window_s,
+            min_matches=settings.flood_min_matches,
+            factor=settings.flood_factor,
+            baseline_s=settings.flood_baseline_s,
+        )
+    )

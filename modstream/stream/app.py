@@ -37,7 +37,6 @@ from modstream.contracts import (
     UPLOADS_TOPIC,
     VIDEO_TOPIC,
 )
-from modstream.decide.flood import FloodPolicy, FloodWatch
 from modstream.decide.review import HumanVerdicts
 from modstream.engine import Engine, score_texts
 from modstream.ingest.fetch import Fetcher
@@ -45,7 +44,7 @@ from modstream.ingest.sources import clear_scratch
 from modstream.ingest.trust import PlatformBinding, platform_topic
 from modstream.matching import hamming
 from modstream.settings import Settings
-from modstream.stages.decide import DecideStage
+from modstream.stages.decide import DecideStage, flood_watch
 from modstream.stages.hash import HashingLimits, HashStage, MediaSource
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.pool import HashingPool
@@ -128,14 +127,7 @@ def build_app(settings: Settings) -> faust.App:
         repeat_window_s=settings.repeat_window_s,
         verdicts=verdicts,
         case_partition=partition_of,
-        flood=FloodWatch(
-            FloodPolicy(
-                window_s=settings.flood_window_s,
-                min_matches=settings.flood_min_matches,
-                factor=settings.flood_factor,
-                baseline_s=settings.flood_baseline_s,
-            )
-        ),
+        flood=flood_watch(settings),
     )
     cases = CaseStore(settings, out)
     review_stage = ReviewStage(

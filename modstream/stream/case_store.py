@@ -10,10 +10,9 @@ decision a reviewer sees, so an outcome can never arrive before its case is read
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from modstream.contracts import REVIEW_CASES_TOPIC
 from modstream.settings import Settings
@@ -61,35 +60,19 @@ class CaseStore:
         self._read_to.pop(partition, None)
 
     async def _catch_up(self, partition: int, restoring: bool = False) -> None:
-        lock = self._locks.setdefault(partition, asyncio.Lock())
-        async with lock:
+        """Read the partition on from where this store left it (from the start when
+        restoring), one reader at a time per partition."""
+        async with self._locks.setdefault(partition, asyncio.Lock()):
             tp = TopicPartition(self.topic, partition)
-            reader = await client.started(client.committed_reader(self.settings.kafka))
-            try:
-                await self._read(reader, tp, restoring)
-            finally:
-                await reader.stop()
-
-    async def _read(self, reader: AIOKafkaConsumer, tp: TopicPartition, restoring: bool) -> None:
-        reader.assign([tp])
-        start = self._read_to.get(tp.partition, 0)
-        reader.seek(tp, start)
-        end = (await reader.end_offsets([tp]))[tp]
-        values = self._values.setdefault(tp.partition, {})
-        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-        while await reader.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {tp.topic}:{tp.partition} took too long")
-            batches = await reader.getmany(tp, timeout_ms=200)
-            for record in batches.get(tp, ()):
-                if record.key is None:
-                    continue
-                key = record.key.decode()
+            values = self._values.setdefault(partition, {})
+            async for offset, raw_key, value in client.read_partition(
+                self.settings.kafka, tp, self._read_to.get(partition, 0), CATCH_UP_TIMEOUT_S
+            ):
+                key = raw_key.decode()
+                self._read_to[partition] = offset + 1
                 if not restoring and key.startswith(OWN_KEYS):
                     continue
-                if record.value is None:
+                if value is None:
                     values.pop(key, None)
                 else:
-                    values[key] = record.value
-            await asyncio.sleep(0)
-        self._read_to[tp.partition] = max(start, await reader.position(tp))
+                    values[key] = value

@@ -85,6 +85,30 @@ async def topic_partitions(
         await asyncio.sleep(0.1)
 
 
+async def read_partition(
+    kafka: KafkaAccess, tp: TopicPartition, start: int = 0, timeout_s: float = 50.0
+) -> AsyncIterator[tuple[int, bytes, bytes | None]]:
+    """The committed keyed records of one partition, from ``start`` to at least the end it
+    has when called, as ``(offset, key, value)`` (None for a tombstone): how a worker restores the
+    state it keeps for a partition. Raises TimeoutError after ``timeout_s`` (keep it within
+    the group's rebalance timeout)."""
+    reader = await started(committed_reader(kafka))
+    try:
+        reader.assign([tp])
+        reader.seek(tp, start)
+        end = (await reader.end_offsets([tp]))[tp]
+        deadline = time.monotonic() + timeout_s
+        while await reader.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {tp.topic}:{tp.partition} took over {timeout_s:g} s")
+            for record in (await reader.getmany(tp, timeout_ms=200)).get(tp, ()):
+                if record.key is not None:
+                    yield record.offset, record.key, record.value
+            await asyncio.sleep(0)
+    finally:
+        await reader.stop()
+
+
 async def read_table(
     kafka: KafkaAccess, topic: str, timeout_s: float = 120.0
 ) -> dict[tuple[int, bytes], bytes]:

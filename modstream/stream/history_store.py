@@ -8,8 +8,6 @@ are outputs of the batch that made them, committed (or aborted) with its decisio
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,27 +52,14 @@ class UploaderHistory:
     async def restore(self, partition: int) -> None:
         """Read the partition's committed changelog to its end."""
         tp = TopicPartition(self.topic, partition)
-        consumer = await client.started(client.committed_reader(self.settings.kafka))
         restored: dict[bytes, dict[str, Any]] = {}
-        try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            deadline = time.monotonic() + RESTORE_TIMEOUT_S
-            while await consumer.position(tp) < end:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"restoring {self.topic}:{partition} took too long")
-                batches = await consumer.getmany(tp, timeout_ms=200)
-                for record in batches.get(tp, ()):
-                    if record.key is None:
-                        continue
-                    if record.value is None:
-                        restored.pop(record.key, None)
-                    else:
-                        restored[record.key] = orjson.loads(record.value)
-                await asyncio.sleep(0)
-        finally:
-            await consumer.stop()
+        async for _, key, value in client.read_partition(
+            self.settings.kafka, tp, timeout_s=RESTORE_TIMEOUT_S
+        ):
+            if value is None:
+                restored.pop(key, None)
+            else:
+                restored[key] = orjson.loads(value)
         self.forget(partition)
         self._values.update(restored)
         self._keys[partition] = set(restored)
