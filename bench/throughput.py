@@ -127,6 +127,9 @@ async def main() -> None:
             "what a match last night",
         ]
         text_rate = await burst([event(f"t{RUN}-{i}", text=texts[i % 3]) for i in range(20000)])
+        # A third to review: each such decision also writes its review case (issue 14).
+        texts[1] = "Glory to our martyrs! Rise up, brothers, and join the ranks."
+        review_rate = await burst([event(f"r{RUN}-{i}", text=texts[i % 3]) for i in range(20000)])
         pics = photos(64)
         image_events = [
             event(
@@ -159,6 +162,7 @@ async def main() -> None:
         f"Python {platform.python_version()}, broker on the same machine"
     )
     print(f"text-only events/s (one worker): {text_rate:,.0f}")
+    print(f"text-only events/s, a third of them to review: {review_rate:,.0f}")
     print(
         f"image events/s (640x480 JPEG inline, one worker, "
         f"{SETTINGS.hash_workers} hash processes): {image_rate:,.0f}"

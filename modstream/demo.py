@@ -213,6 +213,7 @@ def run_demo(settings: Settings, external: bool = False) -> int:
         )
     )
     print(f"bank {DEMO_BANK!r}: {len(entries)} entries published to {settings.topic('hashbank')}")
+    asyncio.run(_forget_earlier_reviews(settings))
 
     media_root = settings.media_root or (settings.data_dir / "demo-media").resolve()
     worker = None if external else _start_worker(settings, media_root)
@@ -231,6 +232,8 @@ def run_demo(settings: Settings, external: bool = False) -> int:
             f"published {len(records)} uploads (one of them malformed); decisions as they arrive:\n"
         )
 
+        decided: dict[str, dict] = {}
+
         async def collect() -> int:
             wrong = 0
             seen: set[str] = set()
@@ -247,6 +250,7 @@ def run_demo(settings: Settings, external: bool = False) -> int:
                 if want is None or decision["event_id"] in seen:
                     continue
                 seen.add(decision["event_id"])
+                decided[decision["event_id"]] = decision
                 ok = decision["verdict"] == want
                 wrong += not ok
                 print(_describe(decision, ok, want))
@@ -269,6 +273,8 @@ def run_demo(settings: Settings, external: bool = False) -> int:
             return wrong + len(missing)
 
         problems = asyncio.run(collect())
+        reviewed, wrong = asyncio.run(_review_loop(settings, run, decided, uploads))
+        problems += wrong
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
@@ -276,13 +282,93 @@ def run_demo(settings: Settings, external: bool = False) -> int:
                 worker.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 worker.kill()
-    print(f"\n{len(expected) - problems}/{len(expected)} decisions as expected.")
+    total = len(expected) + reviewed
+    print(f"\n{total - problems}/{total} decisions as expected.")
     if not external:
         print(
             f"Metrics were on http://127.0.0.1:{settings.web_port}/metrics; "
             "the broker is still running (`modstream kafka stop`)."
         )
     return 0 if problems == 0 else 1
+
+
+async def _review_loop(
+    settings: Settings, run: str, decided: dict[str, dict], uploads: list[tuple[str, dict]]
+) -> tuple[int, int]:
+    """A reviewer confirms the glorifying post and overturns the captioned rocket photo;
+    then both are posted again. Returns (decisions expected, how many were not as expected)."""
+    from modstream.contracts import PlatformPolicy
+    from modstream.stream.client import end_offsets, publish
+
+    confirm, overturn = (
+        decided.get(f"{run}-glorifying-post"),
+        decided.get(f"{run}-rocket-captioned"),
+    )
+    if confirm is None or overturn is None:
+        return 0, 0
+    policy = PlatformPolicy(auto_bank="demo-reviewed").to_json()
+    await publish(settings.kafka, settings.topic("bank.config"), [(b"platform/demo", policy)])
+    start = await end_offsets(settings.kafka, settings.topic("decisions"))
+    outcomes = [_outcome(confirm, "confirm"), _outcome(overturn, "overturn")]
+    await publish(settings.kafka, settings.topic("review.outcomes"), outcomes)
+    print("\n  a reviewer confirms post-glorifying-post and overturns post-rocket-captioned:\n")
+    wrong = await _show(settings, start, {confirm["event_id"]: "takedown",
+                                          overturn["event_id"]: "allow"})  # fmt: skip
+    await asyncio.sleep(1.0)  # the workers' replicas take the reviews' effects (~0.2 s)
+    bodies = {body["event_id"]: body for _, body in uploads}
+    reposts = {}
+    for event_id, want in ((confirm["event_id"], "takedown"), (overturn["event_id"], "allow")):
+        body = dict(bodies[event_id], uploader_id="u9")
+        body["event_id"], body["content_id"] = f"{event_id}-again", f"{body['content_id']}-again"
+        reposts[body["event_id"]] = (want, body)
+    start = await end_offsets(settings.kafka, settings.topic("decisions"))
+    records = [(b["content_id"].encode(), orjson.dumps(b)) for _, b in reposts.values()]
+    await publish(settings.kafka, settings.topic("uploads"), records)
+    print("\n  both posted again by another user:\n")
+    wrong += await _show(settings, start, {k: want for k, (want, _) in reposts.items()})
+    return 4, wrong
+
+
+async def _forget_earlier_reviews(settings: Settings) -> None:
+    """Remove what an earlier demo's reviews left (standing verdicts on the demo platform,
+    the banks they fed), so that every run starts from the same state."""
+    from modstream.stream.client import publish, read_table
+
+    prefixes = {"review.verdicts": (b"demo/",), "hashbank": (b"fp-demo/", b"demo-reviewed/")}
+    for topic, starts in prefixes.items():
+        table = await read_table(settings.kafka, settings.topic(topic))
+        stale = [(key, None) for _, key in table if key.startswith(starts)]
+        if stale:
+            await publish(settings.kafka, settings.topic(topic), stale)
+
+
+def _outcome(decision: dict, outcome: str) -> tuple[bytes, bytes]:
+    ids = {k: decision[k] for k in ("decision_id", "event_id", "platform", "content_id")}
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    body = {"schema": 1, **ids, "outcome": outcome, "reviewer": "demo-reviewer",
+            "decided_at": now}  # fmt: skip
+    return decision["decision_id"].encode(), orjson.dumps(body)
+
+
+async def _show(settings: Settings, start: dict[int, int], expected: dict[str, str]) -> int:
+    """Print the decisions on ``expected``'s events from ``start``; how many were wrong."""
+    from modstream.stream.client import read_topic
+
+    seen: dict[str, bool] = {}
+    async for _, value in read_topic(
+        settings.kafka, settings.topic("decisions"), start=start, timeout_s=30
+    ):
+        decision = orjson.loads(value or b"{}")
+        want = expected.get(decision.get("event_id", ""))
+        if want is None or decision["event_id"] in seen:
+            continue
+        seen[decision["event_id"]] = decision["verdict"] == want
+        print(_describe(decision, seen[decision["event_id"]], want))
+        if len(seen) == len(expected):
+            break
+    for event_id in sorted(set(expected) - set(seen)):
+        print(f"  MISSING  no decision for {event_id}")
+    return len(expected) - sum(seen.values())
 
 
 def _describe(decision: dict, ok: bool, want: str) -> str:
@@ -301,13 +387,16 @@ def _describe(decision: dict, ok: bool, want: str) -> str:
             terms = ", ".join(p["term"] for p in e["parts"][:3])
             reasons.append(f"text score {e['score']} [{terms}]")
         else:
-            reasons.append(f"{e['kind']}: {e.get('detail')}")
+            reasons.append(f"{e['kind']}: {(e.get('detail') or '')[:100]}")
     verdict, content = decision["verdict"].upper(), decision["content_id"]
     return f"  {verdict:<9}{content:<42}{mark}  {'; '.join(reasons)}"
 
 
 def _start_worker(settings: Settings, media_root: Path) -> subprocess.Popen:
     with socket.socket() as probe:  # else another worker's /ready would answer for this one
+        # As the worker's web server binds: only a listener, not a closed connection's
+        # TIME_WAIT (a worker that just stopped), makes the port unusable.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((settings.web_host, settings.web_port))
         except OSError as exc:
