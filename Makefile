@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video text-model kafka-stop clean
+.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video bench-robustness text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -76,6 +76,9 @@ bench-text: setup
 
 bench-video: setup
 	$(BIN)/python bench/video.py
+
+bench-robustness: setup
+	$(BIN)/python bench/robustness.py
 
 # The indexes measured against (FAISS, python-threatexchange) are not locked: bench only.
 bench-index: setup

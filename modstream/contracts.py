@@ -550,6 +550,9 @@ class ComputedSignal(TypedDict, total=False):
 
     value: Required[str]
     quality: int
+    #: Extra query values of the same media (an image's other orientations, the picture
+    #: inside its borders), by name: each is looked up like ``value``.
+    variants: dict[str, str]
     frames: int
     duration: float
     hashed_seconds: float

@@ -95,17 +95,15 @@ def bank_entries() -> list[BankEntry]:
     for name in BANKED:
         signals = hash_media(name, "image", encode(sample(name), quality=95), 10**8).signals
         for signal_type in ("pdq", "phash", "md5"):
-            entries.append(
-                BankEntry(
-                    DEMO_BANK,
-                    name,
-                    signal_type,
-                    signals[signal_type]["value"],
-                    ("demo", "violent_extremism"),
-                    "takedown",
-                    added,
-                )
-            )
+            values = {name: signals[signal_type]["value"]}
+            inner = signals[signal_type].get("variants", {}).get("trimmed")
+            if inner is not None:  # the picture without its plain borders (the rocket's sky)
+                values[f"{name}.trimmed"] = inner
+            entries += [
+                BankEntry(DEMO_BANK, entry_id, signal_type, value, ("demo", "violent_extremism"),
+                          "takedown", added)
+                for entry_id, value in values.items()
+            ]  # fmt: skip
     entries.append(
         BankEntry(
             DEMO_BANK,

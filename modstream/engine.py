@@ -40,6 +40,17 @@ from modstream.text.scorer import TextScorer
 
 # (signal type, signal) -> the bank entries it matched
 Lookups = dict[tuple[str, str], list[Match]]
+#: What a matching variant of an image's hash says about the upload (evidence detail).
+VARIANTS = {
+    "mirror": "as a mirror image",
+    "flip": "upside down",
+    "rot180": "rotated 180 degrees",
+    "rot90cw": "rotated 90 degrees clockwise",
+    "rot90ccw": "rotated 90 degrees counter-clockwise",
+    "transpose": "transposed (mirrored and rotated)",
+    "transverse": "transversed (mirrored and rotated)",
+    "trimmed": "inside bars or padding, once trimmed",
+}
 
 
 def hash_media(
@@ -136,7 +147,8 @@ class Engine:
         """Bank matches of every usable hash and normalised text in a batch of events: one
         index search per signal type for the whole batch, which is where a large bank's cost
         is amortized. Run it off the event loop."""
-        wanted: dict[str, dict[str, None]] = {}
+        wanted: dict[str, dict[str, None]] = {}  # at the review distance
+        extra: dict[str, dict[str, None]] = {}  # variants: at the takedown distance only
         for normalized in texts:
             if normalized:
                 wanted.setdefault("text", {})[normalized] = None
@@ -145,10 +157,17 @@ class Engine:
                 for name, computed in item.signals.items():
                     if get_signal_type(name).usable(computed, self.pdq_min_quality):
                         wanted.setdefault(name, {})[computed["value"]] = None
+                        variants = computed.get("variants", {}).values()
+                        extra.setdefault(name, {}).update(dict.fromkeys(variants))
         found: Lookups = {}
         for name, values in wanted.items():
             signals = list(values)
             for signal, matches in zip(signals, self.bank.match_many(name, signals), strict=True):
+                found[(name, signal)] = assessed(name, signal, matches)
+        for name, values in extra.items():
+            signals = [v for v in values if (name, v) not in found]
+            near = self.bank.match_many(name, signals, within="takedown")
+            for signal, matches in zip(signals, near, strict=True):
                 found[(name, signal)] = assessed(name, signal, matches)
         return found
 
@@ -178,9 +197,9 @@ class Engine:
                     )
                 )
             item_matches = [
-                (name, computed["value"], match)
+                (name, computed["value"], match, variant)
                 for name, computed in item.signals.items()
-                for match in self._hash_matches(name, computed, lookups or {})
+                for variant, match in self._hash_matches(name, computed, lookups or {})
             ]
             found.extend(
                 self._screened(event.platform, "hash_match", item_matches, item.media_id, at)
@@ -259,21 +278,38 @@ class Engine:
             ),
         )
 
-    def _hash_matches(self, name: str, computed: ComputedSignal, lookups: Lookups) -> list[Match]:
+    def _hash_matches(
+        self, name: str, computed: ComputedSignal, lookups: Lookups
+    ) -> list[tuple[str | None, Match]]:
+        """``(variant, match)`` per bank entry: the nearest of the value (variant None) and
+        its variants (other orientations, the picture inside borders), the value first on
+        a tie. Variants count only within the takedown distance: each is one more guess
+        per image, and the review band is for near misses of the picture as it came."""
         if not get_signal_type(name).usable(computed, self.pdq_min_quality):
             return []
-        return self._matches(name, computed["value"], lookups)
+        queries: list[tuple[str | None, str]] = [(None, computed["value"])]
+        queries += list(computed.get("variants", {}).items())
+        best: dict[str, tuple[str | None, Match]] = {}
+        for variant, signal in queries:
+            for match in self._matches(name, signal, lookups):
+                if variant is not None and match.distance > match.thresholds.takedown:
+                    continue  # a variant is another guess: it acts, or says nothing
+                key = match.entry.key
+                if key not in best or match.distance < best[key][1].distance:
+                    best[key] = (variant, match)
+        return list(best.values())
 
     def _screened(
         self,
         platform: str,
         kind: Literal["hash_match", "text_match"],
-        found: list[tuple[str, str, Match]],
+        found: Sequence[tuple[str, str, Match, str | None]],
         media_id: str | None,
         at: float | None,
     ) -> list[Evidence]:
-        """One item's matches ``(signal type, query signal, match)`` as evidence, under the
-        banks' controls (``bank.config``):
+        """One item's matches ``(signal type, query signal, match, variant)`` as evidence,
+        under the banks' controls (``bank.config``); a match of a variant (another
+        orientation, the picture inside borders) says so:
 
         * a disabled bank, content outside a bank's ``enabled_ratio`` share, and an entry
           disabled until later are not looked at;
@@ -287,23 +323,29 @@ class Engine:
         controls = self.controls
         now = time.time() if at is None else at
         found = [
-            (name, signal, match)
-            for name, signal, match in found
+            (name, signal, match, variant)
+            for name, signal, match, variant in found
             if controls.applies(match.entry.bank, signal)
             and (controls.entry(match.entry.key).disabled_until or 0.0) <= now
         ]
         shields = [
             (name, match, config)
-            for name, _, match in found
+            for name, _, match, _ in found
             if (config := controls.negative_for(match.entry.bank, platform)) is not None
             and match.distance <= match.thresholds.takedown
         ]
         out = []
-        for name, _, match in found:
+        for name, _, match, variant in found:
             if controls.is_negative(match.entry.bank):
                 continue
             config = controls.bank(match.entry.bank)
             evidence = match_evidence(kind, name, match, media_id, config.action)
+            if variant is not None:
+                evidence = replace(
+                    evidence,
+                    parts=(*evidence.parts, {"variant": variant}),
+                    detail=evidence.detail or f"matched {VARIANTS.get(variant, variant)}",
+                )
             shield = next(
                 (s for s in shields if not s[2].suppresses or match.entry.bank in s[2].suppresses),
                 None,
@@ -356,7 +398,9 @@ class Engine:
         if normalized is None:
             normalized = normalize_text(text)
         if normalized:
-            matches = [("text", normalized, m) for m in self._matches("text", normalized, lookups)]
+            matches = [
+                ("text", normalized, m, None) for m in self._matches("text", normalized, lookups)
+            ]
             out += self._screened(platform, "text_match", matches, None, at)
         if scored is None:
             scored = self.scorer.score(text, normalized)

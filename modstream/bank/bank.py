@@ -120,23 +120,38 @@ class Bank:
         """Entries within their own bank's review distance of ``signal``."""
         return self.match_many(signal_type, [signal])[0]
 
-    def match_many(self, signal_type: str, signals: Sequence[str]) -> list[list[Match]]:
-        """``match`` for a batch in one index search: what the pipeline's batches use."""
+    def widest_takedown(self, signal_type: str) -> int:
+        banks = {bank for bank, kind in self._sizes if kind == signal_type} or {"*"}
+        return max(self.thresholds(bank, signal_type).takedown for bank in banks)
+
+    def match_many(
+        self, signal_type: str, signals: Sequence[str], within: str = "review"
+    ) -> list[list[Match]]:
+        """``match`` for a batch in one index search: what the pipeline's batches use.
+        ``within="takedown"`` finds only matches within their bank's takedown distance, at a
+        smaller search radius (far cheaper): for extra queries of the same media."""
         with self._lock:
             index = self._indexes.get(signal_type)
             if index is None or not len(index) or not signals:
                 return [[] for _ in signals]
-            found = index.query_many(signals, self.widest_review(signal_type))
-            return [self._matches(signal_type, hits) for hits in found]
+            if within == "takedown":
+                radius = self.widest_takedown(signal_type)
+            else:
+                radius = self.widest_review(signal_type)
+            found = index.query_many(signals, radius)
+            return [self._matches(signal_type, hits, within) for hits in found]
 
-    def _matches(self, signal_type: str, hits: list[tuple[int, int]]) -> list[Match]:
+    def _matches(
+        self, signal_type: str, hits: list[tuple[int, int]], within: str = "review"
+    ) -> list[Match]:
         matches = []
         for ref, distance in hits:
             entry = self._entries.get(ref)
             if entry is None:  # a video's frame ref, not an entry
                 continue
             thresholds = self.thresholds(entry.bank, signal_type)
-            if distance <= thresholds.review:
+            limit = thresholds.takedown if within == "takedown" else thresholds.review
+            if distance <= limit:
                 matches.append(Match(entry, distance, thresholds))
         return matches
 

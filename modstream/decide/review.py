@@ -268,6 +268,12 @@ def _bank_signals(
                 BankEntry(bank, entry_id, name, computed["value"], labels, "takedown",
                           _iso(outcome.reviewed_at), provenance)
             )  # fmt: skip
+            inner = computed.get("variants", {}).get("trimmed")
+            if inner is not None:  # its bare picture too, for copies in other frames
+                entries.append(
+                    BankEntry(bank, f"{entry_id}.trimmed", name, inner, labels, "takedown",
+                              _iso(outcome.reviewed_at), provenance)
+                )  # fmt: skip
     if case.normalized_text:
         entries.append(
             BankEntry(bank, decision_id, "text", case.normalized_text, labels, "takedown",

@@ -51,3 +51,10 @@ class Content:
     @cached_property
     def image(self) -> Image.Image:
         return decode_image(self.data, self.max_pixels)
+
+    @cached_property
+    def inner_image(self) -> Image.Image | None:
+        """The picture inside letterbox bars or padding, None if it has none."""
+        from modstream.hashing.borders import trimmed
+
+        return trimmed(self.image)

@@ -20,6 +20,15 @@ from numba import njit
 _HASHER_SYMBOL = (
     "_ZN8facebook3pdq7hashing23pdqHash256FromFloatLumaEPfS2_iiPA64_fS4_PA16_fRNS1_7Hash256ERi"
 )
+_DIHEDRAL_SYMBOL = (
+    "_ZN8facebook3pdq7hashing33pdqDihedralHash256esFromFloatLumaEPfS2_iiPA64_fS4_PA16_fS6_"
+    "PNS1_7Hash256ES8_S8_S8_S8_S8_S8_S8_Ri"
+)
+#: The eight orientations of the reference's dihedral hashes, in its output order, each named
+#: by the edit of an upload that it undoes: the hash of the query turned back by 90 degrees
+#: counter-clockwise matches a banked photo when the upload was turned 90 degrees clockwise.
+DIHEDRAL = ("original", "rot90cw", "rot180", "rot90ccw", "flip", "mirror", "transpose",
+            "transverse")  # fmt: skip
 
 
 def pdq_of_rgb(pixels: np.ndarray) -> tuple[str, int]:
@@ -45,6 +54,19 @@ def _luma(pixels: np.ndarray) -> np.ndarray:
             blue = np.float64(pixels[i, j, 2]) * 0.114
             out[i, j] = np.float32(red + green + blue)
     return out
+
+
+def pdq_dihedral_of_rgb(pixels: np.ndarray) -> tuple[dict[str, str], int]:
+    """The PDQ hashes of an RGB uint8 array in its eight orientations (named as in
+    ``DIHEDRAL``), from one pass of Meta's reference code, and the quality."""
+    hasher = _reference_dihedral()
+    if hasher is None:
+        import pdqhash
+
+        vectors, quality = pdqhash.compute_dihedral(pixels)
+        hashes = [np.packbits(np.asarray(v).astype(np.uint8)).tobytes().hex() for v in vectors]
+        return dict(zip(DIHEDRAL, hashes, strict=True)), int(quality)
+    return hasher(_luma(np.ascontiguousarray(pixels)))
 
 
 class _Hash256(ctypes.Structure):
@@ -86,5 +108,44 @@ def _reference_hasher() -> Callable[[np.ndarray], tuple[str, int]] | None:
         )
         # The reference prints the words from the last: w[15] holds the first 16 bits.
         return "".join(f"{word:04x}" for word in reversed(result.w)), quality.value
+
+    return hash_luma
+
+
+@functools.cache
+def _reference_dihedral() -> Callable[[np.ndarray], tuple[dict[str, str], int]] | None:
+    """The C++ ``pdqDihedralHash256esFromFloatLuma`` of the pdqhash wheel; None if absent."""
+    from pdqhash import bindings
+
+    try:
+        function = getattr(ctypes.CDLL(bindings.__file__), _DIHEDRAL_SYMBOL)
+    except (OSError, AttributeError):
+        return None
+    floats = ctypes.POINTER(ctypes.c_float)
+    function.restype = None
+    function.argtypes = (
+        [floats, floats, ctypes.c_int, ctypes.c_int]
+        + [ctypes.c_void_p] * 4
+        + [ctypes.POINTER(_Hash256)] * 8
+        + [ctypes.POINTER(ctypes.c_int)]
+    )
+
+    def hash_luma(luma: np.ndarray) -> tuple[dict[str, str], int]:
+        scratch = np.empty_like(luma)
+        shapes = ((64, 64), (16, 64), (16, 16), (16, 16))
+        buffers = [np.empty(shape, np.float32) for shape in shapes]
+        results = [_Hash256() for _ in DIHEDRAL]
+        quality = ctypes.c_int(0)
+        function(
+            luma.ctypes.data_as(floats),
+            scratch.ctypes.data_as(floats),
+            luma.shape[0],
+            luma.shape[1],
+            *(buffer.ctypes.data for buffer in buffers),
+            *(ctypes.byref(result) for result in results),
+            ctypes.byref(quality),
+        )
+        hashes = ["".join(f"{word:04x}" for word in reversed(r.w)) for r in results]
+        return dict(zip(DIHEDRAL, hashes, strict=True)), quality.value
 
     return hash_luma

@@ -1,6 +1,7 @@
 """PDQ: Meta's 256-bit perceptual photo hash, the industry's shared image signal.
 
-Matches at Hamming distance <= 31 as in python-threatexchange and HMA; hashes with quality
+Matches at Hamming distance <= 31 as in python-threatexchange and HMA, in each of the eight
+orientations and inside letterbox bars or padding (``variants``); hashes with quality
 below the configured minimum (50) are computed and reported but never matched, because flat
 or tiny images give near-random bits that collide with unrelated banked content. Computed by
 ``modstream.hashing.pdq``.
@@ -12,7 +13,7 @@ import numpy as np
 
 from modstream.contracts import ComputedSignal
 from modstream.hashing.content import Content
-from modstream.hashing.pdq import pdq_of_rgb
+from modstream.hashing.pdq import pdq_dihedral_of_rgb, pdq_of_rgb
 from modstream.signals.base import HammingSignal, Thresholds
 
 
@@ -23,8 +24,13 @@ class PDQSignal(HammingSignal):
     thresholds = Thresholds(takedown=31, review=45)
 
     def compute(self, content: Content) -> ComputedSignal:
-        value, quality = pdq_of_rgb(np.asarray(content.image))
-        return {"value": value, "quality": quality}
+        """The hash, and as variants its seven other orientations (one pass of Meta's
+        dihedral code: no dearer than one hash) and the picture inside any borders."""
+        hashes, quality = pdq_dihedral_of_rgb(np.asarray(content.image))
+        value = hashes.pop("original")
+        if content.inner_image is not None:
+            hashes["trimmed"] = pdq_of_rgb(np.asarray(content.inner_image))[0]
+        return {"value": value, "quality": quality, "variants": hashes}
 
     def usable(self, computed: ComputedSignal, min_quality: int) -> bool:
         return int(computed.get("quality", 0)) >= min_quality

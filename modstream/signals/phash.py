@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modstream.contracts import ComputedSignal
 from modstream.hashing.content import Content
-from modstream.hashing.phash import phash_of
+from modstream.hashing.phash import phash_dihedral_of, phash_of
 from modstream.signals.base import HammingSignal, Thresholds
 
 
@@ -15,4 +15,10 @@ class PHashSignal(HammingSignal):
     thresholds = Thresholds(takedown=6, review=10)
 
     def compute(self, content: Content) -> ComputedSignal:
-        return {"value": phash_of(content.image)}
+        """The hash, and as variants its seven other orientations (from one DCT) and the
+        picture inside any borders."""
+        hashes = phash_dihedral_of(content.image)
+        value = hashes.pop("original")
+        if content.inner_image is not None:
+            hashes["trimmed"] = phash_of(content.inner_image)
+        return {"value": value, "variants": hashes}
