@@ -154,6 +154,7 @@ def verdicts(engine: Engine, media: MediaSignals) -> tuple[str, set[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unrelated", type=int, default=10_000)
+    parser.add_argument("--cost-entries", type=int, default=1_000_000)
     args = parser.parse_args()
     started = time.perf_counter()
     originals = {name: sample(name) for name in PHOTOS}
@@ -210,7 +211,101 @@ def main() -> None:
     print(f"| sent to review or taken down | {false['before_any']} | {false['now_any']} |")
     extra = ", ".join(f"{k}: {v}" for k, v in sorted(false.items()) if k.startswith("variant"))
     print(f"\nvariants behind the false matches now: {extra or 'none'}")
+    central_crops(originals, unrelated[half:])
+    cost(args.cost_entries)
     print(f"\n({time.perf_counter() - started:.0f} s)")
+
+
+SCALES = (1.0, 0.9, 0.8)
+
+
+def central_pdqs(image: Image.Image) -> list[str]:
+    """PDQ of the central 100%, 90% and 80% of a picture."""
+    from modstream.hashing.pdq import pdq_of_rgb
+
+    out = []
+    for scale in SCALES:
+        dx, dy = int(image.width * (1 - scale) / 2), int(image.height * (1 - scale) / 2)
+        box = image.crop((dx, dy, image.width - dx, image.height - dy))
+        out.append(pdq_of_rgb(np.asarray(box.convert("RGB")))[0])
+    return out
+
+
+def central_crops(originals: dict[str, Image.Image], unrelated: list[MediaSignals]) -> None:
+    """Not in the pipeline: would PDQ of fixed central crops, on both sides, catch crops
+    and small rotations? Bank and query each hash the central 100/90/80%; a copy counts as
+    found when any pair is within 31 bits. False matches: generated images against the
+    photos' crops (their full-picture hashes are in ``unrelated``; the crops are hashed
+    again here from regenerated images)."""
+    from modstream.signals import get
+
+    distance = get("pdq").distance
+    banked = {name: central_pdqs(image) for name, image in originals.items()}
+    print("\nexperiment (not in the pipeline): PDQ of central 100/90/80% crops on both sides\n")
+    print("| transform | found (<= 31) now | found with central crops |")
+    print("|---|---|---|")
+    for transform in ("crop 5%", "crop 10%", "rotate 2°", "rotate 5°", "caption"):
+        plain = crops = 0
+        for name, image in originals.items():
+            copy = TRANSFORMS[transform](image)
+            queries = central_pdqs(copy)
+            plain += distance(queries[0], banked[name][0]) <= 31
+            crops += any(distance(q, b) <= 31 for q in queries for b in banked[name])
+        print(f"| {transform} | {plain}/{len(originals)} | {crops}/{len(originals)} |")
+    false = 0
+    for seed in range(len(unrelated)):
+        queries = central_pdqs(generated(10**6 + seed))
+        false += any(distance(q, b) <= 31 for q in queries for bs in banked.values() for b in bs)
+    print(f"\nfalse matches with central crops: {false} of {len(unrelated):,} generated images")
+
+
+def cost(entries: int) -> None:
+    """What the variants cost: hashing an image (PDQ in eight orientations vs one, pHash
+    likewise, the bordered picture), and the index lookups per image in a bank of
+    ``entries`` random PDQ hashes: the hash at the review radius (45) alone, and with its
+    eight variants at the takedown radius (31), as the engine looks them up."""
+    from modstream.formats.hexcodes import hex_to_codes
+    from modstream.hashing.pdq import pdq_dihedral_of_rgb, pdq_of_rgb
+    from modstream.hashing.phash import phash_dihedral_of
+    from modstream.matching.hamming import HammingIndex
+
+    photos = [np.asarray(sample(name).resize((640, 480))) for name in PHOTOS]
+    rounds = 20
+
+    def per_image(fn) -> float:
+        began = time.perf_counter()
+        for _ in range(rounds):
+            for pixels in photos:
+                fn(pixels)
+        return (time.perf_counter() - began) / (rounds * len(photos)) * 1000
+
+    import imagehash
+
+    pdq, pdq8 = per_image(pdq_of_rgb), per_image(pdq_dihedral_of_rgb)
+
+    def phash_before(pixels: np.ndarray) -> str:  # what hashing/phash.py did until issue 15
+        grey = Image.fromarray(pixels).convert("L")
+        return str(imagehash.phash(grey.reduce(max(1, min(grey.size) // 128))))
+
+    phash = per_image(phash_before)
+    phash8 = per_image(lambda px: phash_dihedral_of(Image.fromarray(px)))
+    print(f"\nhashing a 640x480 image, ms: PDQ {pdq:.2f}, PDQ in 8 orientations {pdq8:.2f}; "
+          f"pHash {phash:.2f}, pHash in 8 orientations {phash8:.2f}")  # fmt: skip
+    rng = np.random.default_rng(7)
+    index = HammingIndex(256)
+    index.add_many(np.arange(entries), rng.integers(0, 2**64, (entries, 4), dtype=np.uint64))
+    index.wait_for_merges()
+    queries = [pdq_dihedral_of_rgb(px)[0] for px in photos] * 20
+    originals = hex_to_codes([q["original"] for q in queries], 256)
+    variants = hex_to_codes([v for q in queries for k, v in q.items() if k != "original"], 256)
+    for label, codes, radius in (("as it came, radius 45", originals, 45),
+                                 ("7 orientations, radius 31", variants, 31)):  # fmt: skip
+        index.search(codes[:10], radius)  # warm
+        began = time.perf_counter()
+        index.search(codes, radius)
+        spent = (time.perf_counter() - began) / len(queries) * 1000
+        print(f"lookup per image in {entries:,} PDQ entries, {label}: {spent:.3f} ms")
+    index.close()
 
 
 if __name__ == "__main__":

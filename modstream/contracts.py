@@ -55,6 +55,8 @@ EvidenceKind = Literal[
     "suppressed_match",
     "shadow_match",
     "quarantined",
+    "still_of_video",
+    "image_in_video",
 ]
 #: What a reviewer found: the content violates (``confirm``), it does not (``overturn``),
 #: or someone more senior must look (``escalate``).

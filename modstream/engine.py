@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from modstream.bank.bank import Bank, Match
 from modstream.bank.controls import BankControls
@@ -29,12 +29,15 @@ from modstream.decide import policy
 from modstream.decide.policy import POLICY_VERSION, PolicyConfig
 from modstream.decide.review import HumanVerdict
 from modstream.formats.text import normalize_text
+from modstream.formats.vpdq import parse_vpdq
 from modstream.hashing.content import Content
 from modstream.hashing.video import VideoSampling
 from modstream.ingest.urls import redact_urls
+from modstream.matching.video import FRAME_DISTANCE
 from modstream.settings import Settings
 from modstream.signals import get as get_signal_type
 from modstream.signals import registry
+from modstream.signals.base import Assessment
 from modstream.text.classifier import LinearTextClassifier
 from modstream.text.scorer import TextScorer
 
@@ -169,6 +172,24 @@ class Engine:
             near = self.bank.match_many(name, signals, within="takedown")
             for signal, matches in zip(signals, near, strict=True):
                 found[(name, signal)] = assessed(name, signal, matches)
+        found.update(self._across_media(list(wanted.get("pdq", {})), list(wanted.get("vpdq", {}))))
+        return found
+
+    def _across_media(self, images: list[str], videos: list[str]) -> Lookups:
+        """Stills of banked videos among the images, banked images among the videos'
+        frames (those of usable quality), keyed ``("still_of_video", pdq)`` and
+        ``("image_in_video", vpdq)``."""
+        found: Lookups = {}
+        for image, stills in zip(images, self.bank.stills_of_videos(images), strict=True):
+            found[("still_of_video", image)] = stills
+        frames = [
+            [f for f in parse_vpdq(video) if f.quality >= self.pdq_min_quality] for video in videos
+        ]
+        for video, seen in zip(videos, self.bank.images_in_videos(frames), strict=True):
+            found[("image_in_video", video)] = [
+                replace(m, assessment=Assessment(detail=f"at {at:.1f} s", parts=({"at": at},)))
+                for m, at in seen
+            ]
         return found
 
     def evidence(
@@ -204,6 +225,7 @@ class Engine:
             found.extend(
                 self._screened(event.platform, "hash_match", item_matches, item.media_id, at)
             )
+            found.extend(self._cross_media_evidence(item, lookups or {}))
             cut = item.signals.get("vpdq")
             if cut is not None and cut.get("truncated"):
                 found.append(
@@ -379,6 +401,69 @@ class Engine:
                 )
             out.append(evidence)
         return out
+
+    def _cross_media_evidence(self, item: MediaSignals, lookups: Lookups) -> list[Evidence]:
+        """An image that is a still of a banked video; banked images inside a video."""
+        out = []
+        pdq, vpdq = item.signals.get("pdq"), item.signals.get("vpdq")
+        if pdq is not None and get_signal_type("pdq").usable(pdq, self.pdq_min_quality):
+            key = ("still_of_video", pdq["value"])
+            stills = lookups.get(key)
+            if stills is None:
+                stills = self._across_media([pdq["value"]], [])[key]
+            for match in stills:
+                what = f"{match.entry.bank}/{match.entry.entry_id}"
+                detail = f"a still of banked video {what}: a frame {match.distance} bits away"
+                out.append(
+                    self._cross_evidence("still_of_video", "pdq", match, item, pdq["value"], detail)
+                )
+        if vpdq is not None:
+            key = ("image_in_video", vpdq["value"])
+            inside = lookups.get(key)
+            if inside is None:
+                inside = self._across_media([], [vpdq["value"]])[key]
+            for match in inside:
+                what = f"{match.entry.bank}/{match.entry.entry_id}"
+                detail = f"banked image {what} is in this video {match.assessment.detail}"
+                out.append(
+                    self._cross_evidence(
+                        "image_in_video", "vpdq", match, item, vpdq["value"], detail
+                    )
+                )
+        return [e for e in out if e is not None]
+
+    def _cross_evidence(
+        self,
+        kind: Literal["still_of_video", "image_in_video"],
+        signal_type: str,
+        match: Match,
+        item: MediaSignals,
+        signal: str,
+        detail: str,
+    ) -> Evidence | None:
+        """Evidence of a match across media, under the banks' controls: not for a disabled
+        bank or content outside its share, nothing from negative banks, shadow banks only
+        record."""
+        controls, bank = self.controls, match.entry.bank
+        if controls.is_negative(bank) or not controls.applies(bank, signal):
+            return None
+        action = policy.CROSS_MEDIA_ACTION
+        shadow: tuple[dict[str, Any], ...] = ()
+        if controls.bank(bank).action == "shadow":
+            shadow, action = ({"would": action},), "allow"
+        return Evidence(
+            kind=kind,
+            action=action,
+            media_id=item.media_id,
+            signal_type=signal_type,
+            bank=bank,
+            entry_id=match.entry.entry_id,
+            labels=match.entry.labels,
+            distance=match.distance,
+            threshold=FRAME_DISTANCE,
+            parts=(*match.assessment.parts, *shadow),
+            detail=detail,
+        )
 
     def _matches(self, name: str, signal: str, lookups: Lookups) -> list[Match]:
         """The assessed bank matches of one signal: from a batch's lookups, or searched now."""

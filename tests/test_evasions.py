@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageFilter, ImageOps
 
 from modstream.bank.bank import Bank
-from modstream.contracts import BankEntry, UploadEvent, dumps
+from modstream.contracts import BankEntry, MediaSignals, UploadEvent, dumps
 from modstream.demo import encode, sample
 from modstream.engine import Engine, hash_media
 from modstream.hashing.borders import content_box
@@ -114,3 +114,37 @@ def test_an_unrelated_photo_matches_in_no_orientation():
         computed = hash_media("m", "image", encode(sample(name)), 10**8).signals["pdq"]
         for value in [computed["value"], *computed["variants"].values()]:
             assert bank.match("pdq", value) == []
+
+
+def test_a_still_of_a_banked_video_and_a_banked_image_inside_a_video(tmp_path):
+    from videos import clip
+
+    from modstream.hashing.video import VideoSampling
+
+    def hashed(kind: str, data) -> MediaSignals:
+        return hash_media("m1", kind, data, 10**8, VideoSampling())
+
+    film = clip(tmp_path / "film.mp4", ["astronaut", "coffee"], seconds_each=2.0)
+    bank = Bank()
+    video = BankEntry("tve", "film", "vpdq", hashed("video", film).signals["vpdq"]["value"])
+    photo = BankEntry("tve", "rocket", "pdq", hashed("image", encode(sample("rocket")))
+                      .signals["pdq"]["value"])  # fmt: skip
+    for entry in (video, photo):
+        bank.apply(entry.key, entry)
+    engine = Engine.from_settings(Settings(), bank)
+    event = UploadEvent.parse(dumps(EVENT))
+
+    still = hashed("image", encode(sample("coffee").resize((640, 360)), quality=85))
+    found = {e.kind: e for e in engine.decide(event, (still,), 1.0).evidence}
+    assert (found["still_of_video"].entry_id, found["still_of_video"].action) == ("film", "review")
+
+    upload = clip(tmp_path / "upload.mp4", ["camera", "rocket"], seconds_each=2.0)
+    inside = hashed("video", upload)
+    for lookups in ({}, engine.lookup([(inside,)])):  # searched now, or with the batch's
+        found = {e.kind: e for e in engine.decide(event, (inside,), 1.0, lookups=lookups).evidence}
+        seen = found["image_in_video"]
+        assert (seen.entry_id, seen.action) == ("rocket", "review")
+        assert 2.0 <= seen.parts[0]["at"] < 4.0  # the rocket's scene is the second
+    unrelated = hashed("image", encode(sample("chelsea")))
+    kinds = {e.kind for e in engine.decide(event, (unrelated,), 1.0).evidence}
+    assert not kinds & {"still_of_video", "image_in_video"}

@@ -19,7 +19,9 @@ from typing import Any
 from modstream.bank.controls import BankControls
 from modstream.bank.entries import EntryStore, read_frozen
 from modstream.contracts import BankEntry, parse_bank_key
+from modstream.formats.vpdq import FrameHash
 from modstream.matching.index import MANIFEST, MatchIndex, read_index
+from modstream.matching.video import FRAME_DISTANCE
 from modstream.signals import get as get_signal_type
 from modstream.signals.base import Assessment, Thresholds
 
@@ -153,6 +155,66 @@ class Bank:
             limit = thresholds.takedown if within == "takedown" else thresholds.review
             if distance <= limit:
                 matches.append(Match(entry, distance, thresholds))
+        return matches
+
+    # -- across media: images and videos share the PDQ index -------------------------------
+
+    def stills_of_videos(self, images: Sequence[str]) -> list[list[Match]]:
+        """Per image PDQ, the bank videos with a frame within PDQ's frame distance: a still
+        of a banked video. Each match is the nearest frame's distance (the thresholds are
+        PDQ's); the caller decides what such a match does."""
+        with self._lock:
+            host, videos = self._indexes.get("pdq"), self._indexes.get("vpdq")
+            if host is None or videos is None or not len(videos) or not images:
+                return [[] for _ in images]
+            found = host.query_many(images, FRAME_DISTANCE)
+            out = []
+            for hits in found:
+                nearest: dict[int, int] = {}
+                for ref, distance in hits:
+                    video = videos.video_of_frame(ref)  # type: ignore[attr-defined]
+                    if video is not None and distance < nearest.get(video, FRAME_DISTANCE + 1):
+                        nearest[video] = distance
+                out.append([m for _, m in self._cross_matches(nearest, "vpdq")])
+            return out
+
+    def images_in_videos(
+        self, videos: Sequence[Sequence[FrameHash]]
+    ) -> list[list[tuple[Match, float]]]:
+        """Per query video (its frames), the banked images that some frame is within PDQ's
+        frame distance of, each with when the nearest such frame is (seconds)."""
+        with self._lock:
+            host = self._indexes.get("pdq")
+            if host is None or not len(host):
+                return [[] for _ in videos]
+            out = []
+            for frames in videos:
+                first_at: dict[str, float] = {}
+                for frame in frames:
+                    first_at.setdefault(frame.pdq_hex, frame.timestamp)
+                distinct = list(first_at)
+                nearest: dict[int, int] = {}
+                when: dict[int, float] = {}
+                for pdq, hits in zip(
+                    distinct, host.query_many(distinct, FRAME_DISTANCE), strict=True
+                ):
+                    for ref, distance in hits:
+                        entry = self._entries.get(ref)
+                        if entry is None or entry.signal_type != "pdq":
+                            continue  # a frame of a bank video: the video match's business
+                        if distance < nearest.get(ref, FRAME_DISTANCE + 1):
+                            nearest[ref], when[ref] = distance, first_at[pdq]
+                out.append([(m, when[ref]) for ref, m in self._cross_matches(nearest, "pdq")])
+            return out
+
+    def _cross_matches(self, nearest: dict[int, int], signal_type: str) -> list[tuple[int, Match]]:
+        """``(ref, match)`` of each entry ref, nearest first, with its bank's thresholds."""
+        matches = []
+        for ref, distance in sorted(nearest.items(), key=lambda item: item[1]):
+            entry = self._entries.get(ref)
+            if entry is not None:
+                thresholds = self.thresholds(entry.bank, signal_type)
+                matches.append((ref, Match(entry, distance, thresholds)))
         return matches
 
     def snapshot(self) -> Callable[..., None]:

@@ -51,3 +51,10 @@ def repeat_action(prior_strikes: int, config: PolicyConfig) -> Verdict:
         if config.repeat_strikes > 0 and prior_strikes >= config.repeat_strikes
         else "allow"
     )
+
+
+#: What a match across media does: an uploaded image that is a still of a banked video, or a
+#: banked image seen in frames of an uploaded video. Review, not takedown: a single frame is
+#: weaker evidence than the whole (stills of a banned video are also what news reports show,
+#: and a banned image may be quoted inside a longer commentary video), so a person decides.
+CROSS_MEDIA_ACTION: Verdict = "review"

@@ -167,6 +167,15 @@ class VideoIndex:
                 out.append((distance, ref))
         return [(ref, distance) for distance, ref in sorted(out)]
 
+    def video_of_frame(self, ref: int) -> int | None:
+        """The video a frame ref of the shared index belongs to; None for anything else (an
+        image of the host index)."""
+        return self._frame_video.get(ref)
+
+    def frame_times(self, video: int, frame_pdq: str) -> list[float]:
+        """When a frame (its PDQ) appears in a bank video, in seconds."""
+        return [f.timestamp for f in parse_vpdq(self._texts[video]) if f.pdq_hex == frame_pdq]
+
     def __len__(self) -> int:
         return len(self._texts)
 
