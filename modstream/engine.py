@@ -363,8 +363,12 @@ class Engine:
             config = controls.bank(match.entry.bank)
             evidence = match_evidence(kind, name, match, media_id, config.action)
             if variant is not None:
+                action = evidence.action
+                if action == "takedown" and not get_signal_type(name).variants_act:
+                    action = "review"
                 evidence = replace(
                     evidence,
+                    action=action,
                     parts=(*evidence.parts, {"variant": variant}),
                     detail=evidence.detail or f"matched {VARIANTS.get(variant, variant)}",
                 )

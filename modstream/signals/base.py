@@ -49,6 +49,9 @@ class SignalType(ABC):
     #: PDQ index, beside the images); the bank ``attach``-es the new index to it.
     shares_index_of: ClassVar[str | None] = None
     thresholds: ClassVar[Thresholds] = Thresholds(takedown=0, review=0)
+    #: Whether a match of one of the value's variants (another orientation, the picture
+    #: inside borders) may act; if not, it asks for review at most.
+    variants_act: ClassVar[bool] = True
 
     @abstractmethod
     def compute(self, content: Any) -> ComputedSignal | None:
