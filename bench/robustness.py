@@ -266,7 +266,7 @@ def cost(entries: int) -> None:
     eight variants at the takedown radius (31), as the engine looks them up."""
     from modstream.formats.hexcodes import hex_to_codes
     from modstream.hashing.pdq import pdq_dihedral_of_rgb, pdq_of_rgb
-    from modstream.hashing.phash import phash_dihedral_of
+    from modstream.hashing.phash import phash_dihedral_of, small_grey
     from modstream.matching.hamming import HammingIndex
 
     photos = [np.asarray(sample(name).resize((640, 480))) for name in PHOTOS]
@@ -288,7 +288,7 @@ def cost(entries: int) -> None:
         return str(imagehash.phash(grey.reduce(max(1, min(grey.size) // 128))))
 
     phash = per_image(phash_before)
-    phash8 = per_image(lambda px: phash_dihedral_of(Image.fromarray(px)))
+    phash8 = per_image(lambda px: phash_dihedral_of(small_grey(Image.fromarray(px))))
     print(f"\nhashing a 640x480 image, ms: PDQ {pdq:.2f}, PDQ in 8 orientations {pdq8:.2f}; "
           f"pHash {phash:.2f}, pHash in 8 orientations {phash8:.2f}")  # fmt: skip
     rng = np.random.default_rng(7)

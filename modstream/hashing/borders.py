@@ -18,21 +18,24 @@ from PIL import Image
 #: neighbouring pixels that differ by under 1.5 on average; photo rows have far more of both.
 FLAT_SPREAD = 6.0
 BLUR_EDGES = 1.5
-#: Work on a copy this small: the bounds are then scaled back to the full picture.
+#: Work on a copy reduced by a whole factor to no less than this (or pHash's grey copy):
+#: the bounds are then scaled back to the full picture.
 PROBE_SIDE = 256
 #: A box must trim at least this share of a side to count, and keep at least this share.
 MIN_TRIM, MIN_KEEP = 0.02, 0.3
 
 
-def content_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+def content_box(
+    image: Image.Image, probe: Image.Image | None = None
+) -> tuple[int, int, int, int] | None:
     """``(left, top, right, bottom)`` of the picture inside bars or padding, in ``image``'s
-    pixels; None when there is nothing to trim (or too much: then it is not a frame)."""
+    pixels; None when there is nothing to trim (or too much: then it is not a frame).
+    ``probe``: a smaller grey copy already at hand (pHash's), else one is made."""
     width, height = image.size
-    scale = max(width, height) / PROBE_SIDE
-    probe = image.convert("L")
-    if scale > 1:
-        probe = probe.resize((max(1, round(width / scale)), max(1, round(height / scale))))
-    grey = np.asarray(probe, dtype=np.float32)
+    if probe is None:
+        factor = max(width, height) // PROBE_SIDE
+        probe = image.reduce(factor) if factor > 1 else image  # box-averaging: cheap
+    grey = np.asarray(probe.convert("L"), dtype=np.float32)
     rows, cols = _plain(grey), _plain(grey.T)
     top, bottom = _run(rows), _run(rows[::-1])
     left, right = _run(cols), _run(cols[::-1])
@@ -61,9 +64,3 @@ def _run(plain: np.ndarray) -> int:
     """How many leading entries are True."""
     stops = np.flatnonzero(~plain)
     return int(stops[0]) if len(stops) else len(plain)
-
-
-def trimmed(image: Image.Image) -> Image.Image | None:
-    """The picture inside its bars or padding, or None if there are none."""
-    box = content_box(image)
-    return None if box is None else image.crop(box)

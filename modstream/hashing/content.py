@@ -53,8 +53,15 @@ class Content:
         return decode_image(self.data, self.max_pixels)
 
     @cached_property
-    def inner_image(self) -> Image.Image | None:
-        """The picture inside letterbox bars or padding, None if it has none."""
-        from modstream.hashing.borders import trimmed
+    def small_grey(self) -> Image.Image:
+        """The picture in grey, reduced (pHash's input; the border finder's too)."""
+        from modstream.hashing.phash import small_grey
 
-        return trimmed(self.image)
+        return small_grey(self.image)
+
+    @cached_property
+    def content_box(self) -> tuple[int, int, int, int] | None:
+        """Where the picture is inside letterbox bars or padding, None if it has none."""
+        from modstream.hashing.borders import content_box
+
+        return content_box(self.image, self.small_grey)

@@ -56,17 +56,30 @@ def _luma(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
-def pdq_dihedral_of_rgb(pixels: np.ndarray) -> tuple[dict[str, str], int]:
+def pdq_dihedral_of_rgb(
+    pixels: np.ndarray, box: tuple[int, int, int, int] | None = None
+) -> tuple[dict[str, str], int]:
     """The PDQ hashes of an RGB uint8 array in its eight orientations (named as in
-    ``DIHEDRAL``), from one pass of Meta's reference code, and the quality."""
-    hasher = _reference_dihedral()
-    if hasher is None:
+    ``DIHEDRAL``), from one pass of Meta's reference code, and the quality; with a ``box``
+    (left, top, right, bottom), also the hash of the picture inside it as ``"trimmed"``,
+    from the same luma."""
+    hasher, single = _reference_dihedral(), _reference_hasher()
+    if hasher is None or single is None:
         import pdqhash
 
         vectors, quality = pdqhash.compute_dihedral(pixels)
         hashes = [np.packbits(np.asarray(v).astype(np.uint8)).tobytes().hex() for v in vectors]
-        return dict(zip(DIHEDRAL, hashes, strict=True)), int(quality)
-    return hasher(_luma(np.ascontiguousarray(pixels)))
+        named = dict(zip(DIHEDRAL, hashes, strict=True))
+        if box is not None:
+            left, top, right, bottom = box
+            named["trimmed"] = pdq_of_rgb(np.ascontiguousarray(pixels[top:bottom, left:right]))[0]
+        return named, int(quality)
+    luma = _luma(np.ascontiguousarray(pixels))
+    named, quality = hasher(luma)
+    if box is not None:
+        left, top, right, bottom = box
+        named["trimmed"] = single(np.ascontiguousarray(luma[top:bottom, left:right]))[0]
+    return named, quality
 
 
 class _Hash256(ctypes.Structure):

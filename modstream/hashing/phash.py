@@ -18,19 +18,23 @@ _SIGNS = (-1.0) ** np.arange(8)  # (-1)^k for k = 0..7
 
 
 def phash_of(image: Image.Image) -> str:
-    return phash_dihedral_of(image)["original"]
+    return phash_dihedral_of(small_grey(image))["original"]
 
 
-def phash_dihedral_of(image: Image.Image) -> dict[str, str]:
-    """pHash of the picture and of its seven other orientations, named as
-    ``hashing.pdq.DIHEDRAL`` names them (by the upload's edit that each one undoes)."""
-    import scipy.fftpack
-
+def small_grey(image: Image.Image) -> Image.Image:
+    """The picture in grey, box-reduced to no less than 128 pixels a side: what pHash (and
+    the border finder) look at."""
     grey = image.convert("L")
     factor = min(grey.size) // _REDUCE_TO
-    if factor >= 2:
-        grey = grey.reduce(factor)
-    pixels = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS))
+    return grey.reduce(factor) if factor >= 2 else grey
+
+
+def phash_dihedral_of(grey: Image.Image) -> dict[str, str]:
+    """pHash of a picture (``small_grey`` of it) and of its seven other orientations, named
+    as ``hashing.pdq.DIHEDRAL`` names them (by the upload's edit that each one undoes)."""
+    import scipy.fftpack
+
+    pixels = np.asarray(grey.convert("L").resize((32, 32), Image.Resampling.LANCZOS))
     low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
     mirrored = low * _SIGNS[np.newaxis, :]  # columns reversed
     flipped = low * _SIGNS[:, np.newaxis]  # rows reversed
@@ -51,5 +55,5 @@ def phash_dihedral_of(image: Image.Image) -> dict[str, str]:
 
 
 def _bits_hex(block: np.ndarray) -> str:
-    bits = (block > np.median(block)).flatten()
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+    """Row by row, most significant bit first: imagehash's hex."""
+    return np.packbits(block > np.median(block)).tobytes().hex()

@@ -13,7 +13,7 @@ import numpy as np
 
 from modstream.contracts import ComputedSignal
 from modstream.hashing.content import Content
-from modstream.hashing.pdq import pdq_dihedral_of_rgb, pdq_of_rgb
+from modstream.hashing.pdq import pdq_dihedral_of_rgb
 from modstream.signals.base import HammingSignal, Thresholds
 
 
@@ -26,10 +26,8 @@ class PDQSignal(HammingSignal):
     def compute(self, content: Content) -> ComputedSignal:
         """The hash, and as variants its seven other orientations (one pass of Meta's
         dihedral code: no dearer than one hash) and the picture inside any borders."""
-        hashes, quality = pdq_dihedral_of_rgb(np.asarray(content.image))
+        hashes, quality = pdq_dihedral_of_rgb(np.asarray(content.image), content.content_box)
         value = hashes.pop("original")
-        if content.inner_image is not None:
-            hashes["trimmed"] = pdq_of_rgb(np.asarray(content.inner_image))[0]
         return {"value": value, "quality": quality, "variants": hashes}
 
     def usable(self, computed: ComputedSignal, min_quality: int) -> bool:

@@ -20,8 +20,8 @@ class PHashSignal(HammingSignal):
     def compute(self, content: Content) -> ComputedSignal:
         """The hash, and as variants its seven other orientations (from one DCT) and the
         picture inside any borders."""
-        hashes = phash_dihedral_of(content.image)
+        hashes = phash_dihedral_of(content.small_grey)
         value = hashes.pop("original")
-        if content.inner_image is not None:
-            hashes["trimmed"] = phash_of(content.inner_image)
+        if content.content_box is not None:
+            hashes["trimmed"] = phash_of(content.image.crop(content.content_box))
         return {"value": value, "variants": hashes}
