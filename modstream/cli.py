@@ -225,6 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", type=Path)
     evaluate.add_argument("--model", type=Path, help="model file (default: the packaged one)")
     evaluate.add_argument("--threshold", type=float, help="default: MODSTREAM_TEXT_REVIEW_SCORE")
+    evaluate.add_argument(
+        "--no-lexicon", action="store_true", help="the model alone, without the coded terms"
+    )
     evaluate.set_defaults(run=cmd_text_eval)
     return parser
 
@@ -545,8 +548,10 @@ def cmd_text_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_text_eval(args: argparse.Namespace, settings: Settings) -> int:
     from modstream.text import classifier
+    from modstream.text.lexicon import Lexicon
 
-    model = classifier.LinearTextClassifier.load(args.model)
+    lexicon = None if args.no_lexicon else Lexicon.load(settings.text_lexicon)
+    model = classifier.LinearTextClassifier.load(args.model, lexicon)
     threshold = settings.text_review_score if args.threshold is None else args.threshold
     report = classifier.evaluate(model, classifier.read_jsonl(args.data), threshold)
     print(classifier.format_report(report))

@@ -39,6 +39,7 @@ from modstream.signals import get as get_signal_type
 from modstream.signals import registry
 from modstream.signals.base import Assessment
 from modstream.text.classifier import LinearTextClassifier
+from modstream.text.lexicon import Lexicon
 from modstream.text.scorer import TextScorer
 
 # (signal type, signal) -> the bank entries it matched
@@ -96,12 +97,14 @@ def media_failure(exc: Exception) -> MediaError:
     return MediaError("internal_error", redact_urls(f"{type(exc).__name__}: {exc}"))
 
 
-def score_texts(model: Path | None, texts: Sequence[str]) -> list[tuple[str, TextScore]]:
+def score_texts(
+    model: Path | None, texts: Sequence[str], lexicon: Path | None = None
+) -> list[tuple[str, TextScore]]:
     """Each post normalised (as it is matched against known texts) and scored by the
     classifier: CPU-bound like hashing, so the stream runs it in the same process pool,
     where each process loads the model once. The normalised text travels on to the decide
     stage, which matches it without normalising again."""
-    scorer = _classifier(model)
+    scorer = _classifier(model, lexicon)
     scored = []
     for text in texts:
         normalized = normalize_text(text)
@@ -110,8 +113,9 @@ def score_texts(model: Path | None, texts: Sequence[str]) -> list[tuple[str, Tex
 
 
 @functools.cache
-def _classifier(model: Path | None) -> LinearTextClassifier:
-    return LinearTextClassifier.load(model)
+def _classifier(model: Path | None, lexicon: Path | None = None) -> LinearTextClassifier:
+    """The model with the packaged lexicon of coded terms, and a platform's merged over it."""
+    return LinearTextClassifier.load(model, Lexicon.load(lexicon))
 
 
 def failed_media(media_id: str, kind: str, error: MediaError) -> MediaSignals:
@@ -136,7 +140,7 @@ class Engine:
     def from_settings(cls, settings: Settings, bank: Bank) -> Engine:
         return cls(
             bank=bank,
-            scorer=_classifier(settings.text_model),
+            scorer=_classifier(settings.text_model, settings.text_lexicon),
             config=PolicyConfig(
                 text_review_score=settings.text_review_score,
                 text_takedown_score=settings.text_takedown_score,

@@ -79,6 +79,7 @@ class Settings:
     bank_snapshot_interval_s: float = 300.0
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     text_model: Path | None = None
+    text_lexicon: Path | None = None
     text_review_score: float = 0.5
     text_takedown_score: float = 0.995
     on_media_error: Verdict = "review"

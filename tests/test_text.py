@@ -142,3 +142,43 @@ def test_known_text_evidence_says_how_much_was_found():
     report = "Officials said the group's statement was a propaganda stunt."
     news = UploadEvent("e2", "p", "c2", "u1", "2026-11-26T10:00:00Z", report, ())
     assert engine.decide(news, (), decided_at=0.0).verdict == "allow"
+
+
+def test_coded_terms_raise_the_score_say_what_they_mean_and_spare_the_hard_negatives(tmp_path):
+    from modstream.engine import _classifier
+    from modstream.text.classifier import LinearTextClassifier
+    from modstream.text.lexicon import Lexicon
+
+    plain, coded = LinearTextClassifier.load(None), _classifier(None)
+    post = "Read Siege. 1488."
+    assert plain.score(post).score < 0.5 <= coded.score(post).score
+    meanings = {p["term"]: p["meaning"] for p in coded.score(post).parts if "meaning" in p}
+    assert set(meanings) == {"[coded: read siege]", "[coded: 1488]"}
+    assert "Heil Hitler" in meanings["[coded: 1488]"]
+    # Arabic, with its vowel marks and a stretched letter, is the same phrase.
+    assert coded.score("بَاقِيَـــةٌ وَتَتَمَدَّدُ").score >= 0.5
+    for negative in (
+        "Researchers say the 'day of the rope' meme comes from a 1978 novel, the report found.",
+        "Finally got a new high score on Tetris last night.",
+        "All Saints day mass will be held at 10 am at St Mary's church.",
+    ):
+        assert coded.score(negative).score < 0.5, negative
+    # A platform's own file: a new term, and a packaged one switched off (weight 0).
+    own = tmp_path / "lexicon.json"
+    own.write_text('{"version": 1, "terms": [{"phrase": "Clan X forever", "weight": 2.5, '
+                   '"movement": "local", "meaning": "a banned group"}, '
+                   '{"phrase": "1488", "weight": 0}]}')  # fmt: skip
+    edited = LinearTextClassifier.load(None, Lexicon.load(own))
+    terms = {p["term"] for p in edited.score("clan x forever 1488").parts}
+    assert "[coded: clan x forever]" in terms and "[coded: 1488]" not in terms
+    own.write_text('{"version": 1, "terms": [{"phrase": "x", "weight": 9}]}')
+    with pytest.raises(ValueError, match="weight outside"):
+        Lexicon.load(own)
+
+
+def test_arabic_is_folded_before_it_is_compared():
+    from modstream.formats.text import normalize_text
+
+    assert normalize_text("الدَّوْلَةُ الإِسْلاَمِيَّة") == normalize_text("الدولة الاسلامية")
+    assert normalize_text("باقيـــة") == normalize_text("باقيه")
+    assert normalize_text("Plain ASCII, Unchanged!") == "plain ascii unchanged"

@@ -26,7 +26,7 @@ from modstream.signals import get as get_signal_type
 from modstream.signals.base import Assessment, Thresholds
 
 #: The version of a bank snapshot as a whole: its one manifest and every part it describes.
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4  # 4: text normal form folds Arabic (formats/text.py): replay, not restore
 
 
 @dataclass(frozen=True)

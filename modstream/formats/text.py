@@ -12,6 +12,13 @@ _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 # Cyrillic and Greek letters that look like Latin ones, as spoofers mix them into Latin words.
 _LOOKALIKES = str.maketrans("аеорсухіјѕԁԛԝкмнтвαεορτυνικμ", "aeopcyxijsdqwkmhtbaeoptuvikm")
 _LATIN = re.compile(r"[a-z]")
+# Arabic: short vowels and other marks (tashkeel), the superscript alef and the tatweel
+# (kashida, a stretching stroke) are dropped; the letter variants people type
+# interchangeably are folded: alef with hamza or madda, alef wasla -> alef; alef maqsura -> ya;
+# ta marbuta -> ha; hamza on waw or ya -> waw, ya.
+_ARABIC_MARKS = dict.fromkeys([*range(0x064B, 0x0660), 0x0670, 0x0640], None)
+_ARABIC_LETTERS = str.maketrans("أإآٱىةؤئ", "اااايهوي")
+_ARABIC = re.compile(r"[\u0600-\u06ff]")
 
 
 def _unspoof(word: str) -> str:
@@ -22,8 +29,10 @@ def _unspoof(word: str) -> str:
 
 
 def normalize_text(text: str) -> str:
-    """NFKC, case-fold, drop zero-width characters, punctuation and repeated whitespace, and
-    undo lookalike letters mixed into Latin words."""
+    """NFKC, case-fold, drop zero-width characters, punctuation and repeated whitespace, undo
+    lookalike letters mixed into Latin words, and fold Arabic's marks and letter variants."""
     folded = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
+    if not folded.isascii() and _ARABIC.search(folded):
+        folded = folded.translate(_ARABIC_MARKS).translate(_ARABIC_LETTERS)
     words = _NON_WORD.sub(" ", folded).split()
     return " ".join(words if folded.isascii() else map(_unspoof, words))

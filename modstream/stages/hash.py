@@ -50,6 +50,7 @@ class HashingLimits:
     max_image_pixels: int
     video: VideoSampling
     text_model: Path | None
+    text_lexicon: Path | None
     text_chunks: int  # split a batch's texts over this many pool tasks (one per process)
     max_record_bytes: int
 
@@ -59,6 +60,7 @@ class HashingLimits:
             max_image_pixels=settings.max_image_pixels,
             video=settings.video_sampling,
             text_model=settings.text_model,
+            text_lexicon=settings.text_lexicon,
             text_chunks=settings.hash_workers,
             max_record_bytes=settings.max_record_bytes,
         )
@@ -204,10 +206,13 @@ class HashStage:
             return {}
         share = -(-len(texted) // self.limits.text_chunks)
         chunks = [texted[i : i + share] for i in range(0, len(texted), share)]
-        model = self.limits.text_model
+        model, lexicon = self.limits.text_model, self.limits.text_lexicon
         try:
             scored = await asyncio.gather(
-                *(self.runner.run(score_texts, model, [text for _, text in c]) for c in chunks)
+                *(
+                    self.runner.run(score_texts, model, [text for _, text in c], lexicon)
+                    for c in chunks
+                )
             )
         except Exception as exc:
             log.error("scoring texts failed", exc_info=exc)

@@ -178,7 +178,7 @@ def build_app(settings: Settings) -> faust.App:
             # Each process loads the text model on its first post (~1 s): before, not then.
             await asyncio.gather(
                 *(
-                    pool.run(score_texts, settings.text_model, ["warm up"])
+                    pool.run(score_texts, settings.text_model, ["warm up"], settings.text_lexicon)
                     for _ in range(settings.hash_workers)
                 )
             )

@@ -26,6 +26,7 @@ import orjson
 
 from modstream.contracts import TextScore
 from modstream.formats.text import normalize_text
+from modstream.text.lexicon import Lexicon
 
 MODEL_VERSION = 1
 
@@ -118,9 +119,11 @@ class LinearTextClassifier:
     weights: dict[str, float]
     bias: float
     metrics: dict | None = None
+    #: Coded terms whose weights add to the logit and show in the reasons with their meaning.
+    lexicon: Lexicon | None = None
 
     @classmethod
-    def load(cls, path: Path | None = None) -> LinearTextClassifier:
+    def load(cls, path: Path | None = None, lexicon: Lexicon | None = None) -> LinearTextClassifier:
         """A model written by ``save``; the packaged default when ``path`` is None."""
         if path is None:
             raw = resources.files("modstream.text").joinpath("default_model.json").read_bytes()
@@ -129,7 +132,7 @@ class LinearTextClassifier:
         data = orjson.loads(raw)
         if data.get("version") != MODEL_VERSION:
             raise ValueError(f"text model version {data.get('version')}, expected {MODEL_VERSION}")
-        return cls(data["weights"], float(data["bias"]), data.get("metrics"))
+        return cls(data["weights"], float(data["bias"]), data.get("metrics"), lexicon)
 
     def save(self, path: Path) -> None:
         body = {"version": MODEL_VERSION, "bias": self.bias, "metrics": self.metrics,
@@ -164,6 +167,12 @@ class LinearTextClassifier:
             weight = self.weights.get(f"cue:{name}")
             if weight is not None:
                 contributions[f"[{name}]"] = weight
+        meanings = {}
+        if self.lexicon is not None:
+            for term in self.lexicon.found(words):
+                name = f"[coded: {term.phrase}]"
+                contributions[name] = term.weight
+                meanings[name] = f"{term.movement}: {term.meaning}"
         logit = self.bias + sum(contributions.values())
         probability = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
         # The strongest by absolute weight, earlier first among equals, compared as tuples
@@ -173,10 +182,17 @@ class LinearTextClassifier:
         strongest = [
             -at for _, at in heapq.nlargest(reasons, zip(map(abs, values), order, strict=True))
         ]
-        parts: tuple[dict[str, str | float], ...] = tuple(
-            {"term": terms[i], "weight": round(values[i], 3)} for i in strongest
-        )
+        shown = [terms[i] for i in strongest]
+        shown += [name for name in meanings if name not in shown]  # never hide a code
+        parts = tuple(_reason(name, contributions[name], meanings.get(name)) for name in shown)
         return TextScore(score=round(probability, 4), parts=parts)
+
+
+def _reason(term: str, weight: float, meaning: str | None) -> dict[str, str | float]:
+    reason: dict[str, str | float] = {"term": term, "weight": round(weight, 3)}
+    if meaning is not None:
+        reason["meaning"] = meaning
+    return reason
 
 
 # -- training and evaluation (scikit-learn is needed only here) --------------------------------
