@@ -89,38 +89,13 @@ class _Hash256(ctypes.Structure):
 @functools.cache
 def _reference_hasher() -> Callable[[np.ndarray], tuple[str, int]] | None:
     """The C++ ``pdqHash256FromFloatLuma`` of the pdqhash wheel, wrapped; None if absent."""
-    from pdqhash import bindings
-
-    try:
-        function = getattr(ctypes.CDLL(bindings.__file__), _HASHER_SYMBOL)
-    except (OSError, AttributeError):
+    hasher = _reference_function(_HASHER_SYMBOL, buffers=3, hashes=1)
+    if hasher is None:
         return None
-    floats = ctypes.POINTER(ctypes.c_float)
-    function.restype = None
-    function.argtypes = (
-        [floats, floats, ctypes.c_int, ctypes.c_int]
-        + [ctypes.c_void_p] * 3
-        + [
-            ctypes.POINTER(_Hash256),
-            ctypes.POINTER(ctypes.c_int),
-        ]
-    )
 
     def hash_luma(luma: np.ndarray) -> tuple[str, int]:
-        scratch = np.empty_like(luma)  # buffers per call: the call releases the GIL
-        buffers = [np.empty(shape, np.float32) for shape in ((64, 64), (16, 64), (16, 16))]
-        result, quality = _Hash256(), ctypes.c_int(0)
-        function(
-            luma.ctypes.data_as(floats),
-            scratch.ctypes.data_as(floats),
-            luma.shape[0],
-            luma.shape[1],
-            *(buffer.ctypes.data for buffer in buffers),
-            ctypes.byref(result),
-            ctypes.byref(quality),
-        )
-        # The reference prints the words from the last: w[15] holds the first 16 bits.
-        return "".join(f"{word:04x}" for word in reversed(result.w)), quality.value
+        hashes, quality = hasher(luma)
+        return hashes[0], quality
 
     return hash_luma
 
@@ -128,37 +103,53 @@ def _reference_hasher() -> Callable[[np.ndarray], tuple[str, int]] | None:
 @functools.cache
 def _reference_dihedral() -> Callable[[np.ndarray], tuple[dict[str, str], int]] | None:
     """The C++ ``pdqDihedralHash256esFromFloatLuma`` of the pdqhash wheel; None if absent."""
+    hasher = _reference_function(_DIHEDRAL_SYMBOL, buffers=4, hashes=len(DIHEDRAL))
+    if hasher is None:
+        return None
+
+    def hash_luma(luma: np.ndarray) -> tuple[dict[str, str], int]:
+        hashes, quality = hasher(luma)
+        return dict(zip(DIHEDRAL, hashes, strict=True)), quality
+
+    return hash_luma
+
+
+def _reference_function(
+    symbol: str, buffers: int, hashes: int
+) -> Callable[[np.ndarray], tuple[list[str], int]] | None:
+    """A C++ hasher of the pdqhash wheel taking (luma, scratch, rows, cols, ``buffers``
+    work buffers, ``hashes`` results, quality), wrapped; None if the wheel lacks it."""
     from pdqhash import bindings
 
     try:
-        function = getattr(ctypes.CDLL(bindings.__file__), _DIHEDRAL_SYMBOL)
+        function = getattr(ctypes.CDLL(bindings.__file__), symbol)
     except (OSError, AttributeError):
         return None
     floats = ctypes.POINTER(ctypes.c_float)
     function.restype = None
     function.argtypes = (
         [floats, floats, ctypes.c_int, ctypes.c_int]
-        + [ctypes.c_void_p] * 4
-        + [ctypes.POINTER(_Hash256)] * 8
+        + [ctypes.c_void_p] * buffers
+        + [ctypes.POINTER(_Hash256)] * hashes
         + [ctypes.POINTER(ctypes.c_int)]
     )
+    shapes = ((64, 64), (16, 64), (16, 16), (16, 16))[:buffers]
 
-    def hash_luma(luma: np.ndarray) -> tuple[dict[str, str], int]:
-        scratch = np.empty_like(luma)
-        shapes = ((64, 64), (16, 64), (16, 16), (16, 16))
-        buffers = [np.empty(shape, np.float32) for shape in shapes]
-        results = [_Hash256() for _ in DIHEDRAL]
+    def hash_luma(luma: np.ndarray) -> tuple[list[str], int]:
+        scratch = np.empty_like(luma)  # buffers per call: the call releases the GIL
+        work = [np.empty(shape, np.float32) for shape in shapes]
+        results = [_Hash256() for _ in range(hashes)]
         quality = ctypes.c_int(0)
         function(
             luma.ctypes.data_as(floats),
             scratch.ctypes.data_as(floats),
             luma.shape[0],
             luma.shape[1],
-            *(buffer.ctypes.data for buffer in buffers),
+            *(buffer.ctypes.data for buffer in work),
             *(ctypes.byref(result) for result in results),
             ctypes.byref(quality),
         )
-        hashes = ["".join(f"{word:04x}" for word in reversed(r.w)) for r in results]
-        return dict(zip(DIHEDRAL, hashes, strict=True)), quality.value
+        # The reference prints the words from the last: w[15] holds the first 16 bits.
+        return ["".join(f"{word:04x}" for word in reversed(r.w)) for r in results], quality.value
 
     return hash_luma
