@@ -69,7 +69,8 @@ async def test_uploads_in_decisions_out_with_dlq_broken_media_and_urls(workers, 
     assert re.search(r'modstream_decisions_total\{platform="demo",verdict="takedown"\} [1-9]', text)
     assert 'modstream_dead_letters_total{reason="invalid_event",stage="ingest"} 1.0' in text
     assert re.search(r'modstream_media_failures_total\{reason="unreachable",source="url"\} 1', text)
-    assert 'modstream_bank_entries{bank="demo-tve",signal_type="pdq"} 4.0' in text
+    # four photos, and the rocket without its plain sky (banked images keep their trimmed picture)
+    assert 'modstream_bank_entries{bank="demo-tve",signal_type="pdq"} 5.0' in text
     assert "modstream_end_to_end_seconds_bucket" in text
     assert "modstream_commit_seconds_bucket" in text  # one transaction per commit
     assert re.search(r'modstream_records_produced_total\{topic="[^"]*decisions"\} [1-9]', text)
