@@ -35,14 +35,15 @@ typecheck: setup
 	$(BIN)/mypy
 
 # The operations tests run a real Prometheus (Debian package `prometheus`, with promtool);
-# the Kafka security tests make certificates with openssl.
+# the Kafka security tests make certificates with openssl; the OCR tests run Tesseract.
+TOOLS = prometheus openssl tesseract-ocr tesseract-ocr-eng
 prometheus:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v openssl >/dev/null || { \
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v openssl >/dev/null && command -v tesseract >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q --no-install-recommends prometheus openssl >/dev/null \
-	      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus openssl >/dev/null; }; \
-	  else echo "install the Debian packages prometheus (prometheus, promtool) and openssl" >&2; exit 1; fi; }
+	    apt-get install -y -q --no-install-recommends $(TOOLS) >/dev/null \
+	      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(TOOLS) >/dev/null; }; \
+	  else echo "install the Debian packages $(TOOLS)" >&2; exit 1; fi; }
 
 # The fast group: no broker, no worker processes (tests that need one are marked kafka).
 test-unit: setup

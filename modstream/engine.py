@@ -31,6 +31,7 @@ from modstream.decide.review import HumanVerdict
 from modstream.formats.text import normalize_text
 from modstream.formats.vpdq import parse_vpdq
 from modstream.hashing.content import Content
+from modstream.hashing.ocr import OcrPolicy
 from modstream.hashing.video import VideoSampling
 from modstream.ingest.urls import redact_urls
 from modstream.matching.video import FRAME_DISTANCE
@@ -63,13 +64,14 @@ def hash_media(
     data: bytes | Path,
     max_pixels: int,
     video: VideoSampling | None = None,
+    ocr: OcrPolicy | None = None,
 ) -> MediaSignals:
     """Every applicable signal of one piece of media. CPU-bound: run it in a process pool.
 
     Byte signals (MD5, SHA-256) are kept even when decoding fails, so a banked copy of a
     corrupt file still matches; the failure is reported next to them.
     """
-    content = Content(data, kind, max_pixels, video)
+    content = Content(data, kind, max_pixels, video, ocr)
     signals: dict[str, ComputedSignal] = {}
     applicable = [t for t in registry().values() if t.source in ("bytes", kind)]
     # Byte signals first, so they are there even if decoding fails.
@@ -162,7 +164,9 @@ class Engine:
         for media in batch:
             for item in media:
                 for name, computed in item.signals.items():
-                    if get_signal_type(name).usable(computed, self.pdq_min_quality):
+                    if name == "ocr":  # text inside the picture: matched as known text
+                        wanted.setdefault("text", {})[computed["value"]] = None
+                    elif get_signal_type(name).usable(computed, self.pdq_min_quality):
                         wanted.setdefault(name, {})[computed["value"]] = None
                         variants = computed.get("variants", {}).values()
                         extra.setdefault(name, {}).update(dict.fromkeys(variants))
@@ -230,6 +234,10 @@ class Engine:
                 self._screened(event.platform, "hash_match", item_matches, item.media_id, at)
             )
             found.extend(self._cross_media_evidence(item, lookups or {}))
+            read = item.signals.get("ocr")
+            if read is not None:
+                found.extend(self._ocr_evidence(event.platform, item.media_id, read["value"],
+                                                lookups or {}, at))  # fmt: skip
             cut = item.signals.get("vpdq")
             if cut is not None and cut.get("truncated"):
                 found.append(
@@ -409,6 +417,28 @@ class Engine:
                 )
             out.append(evidence)
         return out
+
+    def _ocr_evidence(
+        self, platform: str, media_id: str, text: str, lookups: Lookups, at: float | None
+    ) -> list[Evidence]:
+        """Text read inside an image, judged as a post's text is: known-text matches and the
+        model's score, each naming the image and saying the text was read from it."""
+        matches = [("text", text, m, None) for m in self._matches("text", text, lookups)]
+        out = self._screened(platform, "text_match", matches, media_id, at)
+        scored = self.scorer.score(text, text)
+        if scored.parts:
+            out.append(
+                Evidence(
+                    kind="text_score",
+                    action=policy.text_action(scored.score, self.config),
+                    media_id=media_id,
+                    score=scored.score,
+                    parts=scored.parts,
+                    detail=f"text read inside the image; review at >= "
+                    f"{self.config.text_review_score}",
+                )
+            )
+        return [replace(e, parts=(*e.parts, {"source": "ocr"})) for e in out]
 
     def _cross_media_evidence(self, item: MediaSignals, lookups: Lookups) -> list[Evidence]:
         """An image that is a still of a banked video; banked images inside a video."""

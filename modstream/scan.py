@@ -23,7 +23,14 @@ def hash_file(media_id: str, path: Path, settings: Settings) -> MediaSignals:
     never loaded whole."""
     kind = media_kind(path)
     content = path if kind == "video" else path.read_bytes()
-    return hash_media(media_id, kind, content, settings.max_image_pixels, settings.video_sampling)
+    return hash_media(
+        media_id,
+        kind,
+        content,
+        settings.max_image_pixels,
+        settings.video_sampling,
+        settings.ocr_policy,
+    )
 
 
 def local_engine(settings: Settings, entries: list[BankEntry]) -> Engine:

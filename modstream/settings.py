@@ -19,6 +19,7 @@ from modstream.contracts import Verdict
 from modstream.ingest.trust import platform_topic
 
 if TYPE_CHECKING:
+    from modstream.hashing.ocr import OcrPolicy
     from modstream.hashing.video import VideoSampling
     from modstream.ingest.fetch import FetchPolicy
 
@@ -80,6 +81,10 @@ class Settings:
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     text_model: Path | None = None
     text_lexicon: Path | None = None
+    # Text inside images (hashing/ocr.py), off by default: Tesseract costs ~0.1-1 s per image
+    ocr: bool = False
+    ocr_languages: str = "eng"
+    ocr_timeout_s: float = 10.0
     text_review_score: float = 0.5
     text_takedown_score: float = 0.995
     on_media_error: Verdict = "review"
@@ -139,6 +144,15 @@ class Settings:
     def group_instance_id(self) -> str:
         """This worker's static group membership id: stable across its restarts."""
         return self.instance_id or f"{self.app_id}-{socket.gethostname()}-{self.web_port}"
+
+    @property
+    def ocr_policy(self) -> OcrPolicy | None:
+        """How to read text inside images, or None when OCR is off."""
+        from modstream.hashing.ocr import OcrPolicy
+
+        if not self.ocr:
+            return None
+        return OcrPolicy(languages=self.ocr_languages, timeout_s=self.ocr_timeout_s)
 
     @property
     def video_sampling(self) -> VideoSampling:

@@ -13,6 +13,7 @@ from modstream.hashing.decode import decode_image
 if TYPE_CHECKING:
     from PIL import Image
 
+    from modstream.hashing.ocr import OcrPolicy
     from modstream.hashing.video import VideoSampling
 
 
@@ -26,12 +27,14 @@ class Content:
         kind: str,
         max_pixels: int,
         video: VideoSampling | None = None,
+        ocr: OcrPolicy | None = None,
     ) -> None:
         self.path = data if isinstance(data, Path) else None
         self._data = None if isinstance(data, Path) else data
         self.kind = kind
         self.max_pixels = max_pixels
         self.video = video
+        self.ocr = ocr  # read text inside images (None: do not)
 
     @property
     def data(self) -> bytes:

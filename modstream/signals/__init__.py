@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from modstream.signals.base import SignalType
 from modstream.signals.cryptographic import MD5Signal, SHA256Signal
+from modstream.signals.ocr import OCRTextSignal
 from modstream.signals.pdq import PDQSignal
 from modstream.signals.phash import PHashSignal
 from modstream.signals.text import TextSignal
@@ -19,6 +20,7 @@ _SIGNAL_TYPES: dict[str, SignalType] = {
         SHA256Signal(),
         TextSignal(),
         VPDQSignal(),
+        OCRTextSignal(),
     )
 }
 

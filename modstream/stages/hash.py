@@ -32,6 +32,7 @@ from modstream.contracts import (
     parse_time,
 )
 from modstream.engine import failed_media, hash_media, media_failure, score_texts
+from modstream.hashing.ocr import OcrPolicy
 from modstream.hashing.video import VideoSampling
 from modstream.ingest.fetch import Fetcher
 from modstream.ingest.sources import load_media, video_file
@@ -51,6 +52,7 @@ class HashingLimits:
     video: VideoSampling
     text_model: Path | None
     text_lexicon: Path | None
+    ocr: OcrPolicy | None
     text_chunks: int  # split a batch's texts over this many pool tasks (one per process)
     max_record_bytes: int
 
@@ -61,6 +63,7 @@ class HashingLimits:
             video=settings.video_sampling,
             text_model=settings.text_model,
             text_lexicon=settings.text_lexicon,
+            ocr=settings.ocr_policy,
             text_chunks=settings.hash_workers,
             max_record_bytes=settings.max_record_bytes,
         )
@@ -194,7 +197,13 @@ class HashStage:
     async def _hash(self, ref: MediaRef, content: bytes | Path) -> MediaSignals:
         limits = self.limits
         return await self.runner.run(
-            hash_media, ref.media_id, ref.kind, content, limits.max_image_pixels, limits.video
+            hash_media,
+            ref.media_id,
+            ref.kind,
+            content,
+            limits.max_image_pixels,
+            limits.video,
+            limits.ocr,
         )
 
     async def _text_scores(self, uploads: list[UploadEvent]) -> dict[int, tuple[str, TextScore]]:
