@@ -3,10 +3,11 @@ of it fails here, not in production."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 
 from modstream.stream import compat
@@ -64,3 +65,26 @@ def test_the_app_builds_twice_in_one_process(tmp_path):
     first = build_app(Settings(data_dir=tmp_path, web_port=7101, hash_workers=1))
     second = build_app(Settings(data_dir=tmp_path, web_port=7102, hash_workers=1))
     assert first is not second
+
+
+async def test_producers_pace_their_metadata_refreshes():
+    """aiokafka's sender loops on ``force_metadata_update`` with no backoff while a leader
+    is unknown; with the broker down that spun a core. Paced, calls wait out the interval."""
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+    assert callable(producer.client.force_metadata_update)
+    calls = []
+
+    def refresh():
+        calls.append(asyncio.get_running_loop().time())
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(False)
+        return done
+
+    producer.client.force_metadata_update = refresh
+    compat.pace_metadata_updates(producer, 0.2)
+    started = asyncio.get_running_loop().time()
+    for _ in range(4):  # what the sender does: wait for the refresh, ask again at once
+        await producer.client.force_metadata_update()
+    assert len(calls) == 4
+    assert calls[-1] - started >= 3 * 0.2 - 0.01  # not four refreshes in a tight loop
+    await producer.stop()

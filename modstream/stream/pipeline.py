@@ -52,6 +52,7 @@ log = logging.getLogger("modstream.stream")
 #: Errors that are the record's fault, not the broker's: retrying cannot help.
 RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 MAX_BACKOFF_S = 1.0  # a broker back from an outage is used within a second
+METADATA_PACE_S = 0.5  # a producer's metadata refreshes, at most this often (compat)
 COMMIT_TIMEOUT_S = 30.0
 
 
@@ -253,6 +254,7 @@ class TransactionalCommitter(Committer):
                 request_timeout_ms=15000,
             )
         )
+        compat.pace_metadata_updates(self._producer, METADATA_PACE_S)
 
     async def commit(self, outputs: Sequence[Outgoing], offset: OffsetAndMetadata) -> None:
         if self._producer is None:
@@ -510,6 +512,7 @@ class StagePipeline:
                     max_batch_size=1024 * 1024,
                 )
             )
+            compat.pace_metadata_updates(self._producer, METADATA_PACE_S)
         self.consumer.subscribe(list(self.routes), listener=_Listener(self))
         self._poller = asyncio.ensure_future(self._poll())
 
