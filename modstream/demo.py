@@ -233,30 +233,7 @@ def run_demo(settings: Settings, external: bool = False) -> int:
         decided: dict[str, dict] = {}
 
         async def collect() -> int:
-            wrong = 0
-            seen: set[str] = set()
-            async for _, value in read_topic(
-                settings.kafka,
-                settings.topic("decisions"),
-                start=start["decisions"],
-                timeout_s=60,
-            ):
-                if value is None:
-                    continue
-                decision = orjson.loads(value)
-                want = expected.get(decision["event_id"])
-                if want is None or decision["event_id"] in seen:
-                    continue
-                seen.add(decision["event_id"])
-                decided[decision["event_id"]] = decision
-                ok = decision["verdict"] == want
-                wrong += not ok
-                print(_describe(decision, ok, want))
-                if seen == set(expected):
-                    break
-            missing = set(expected) - seen
-            for event_id in sorted(missing):
-                print(f"  MISSING  no decision for {event_id}")
+            wrong = await _show(settings, start["decisions"], expected, decided, timeout_s=60)
             async for _, value in read_topic(
                 settings.kafka,
                 settings.topic("uploads.dlq"),
@@ -268,7 +245,7 @@ def run_demo(settings: Settings, external: bool = False) -> int:
                     continue
                 letter = orjson.loads(value)
                 print(f"\n  dead letter ({letter['stage']}): {letter['error']}")
-            return wrong + len(missing)
+            return wrong
 
         problems = asyncio.run(collect())
         reviewed, wrong = asyncio.run(_review_loop(settings, run, decided, uploads))
@@ -348,19 +325,28 @@ def _outcome(decision: dict, outcome: str) -> tuple[bytes, bytes]:
     return decision["decision_id"].encode(), orjson.dumps(body)
 
 
-async def _show(settings: Settings, start: dict[int, int], expected: dict[str, str]) -> int:
-    """Print the decisions on ``expected``'s events from ``start``; how many were wrong."""
+async def _show(
+    settings: Settings,
+    start: dict[int, int],
+    expected: dict[str, str],
+    decided: dict[str, dict] | None = None,
+    timeout_s: float = 30,
+) -> int:
+    """Print the first decision on each of ``expected``'s events from ``start`` (kept in
+    ``decided``), and a line for each missing; how many were wrong or missing."""
     from modstream.stream.client import read_topic
 
     seen: dict[str, bool] = {}
     async for _, value in read_topic(
-        settings.kafka, settings.topic("decisions"), start=start, timeout_s=30
+        settings.kafka, settings.topic("decisions"), start=start, timeout_s=timeout_s
     ):
         decision = orjson.loads(value or b"{}")
         want = expected.get(decision.get("event_id", ""))
         if want is None or decision["event_id"] in seen:
             continue
         seen[decision["event_id"]] = decision["verdict"] == want
+        if decided is not None:
+            decided[decision["event_id"]] = decision
         print(_describe(decision, seen[decision["event_id"]], want))
         if len(seen) == len(expected):
             break

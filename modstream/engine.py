@@ -421,24 +421,12 @@ class Engine:
     def _ocr_evidence(
         self, platform: str, media_id: str, text: str, lookups: Lookups, at: float | None
     ) -> list[Evidence]:
-        """Text read inside an image, judged as a post's text is: known-text matches and the
-        model's score, each naming the image and saying the text was read from it."""
-        matches = [("text", text, m, None) for m in self._matches("text", text, lookups)]
-        out = self._screened(platform, "text_match", matches, media_id, at)
-        scored = self.scorer.score(text, text)
-        if scored.parts:
-            out.append(
-                Evidence(
-                    kind="text_score",
-                    action=policy.text_action(scored.score, self.config),
-                    media_id=media_id,
-                    score=scored.score,
-                    parts=scored.parts,
-                    detail=f"text read inside the image; review at >= "
-                    f"{self.config.text_review_score}",
-                )
-            )
-        return [replace(e, parts=(*e.parts, {"source": "ocr"})) for e in out]
+        """Text read inside an image (already normalized), judged as a post's text is, each
+        piece of evidence naming the image and saying the text was read from it."""
+        found = self._text_evidence(
+            platform, text, None, text, lookups, at, media_id, "text read inside the image; "
+        )
+        return [replace(e, parts=(*e.parts, {"source": "ocr"})) for e in found]
 
     def _cross_media_evidence(self, item: MediaSignals, lookups: Lookups) -> list[Evidence]:
         """An image that is a still of a banked video; banked images inside a video."""
@@ -516,7 +504,11 @@ class Engine:
         normalized: str | None,
         lookups: Lookups,
         at: float | None,
+        media_id: str | None = None,
+        where: str = "",
     ) -> list[Evidence]:
+        """Known-text matches and the model's score of a text: a post's, or (``media_id``,
+        ``where`` saying so in the score's detail) one read inside an image."""
         out = []
         if normalized is None:
             normalized = normalize_text(text)
@@ -524,7 +516,7 @@ class Engine:
             matches = [
                 ("text", normalized, m, None) for m in self._matches("text", normalized, lookups)
             ]
-            out += self._screened(platform, "text_match", matches, None, at)
+            out += self._screened(platform, "text_match", matches, media_id, at)
         if scored is None:
             scored = self.scorer.score(text, normalized)
         if scored.parts:
@@ -532,10 +524,11 @@ class Engine:
                 Evidence(
                     kind="text_score",
                     action=policy.text_action(scored.score, self.config),
+                    media_id=media_id,
                     score=scored.score,
                     threshold=None,
                     parts=scored.parts,
-                    detail=f"review at >= {self.config.text_review_score}",
+                    detail=f"{where}review at >= {self.config.text_review_score}",
                 )
             )
         return out
