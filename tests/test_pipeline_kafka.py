@@ -178,16 +178,13 @@ async def test_every_event_decided_once_and_history_co_partitioned(workers):
 async def test_killed_worker_loses_no_event_and_doubles_none(workers):
     await send(workers, "hashbank", [])
     proc, _ = workers.start()
-    ids = [f"crash-{i:04d}" for i in range(3000)]
+    ids = [f"crash-{i:04d}" for i in range(6000)]
     texts = [
         "Glory to our martyrs! Rise up, brothers, and join the ranks.",
         "a quiet day at the lake",
     ]
-    await send(
-        workers,
-        "uploads",
-        [upload(i, text=texts[n % 2], uploader=f"u{n % 7}") for n, i in enumerate(ids)],
-    )
+    events = [upload(i, text=texts[n % 2], uploader=f"u{n % 7}") for n, i in enumerate(ids)]
+    await send(workers, "uploads", events[:3000])
     before = 0
     async for _ in read_topic(
         workers.settings.kafka,
@@ -196,11 +193,18 @@ async def test_killed_worker_loses_no_event_and_doubles_none(workers):
         timeout_s=30,
     ):
         before += 1
+    # The second half goes in right before the kill: a worker decides 3,000 text events in
+    # well under a second, so the first half alone may be all done by the time it dies.
+    await send(workers, "uploads", events[3000:])
     os.kill(proc.pid, signal.SIGKILL)  # mid-stream, no clean shutdown
     proc.wait()
-    sent = sum(
-        (await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))).values()
-    )
+    # Decisions committed before the kill, read as a consumer reads them (end offsets would
+    # also count each transaction's commit marker).
+    sent = 0
+    async for _ in read_topic(
+        workers.settings.kafka, workers.settings.topic("decisions"), timeout_s=3
+    ):
+        sent += 1
     assert before >= 300 and sent < len(ids), "the kill must land mid-stream"
     workers.start()
     decisions = await collect(workers, "decisions", set(ids), timeout=120)
