@@ -148,6 +148,76 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="file to write (default: standard output)")
     export.set_defaults(run=cmd_bank_export)
 
+    exchange = commands.add_parser(
+        "exchange", help="banks synced from hash exchanges (python-threatexchange)"
+    )
+    exchange_commands = exchange.add_subparsers(required=True, metavar="ACTION")
+    add = exchange_commands.add_parser("add", help="add (or replace) an exchange a bank syncs from")
+    add.add_argument("name")
+    add.add_argument(
+        "--api",
+        required=True,
+        help="fb_threatexchange, tat, ncmec, stop_ncii, "
+        "local_file or sample (python-threatexchange's names)",
+    )
+    add.add_argument("--bank", required=True, help="the bank its signals go to")
+    add.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an API setting (local_file: path=FILE; fb_threatexchange: "
+        "privacy_group=ID; tat: base_url=URL)",
+    )
+    secret = add.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="file holding the API's credentials, on the sync service's machine",
+    )
+    secret.add_argument(
+        "--credentials-env",
+        metavar="VARIABLE",
+        help="environment variable of the sync service holding them",
+    )
+    add.add_argument("--interval", type=float, default=3600.0, metavar="S")
+    add.add_argument("--action-hint", choices=["takedown", "review"], default="takedown")
+    add.add_argument("--disabled", action="store_true")
+    add.set_defaults(run=cmd_exchange_add)
+    for action, helptext in (
+        ("list", "every exchange, its API and bank"),
+        ("status", "each exchange's last sync, progress, counts and error"),
+    ):
+        listing = exchange_commands.add_parser(action, help=helptext)
+        listing.set_defaults(run=cmd_exchange_list, detail=action == "status")
+    for action, helptext in (
+        ("show", "one exchange's config and state, as JSON"),
+        ("enable", "sync it again"),
+        ("disable", "stop syncing it (its entries stay)"),
+    ):
+        one = exchange_commands.add_parser(action, help=helptext)
+        one.add_argument("name")
+        one.set_defaults(run=cmd_exchange_one, action=action)
+    remove = exchange_commands.add_parser("remove", help="remove an exchange and its state")
+    remove.add_argument("name")
+    remove.add_argument("--purge", action="store_true", help="also remove the entries it published")
+    remove.set_defaults(run=cmd_exchange_remove)
+    now = exchange_commands.add_parser("sync-now", help="sync an exchange now, out of turn")
+    now.add_argument("name")
+    now.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="follow the sync's progress for up to S seconds",
+    )
+    now.set_defaults(run=cmd_exchange_sync_now)
+    sync_service = commands.add_parser(
+        "exchange-sync", help="run the exchange sync service (one active, others stand by)"
+    )
+    sync_service.set_defaults(run=cmd_exchange_sync)
+
     review = commands.add_parser("review", help="human review: outcomes in, platforms' policy")
     review_commands = review.add_subparsers(required=True, metavar="ACTION")
     submit = review_commands.add_parser(
@@ -439,6 +509,191 @@ def cmd_review_policy(args: argparse.Namespace, settings: Settings) -> int:
     _publish(settings, BANK_CONFIG_TOPIC, [(key, policy.to_json())])
     target = f"feed bank {args.auto_bank!r}" if args.auto_bank else "feed no bank"
     print(f"platform {args.platform!r}: confirmed reviews {target}")
+    return 0
+
+
+def cmd_exchange_add(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.contracts import EXCHANGE_CONFIG_TOPIC, ExchangeConfig
+    from modstream.exchanges.catalog import collab_config, needs_credentials
+
+    values = {}
+    for pair in args.settings:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE")
+        values[key] = value
+    credentials = (
+        {"file": str(Path(args.credentials).expanduser().resolve())}
+        if args.credentials
+        else {"env": args.credentials_env}
+        if args.credentials_env
+        else None
+    )
+    config = ExchangeConfig.parse(
+        dumps(
+            {
+                "schema": 1,
+                "name": args.name,
+                "api": args.api,
+                "bank": args.bank,
+                "interval_s": args.interval,
+                "enabled": not args.disabled,
+                "settings": values,
+                "credentials": credentials,
+                "action_hint": args.action_hint,
+            }
+        )
+    )
+    collab_config(config)  # the settings are the API's: an error here, not in the service
+    if needs_credentials(config.api) and credentials is None:
+        raise UserError(f"{config.api} needs --credentials FILE or --credentials-env VARIABLE")
+    _publish(settings, EXCHANGE_CONFIG_TOPIC, [(config.key.encode(), config.to_json())])
+    print(
+        f"exchange {config.name!r} ({config.api}) feeds bank {config.bank!r} every "
+        f"{config.interval_s:g} s{'' if config.enabled else ' (disabled)'}"
+    )
+    return 0
+
+
+def _exchanges(settings: Settings) -> tuple[dict, dict]:
+    from modstream.contracts import (
+        EXCHANGE_CONFIG_TOPIC,
+        EXCHANGE_STATE_TOPIC,
+        ExchangeConfig,
+        ExchangeState,
+    )
+
+    configs = {
+        key.decode()[len("exchange/") :]: ExchangeConfig.parse(value)
+        for key, value in _read_table(settings, EXCHANGE_CONFIG_TOPIC).items()
+    }
+    states = {
+        key.decode()[len("exchange/") :]: ExchangeState.parse(value)
+        for key, value in _read_table(settings, EXCHANGE_STATE_TOPIC).items()
+    }
+    return configs, states
+
+
+def _exchange(settings: Settings, name: str) -> tuple:
+    configs, states = _exchanges(settings)
+    if name not in configs:
+        raise UserError(f"no exchange {name!r} (see modstream exchange list)")
+    return configs[name], states.get(name)
+
+
+def _ago(moment: float | None) -> str:
+    if not moment:
+        return "never"
+    seconds = max(0.0, time.time() - moment)
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 3600:.1f} h ago"
+
+
+def cmd_exchange_list(args: argparse.Namespace, settings: Settings) -> int:
+    configs, states = _exchanges(settings)
+    if not configs:
+        print("no exchanges (add one: modstream exchange add NAME --api API --bank BANK)")
+    for name, config in sorted(configs.items()):
+        flag = "" if config.enabled else "  [disabled]"
+        print(f"{name}  api={config.api}  bank={config.bank}  every {config.interval_s:g} s{flag}")
+        state = states.get(name)
+        if args.detail and state is not None:
+            doing = "syncing; " if state.syncing else ""
+            print(
+                f"    {doing}last success {_ago(state.last_success_at)}; data up to "
+                f"{_ago(state.progress_at)}; fetched {state.fetched}, published "
+                f"{state.published}, deleted {state.deleted}, unchanged {state.unchanged}"
+            )
+            if state.skipped:
+                print("    skipped: " + ", ".join(f"{k} {v}" for k, v in state.skipped.items()))
+            if state.error:
+                print(f"    ERROR ({state.failures} in a row): {state.error}")
+        elif args.detail:
+            print("    not synced yet (is `modstream exchange-sync` running?)")
+    return 0
+
+
+def cmd_exchange_one(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+
+    from modstream.contracts import EXCHANGE_CONFIG_TOPIC
+
+    config, state = _exchange(settings, args.name)
+    if args.action == "show":
+        print(dumps({"config": config, "state": state}).decode())
+        return 0
+    config = dataclasses.replace(config, enabled=args.action == "enable")
+    _publish(settings, EXCHANGE_CONFIG_TOPIC, [(config.key.encode(), config.to_json())])
+    print(f"exchange {args.name!r} {args.action}d")
+    return 0
+
+
+def cmd_exchange_remove(args: argparse.Namespace, settings: Settings) -> int:
+    import re
+
+    from modstream.contracts import EXCHANGE_CONFIG_TOPIC, EXCHANGE_STATE_TOPIC, HASHBANK_TOPIC
+
+    config, _ = _exchange(settings, args.name)
+    _publish(settings, EXCHANGE_CONFIG_TOPIC, [(config.key.encode(), None)])
+    _publish(settings, EXCHANGE_STATE_TOPIC, [(config.key.encode(), None)])
+    purged = 0
+    if args.purge:
+        mine = re.compile(rb"/" + re.escape(args.name.encode()) + rb"\.[0-9a-f]{16}\.[0-9a-f]{8}$")
+        keys = [key for key in _read_table(settings, HASHBANK_TOPIC) if mine.search(key)]
+        purged = _publish(settings, HASHBANK_TOPIC, [(key, None) for key in keys])
+    print(f"exchange {args.name!r} removed" + (f", {purged} entries purged" if args.purge else ""))
+    return 0
+
+
+def cmd_exchange_sync_now(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+
+    from modstream.contracts import EXCHANGE_CONFIG_TOPIC
+
+    config, _ = _exchange(settings, args.name)
+    asked = time.time()
+    config = dataclasses.replace(config, sync_requested_at=asked)
+    _publish(settings, EXCHANGE_CONFIG_TOPIC, [(config.key.encode(), config.to_json())])
+    print(f"sync of {args.name!r} requested")
+    deadline, last = asked + args.wait, None
+    while time.time() < deadline:
+        time.sleep(1.0)
+        state = _exchange(settings, args.name)[1]
+        if state is None or (state.last_attempt_at or 0) < asked:
+            continue
+        if (state.fetched, state.syncing) != last:
+            last = (state.fetched, state.syncing)
+            rate = state.fetched / max(time.time() - asked, 1e-3)
+            print(
+                f"  fetched {state.fetched} ({rate:,.0f}/s), published {state.published}, "
+                f"deleted {state.deleted}, unchanged {state.unchanged}",
+                file=sys.stderr,
+            )
+        if not state.syncing:
+            if state.error:
+                raise UserError(f"sync of {args.name!r} failed: {state.error}")
+            print(f"synced {args.name!r}")
+            return 0
+    if args.wait:
+        raise UserError(f"sync of {args.name!r} not finished within {args.wait:g} s")
+    return 0
+
+
+def cmd_exchange_sync(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from modstream.logs import logging_config
+    from modstream.stream.exchange_service import run_exchange_sync
+
+    logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_exchange_sync(settings, stop)
+
+    _run(run())
     return 0
 
 

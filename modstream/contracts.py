@@ -13,7 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal, Required, TypedDict, TypeVar
 
@@ -37,6 +37,8 @@ REVIEW_CASES_TOPIC = "review.cases"  # internal, compacted: what an outcome acts
 HUMAN_VERDICTS_TOPIC = "review.verdicts"  # internal, compacted, on every worker: precedence
 REINSTATEMENTS_TOPIC = "reinstatements"  # content a reviewer restored after a takedown
 BANK_CONFIG_TOPIC = "bank.config"  # compacted, on every worker: bank and platform controls
+EXCHANGE_CONFIG_TOPIC = "exchange.config"  # compacted: the exchanges banks are synced from
+EXCHANGE_STATE_TOPIC = "exchange.state"  # compacted: each exchange's checkpoint and status
 # A sane range for event times (2000-01-01 .. 2100-01-01 UTC, epoch seconds).
 EARLIEST_TIME, LATEST_TIME = 946_684_800.0, 4_102_444_800.0
 MEDIA_KINDS = ("image", "video")
@@ -409,9 +411,17 @@ class BankConfig:
         f = _Fields(
             _loads_object(raw, "bank config"),
             "bank_config",
-            {"schema", "negative", "platforms", "suppresses", "enabled", "enabled_ratio",
-             "action", "thresholds"},
-        )  # fmt: skip
+            {
+                "schema",
+                "negative",
+                "platforms",
+                "suppresses",
+                "enabled",
+                "enabled_ratio",
+                "action",
+                "thresholds",
+            },
+        )
         f.schema()
         enabled = f.get("enabled", bool, required=False)
         ratio = f.get("enabled_ratio", (int, float), required=False)
@@ -498,6 +508,166 @@ class PlatformPolicy:
         if auto_bank is not None and ("/" in auto_bank or not auto_bank.strip()):
             raise ContractError("platform_policy.auto_bank: a bank name, without '/'")
         return cls(auto_bank=auto_bank)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+
+#: The exchange APIs, as python-threatexchange names them (``SignalExchangeAPI.get_name``).
+EXCHANGE_APIS = ("fb_threatexchange", "tat", "ncmec", "stop_ncii", "local_file", "sample")
+#: Other spellings people use for them.
+EXCHANGE_API_ALIASES = {
+    "stopncii": "stop_ncii",
+    "threatexchange": "fb_threatexchange",
+    "tcap": "tat",
+}
+#: Settings whose names say they hold a secret: refused, credentials are referenced instead.
+_SECRET_NAME = re.compile(r"pass|secret|token|(^|_)key$|credential", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    """One exchange a bank is synced from (``exchange.config``, key ``exchange/<name>``).
+
+    ``settings`` are the API's collaboration settings (``path`` of a ``local_file``, the
+    ``privacy_group`` of a ThreatExchange collaboration, ``base_url`` of TCAP). Credentials
+    are never in Kafka: ``credentials`` names a file (``{"file": PATH}``) or an environment
+    variable (``{"env": NAME}``) on the machine of the sync service, holding what
+    python-threatexchange reads for the API (``user:password`` for TCAP, a token for
+    ThreatExchange). ``sync_requested_at``: ``exchange sync-now``, a sync out of turn.
+    """
+
+    name: str
+    api: str
+    bank: str
+    interval_s: float = 3600.0
+    enabled: bool = True
+    settings: dict[str, str] = field(default_factory=dict, hash=False)
+    credentials: dict[str, str] | None = field(default=None, hash=False)
+    action_hint: Verdict = "takedown"
+    sync_requested_at: float | None = None
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        return f"exchange/{self.name}"
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> ExchangeConfig:
+        f = _Fields(
+            _loads_object(raw, "exchange config"),
+            "exchange_config",
+            {
+                "schema",
+                "name",
+                "api",
+                "bank",
+                "interval_s",
+                "enabled",
+                "settings",
+                "credentials",
+                "action_hint",
+                "sync_requested_at",
+            },
+        )
+        f.schema()
+        name, bank, api = f.ident("name"), f.ident("bank"), f.text("api")
+        api = EXCHANGE_API_ALIASES.get(api, api)
+        for what, value in (("name", name), ("bank", bank)):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
+                raise ContractError(
+                    f"exchange_config.{what}: letters, digits, '_', '.', '-' (at most 64)"
+                )
+        if api not in EXCHANGE_APIS:
+            raise ContractError(f"exchange_config.api: one of {', '.join(EXCHANGE_APIS)}")
+        interval = f.get("interval_s", (int, float), required=False)
+        if interval is not None and not 1 <= interval <= 30 * 24 * 3600:
+            raise ContractError("exchange_config.interval_s: 1 second .. 30 days")
+        settings = f.get("settings", dict, required=False) or {}
+        if len(settings) > 32 or not all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 64 and len(v) <= 1024
+            for k, v in settings.items()
+        ):
+            raise ContractError("exchange_config.settings: at most 32 short string values")
+        secret = next((k for k in settings if _SECRET_NAME.search(k)), None)
+        if secret is not None:
+            raise ContractError(
+                f"exchange_config.settings.{secret}: credentials are not stored in Kafka; "
+                "reference a file or an environment variable (credentials)"
+            )
+        credentials = f.get("credentials", dict, required=False)
+        if credentials is not None and (
+            len(credentials) != 1
+            or not set(credentials) <= {"file", "env"}
+            or not all(isinstance(v, str) and 0 < len(v) <= 1024 for v in credentials.values())
+        ):
+            raise ContractError('exchange_config.credentials: {"file": PATH} or {"env": VARIABLE}')
+        return cls(
+            name=name,
+            api=api,
+            bank=bank,
+            interval_s=3600.0 if interval is None else float(interval),
+            enabled=f.get("enabled", bool, required=False) is not False,
+            settings=dict(settings),
+            credentials=dict(credentials) if credentials else None,
+            action_hint=_verdict(f.optional_text("action_hint") or "takedown"),
+            sync_requested_at=f.get("sync_requested_at", (int, float), required=False),
+        )
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+
+@dataclass(frozen=True)
+class ExchangeState:
+    """Where an exchange's sync stands (``exchange.state``, key ``exchange/<name>``),
+    written in the same transaction as the bank entries of each fetched page: a restarted
+    sync resumes at ``checkpoint`` and publishes nothing twice.
+
+    ``checkpoint`` is the API's own checkpoint (python-threatexchange's dataclass as a dict);
+    ``progress_at`` the time it has fetched up to, where the API says (epoch seconds).
+    Counts are totals since the exchange was added; ``error`` is the last failure's message
+    (empty after a success) and ``failures`` how many attempts in a row failed.
+    """
+
+    api: str
+    checkpoint: dict[str, Any] | None = field(default=None, hash=False)
+    progress_at: float | None = None
+    last_attempt_at: float | None = None
+    last_success_at: float | None = None
+    syncing: bool = False
+    error: str = ""
+    failures: int = 0
+    fetched: int = 0
+    published: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped: dict[str, int] = field(default_factory=dict, hash=False)
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> ExchangeState:
+        data = _loads_object(raw, "exchange state")
+        f = _Fields(data, "exchange_state", {k.name for k in fields(cls)})
+        f.schema()
+        counts = {
+            k: f.get(k, int, required=False) or 0
+            for k in ("failures", "fetched", "published", "deleted", "unchanged")
+        }
+        skipped = f.get("skipped", dict, required=False) or {}
+        if not all(isinstance(k, str) and isinstance(v, int) for k, v in skipped.items()):
+            raise ContractError("exchange_state.skipped: counts by signal type")
+        return cls(
+            api=f.text("api"),
+            checkpoint=f.get("checkpoint", dict, required=False),
+            progress_at=f.get("progress_at", (int, float), required=False),
+            last_attempt_at=f.get("last_attempt_at", (int, float), required=False),
+            last_success_at=f.get("last_success_at", (int, float), required=False),
+            syncing=bool(f.get("syncing", bool, required=False)),
+            error=f.optional_text("error", max_len=2000) or "",
+            skipped=dict(skipped),
+            **counts,
+        )
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

@@ -95,6 +95,12 @@ class Settings:
     flood_min_matches: int = 50
     flood_factor: float = 10.0
     flood_baseline_s: float = 3600.0
+    # Exchange sync (modstream exchange-sync): its metrics port, first retry delay (doubling
+    # up to the exchange's interval), a page's time bound, exchanges synced at once
+    exchange_sync_port: int = 6071
+    exchange_retry_s: float = 30.0
+    exchange_page_timeout_s: float = 300.0
+    exchange_concurrency: int = 2
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -136,6 +142,11 @@ class Settings:
             raise ValueError("MODSTREAM_FLOOD_WINDOW_S must be > 0, _BASELINE_S, _FACTOR >= 0")
         if self.flood_min_matches < 0:
             raise ValueError("MODSTREAM_FLOOD_MIN_MATCHES must be >= 1, or 0 for no detection")
+        if not (self.exchange_retry_s > 0 and self.exchange_page_timeout_s > 0
+                and 1 <= self.exchange_concurrency <= 16):  # fmt: skip
+            raise ValueError(
+                "MODSTREAM_EXCHANGE_RETRY_S and _PAGE_TIMEOUT_S must be > 0, _CONCURRENCY 1..16"
+            )
         if not 800_000 <= self.max_record_bytes <= 16 * 1024 * 1024:
             # the floor fits the longest text an event may carry, fully escaped
             raise ValueError("MODSTREAM_MAX_RECORD_BYTES must be 800000 .. 16777216")

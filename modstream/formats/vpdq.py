@@ -1,10 +1,14 @@
 """Meta's vPDQ text format: a video's hash as one ``frame_number,quality,pdq_hex,timestamp``
-line per kept frame, so hashes from other vPDQ tools import and ours export."""
+line per kept frame, so hashes from other vPDQ tools import and ours export; and the JSON
+form python-threatexchange and HMA pass around (a list of ``"pdq_hex,quality,timestamp"``),
+read as the same frames."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import orjson
 
 from modstream.formats.hexcodes import normalize_hex
 
@@ -24,8 +28,17 @@ def format_vpdq(frames: Iterable[FrameHash]) -> str:
     return "".join(f"{f.frame_number},{f.quality},{f.pdq_hex},{f.timestamp:.3f}\n" for f in frames)
 
 
+def format_vpdq_json(frames: Iterable[FrameHash]) -> str:
+    """python-threatexchange's (and HMA's) vPDQ signal: a JSON list of
+    ``"pdq_hex,quality,timestamp"`` (frame numbers are not kept)."""
+    return orjson.dumps([f"{f.pdq_hex},{f.quality},{f.timestamp:.3f}" for f in frames]).decode()
+
+
 def parse_vpdq(text: str) -> tuple[FrameHash, ...]:
-    """Frames of a vPDQ text; raises ValueError naming the first bad line."""
+    """Frames of a vPDQ text, or of the JSON form (``format_vpdq_json``, frames numbered in
+    order); raises ValueError naming the first bad line or item."""
+    if text.lstrip().startswith("["):
+        return _parse_json_form(text)
     frames = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -47,6 +60,30 @@ def parse_vpdq(text: str) -> tuple[FrameHash, ...]:
             raise ValueError(f"vpdq line {number}: {exc}") from None
     if not frames:
         raise ValueError("vpdq: no frames")
+    return tuple(frames)
+
+
+def _parse_json_form(text: str) -> tuple[FrameHash, ...]:
+    try:
+        items = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"vpdq: not a JSON list ({exc})") from None
+    if not isinstance(items, list) or not items:
+        raise ValueError("vpdq: expected a non-empty JSON list of frames")
+    frames = []
+    for number, item in enumerate(items):
+        parts = item.split(",") if isinstance(item, str) else []
+        try:
+            if len(parts) != 3:
+                raise ValueError('expected "pdq_hex,quality,timestamp"')
+            pdq_hex, quality, timestamp = (p.strip() for p in parts)
+            frames.append(
+                FrameHash(
+                    number, int(quality), normalize_hex(pdq_hex, 256, "pdq"), float(timestamp)
+                )
+            )
+        except ValueError as exc:
+            raise ValueError(f"vpdq item {number}: {exc}") from None
     return tuple(frames)
 
 

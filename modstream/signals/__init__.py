@@ -30,6 +30,17 @@ def registry() -> dict[str, SignalType]:
     return _SIGNAL_TYPES
 
 
+_BY_EXCHANGE_NAME: dict[str, SignalType] = {
+    alias: kind for kind in _SIGNAL_TYPES.values() for alias in kind.exchange_names
+}
+
+
+def for_exchange_name(name: str) -> SignalType | None:
+    """The signal type python-threatexchange's ``name`` is read as (``video_md5`` is
+    ``md5``), or one of ours by its own name; None if modstream has no such type."""
+    return _SIGNAL_TYPES.get(name) or _BY_EXCHANGE_NAME.get(name)
+
+
 def get(name: str) -> SignalType:
     if name not in _SIGNAL_TYPES:
         known = ", ".join(sorted(_SIGNAL_TYPES))

@@ -52,6 +52,9 @@ class SignalType(ABC):
     #: Whether a match of one of the value's variants (another orientation, the picture
     #: inside borders) may act; if not, it asks for review at most.
     variants_act: ClassVar[bool] = True
+    #: What python-threatexchange (and HMA, and the exchanges) call this signal type, where
+    #: they have one: their files and exchanges' signals are read as this type.
+    exchange_names: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def compute(self, content: Any) -> ComputedSignal | None:

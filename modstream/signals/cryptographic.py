@@ -24,10 +24,14 @@ class _DigestSignal(ExactSignal):
 
 
 class MD5Signal(_DigestSignal):
+    """Of any media (python-threatexchange has MD5 for videos only, ``video_md5``)."""
+
     name = "md5"
+    exchange_names = ("video_md5",)
     hex_digits = 32
 
 
 class SHA256Signal(_DigestSignal):
     name = "sha256"
+    exchange_names = ("video_sha256",)
     hex_digits = 64

@@ -19,6 +19,7 @@ from modstream.signals.base import HammingSignal, Thresholds
 
 class PDQSignal(HammingSignal):
     name = "pdq"
+    exchange_names = ("pdq",)
     source = "image"
     bits = 256
     thresholds = Thresholds(takedown=31, review=45)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 class TextSignal(SignalType):
     name = "text"
+    exchange_names = ("raw_text",)
     source = "text"
     # Distances are 100 x (1 - containment): a full copy is 0; 80% of the text is 20.
     thresholds = Thresholds(takedown=20, review=40)

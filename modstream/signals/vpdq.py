@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 class VPDQSignal(SignalType):
     name = "vpdq"
+    exchange_names = ("vpdq",)
     source = "video"
     shares_index_of = "pdq"
     # Distances are 100 x (1 - share of the bank video's unique frames found): 20 is 80%.

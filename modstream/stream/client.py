@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -110,10 +110,14 @@ async def read_partition(
 
 
 async def read_table(
-    kafka: KafkaAccess, topic: str, timeout_s: float = 120.0
+    kafka: KafkaAccess,
+    topic: str,
+    timeout_s: float = 120.0,
+    keep: Callable[[bytes], bool] | None = None,
 ) -> dict[tuple[int, bytes], bytes]:
     """A compacted topic's latest committed value per ``(partition, key)``, read to the end
-    offsets it had when called (tombstones remove keys; records without a key are skipped)."""
+    offsets it had when called (tombstones remove keys; records without a key are skipped,
+    and so are keys ``keep`` refuses: a large topic read for a few of its keys)."""
     client = await started(committed_reader(kafka))
     table: dict[tuple[int, bytes], bytes] = {}
     try:
@@ -129,7 +133,7 @@ async def read_table(
                 raise TimeoutError(f"reading {topic} took over {timeout_s:g} s")
             for tp, records in (await client.getmany(*pending, timeout_ms=200)).items():
                 for record in records:
-                    if record.key is None:
+                    if record.key is None or (keep is not None and not keep(record.key)):
                         continue
                     if record.value is None:
                         table.pop((tp.partition, record.key), None)

@@ -12,6 +12,8 @@ from modstream.contracts import (
     BANK_CONFIG_TOPIC,
     DECISIONS_TOPIC,
     DLQ_TOPIC,
+    EXCHANGE_CONFIG_TOPIC,
+    EXCHANGE_STATE_TOPIC,
     HASHBANK_TOPIC,
     HASHED_TOPIC,
     HUMAN_VERDICTS_TOPIC,
@@ -81,6 +83,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(HASHBANK_TOPIC), 1, compacted),
         TopicSpec(settings.topic(BANK_CONFIG_TOPIC), 1, compacted),
         TopicSpec(settings.topic(HUMAN_VERDICTS_TOPIC), 1, compacted),
+        # One partition: its assignment is the exchange sync service's lease.
+        TopicSpec(settings.topic(EXCHANGE_CONFIG_TOPIC), 1, compacted),
+        TopicSpec(settings.topic(EXCHANGE_STATE_TOPIC), 1, compacted),
         # Review: outcomes in (public), moved beside their cases (both by decision id).
         TopicSpec(settings.topic(REVIEW_OUTCOMES_TOPIC), n, {"retention.ms": month}),
         TopicSpec(settings.topic(REVIEW_ROUTED_TOPIC), n, {"retention.ms": week}),

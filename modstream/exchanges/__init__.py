@@ -1,0 +1,1 @@
+"""Banks synced from the industry's hash exchanges through python-threatexchange."""

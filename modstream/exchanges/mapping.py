@@ -1,0 +1,222 @@
+"""What an exchange's fetched records become in a bank, and what one exchange has published.
+
+Each fetched record (python-threatexchange's update key and value) becomes the bank entries
+of the signals modstream can use; types it cannot use are counted and skipped. The entry id
+is ``<exchange>.<record digest>.<signal digest>``: stable, so a record fetched again replaces
+its entries, and the ``Ledger`` (what this exchange has in the bank, per record, rebuilt
+from ``hashbank`` when the sync service starts) turns a record's deletion or change into
+tombstones and leaves unchanged entries unpublished.
+
+Opinions: an exchange's negative opinion (false positive, test data) removes the entry; a
+disputed one (some members positive, some negative) makes it review-only; its tags become
+labels. Scalar facts of the record (TCAP's ideology, file type and id) go into provenance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from threatexchange.exchanges.collab_config import CollaborationConfigBase
+from threatexchange.exchanges.fetch_state import (
+    AggregateSignalOpinionCategory,
+    FetchedSignalMetadata,
+)
+from threatexchange.exchanges.signal_exchange_api import (
+    AnySignalExchangeAPI,
+    SignalExchangeAPIWithSimpleUpdates,
+)
+
+from modstream.contracts import BankEntry, ExchangeConfig, Verdict, dumps
+from modstream.exchanges.catalog import TX_SIGNAL_TYPES
+from modstream.signals import for_exchange_name
+
+MAX_LABELS = 16
+MAX_PROVENANCE = 16
+
+
+def record_digest(key: Any) -> str:
+    """A short stable digest of an update key (a ``(type, signal)`` pair, an id)."""
+    text = "\x1f".join(map(str, key)) if isinstance(key, tuple) else str(key)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(entry: BankEntry) -> str:
+    """What makes two publications of an entry the same (not when it was added)."""
+    body = dataclasses.replace(entry, added_at="")
+    return hashlib.sha256(dumps(body)).hexdigest()[:16]
+
+
+@dataclass
+class Page:
+    """The bank records one fetched page (or a full sync's sweep) writes, and its counts."""
+
+    writes: dict[str, bytes | None] = field(default_factory=dict)
+    #: The ledger after the page: record digest -> {bank key: fingerprint} (empty: gone).
+    records: dict[str, dict[str, str]] = field(default_factory=dict)
+    fetched: int = 0
+    published: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    signals: dict[str, tuple[str, str]] = field(default_factory=dict)  # bank key -> type, signal
+
+
+class Ledger:
+    """The bank entries one exchange has published, by the record that produced them."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, str]] = {}
+        self.signals: dict[str, tuple[str, str]] = {}  # bank key -> (signal type, signal)
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys in self.records.values())
+
+    def know(self, entry: BankEntry) -> None:
+        """An entry this exchange published, found in ``hashbank``."""
+        record = (entry.provenance or {}).get("record", "")
+        self.records.setdefault(record, {})[entry.key] = fingerprint(entry)
+        self.signals[entry.key] = (entry.signal_type, entry.signal)
+
+    def forget(self, bank_key: str) -> None:
+        """A tombstone found in ``hashbank`` for one of this exchange's entries."""
+        self.signals.pop(bank_key, None)
+        for record, keys in list(self.records.items()):
+            if keys.pop(bank_key, None) is not None and not keys:
+                del self.records[record]
+
+    def plan(
+        self,
+        config: ExchangeConfig,
+        api_cls: type[AnySignalExchangeAPI],
+        collab: CollaborationConfigBase,
+        updates: Mapping[Any, Any],
+        added_at: str,
+    ) -> Page:
+        """The writes that bring the bank in line with a page of fetched updates."""
+        page = Page()
+        for key, value in updates.items():
+            page.fetched += 1
+            digest = record_digest(key)
+            entries = _entries(config, api_cls, collab, key, value, digest, added_at, page.skipped)
+            self._replace(page, digest, {e.key: e for e in entries})
+        return page
+
+    def sweep(self, seen: Iterable[str]) -> Page:
+        """A full fetch ended: every record it did not return is gone from the exchange."""
+        page = Page()
+        for digest in set(self.records) - set(seen):
+            self._replace(page, digest, {})
+        return page
+
+    def commit(self, page: Page) -> None:
+        """The page's writes are in Kafka: remember them."""
+        for digest, keys in page.records.items():
+            for gone in set(self.records.get(digest, {})) - set(keys):
+                self.signals.pop(gone, None)
+            if keys:
+                self.records[digest] = keys
+            else:
+                self.records.pop(digest, None)
+        self.signals.update(page.signals)
+
+    def _replace(self, page: Page, digest: str, entries: dict[str, BankEntry]) -> None:
+        before = page.records.get(digest, self.records.get(digest, {}))
+        after: dict[str, str] = {}
+        for key, entry in entries.items():
+            after[key] = print_ = fingerprint(entry)
+            page.signals[key] = (entry.signal_type, entry.signal)
+            if before.get(key) == print_:
+                page.unchanged += 1
+            else:
+                page.writes[key] = dumps(entry)
+                page.published += 1
+        for key in set(before) - set(after):
+            page.writes[key] = None
+            page.deleted += 1
+        if after or before:
+            page.records[digest] = after
+
+
+def _entries(
+    config: ExchangeConfig,
+    api_cls: type[AnySignalExchangeAPI],
+    collab: CollaborationConfigBase,
+    key: Any,
+    value: Any,
+    digest: str,
+    added_at: str,
+    skipped: Counter[str],
+) -> list[BankEntry]:
+    if value is None:
+        return []
+    if issubclass(api_cls, SignalExchangeAPIWithSimpleUpdates) and isinstance(key, tuple):
+        signals = {key[0]: {key[1]: value}}  # the key is the signal: no conversion needed
+    else:
+        converted = api_cls.naive_convert_to_signal_type(TX_SIGNAL_TYPES, collab, {key: value})
+        signals = {tx_type.get_name(): found for tx_type, found in converted.items()}
+    entries = []
+    for type_name, found in signals.items():
+        ours = for_exchange_name(type_name)
+        if ours is None:
+            skipped[type_name] += len(found)
+            continue
+        for signal, metadata in found.items():
+            try:
+                normalized = ours.normalize(signal)
+            except ValueError:
+                skipped[f"invalid {type_name}"] += 1
+                continue
+            hint = _hint(metadata, config.action_hint)
+            if hint is None:
+                skipped["negative opinion"] += 1
+                continue
+            signal_digest = hashlib.sha256(f"{ours.name}\x1f{normalized}".encode()).hexdigest()
+            entries.append(
+                BankEntry(
+                    bank=config.bank,
+                    entry_id=f"{config.name}.{digest}.{signal_digest[:8]}",
+                    signal_type=ours.name,
+                    signal=normalized,
+                    labels=_labels(metadata),
+                    action_hint=hint,
+                    added_at=added_at,
+                    provenance=_provenance(config, key, digest, metadata),
+                )
+            )
+    return entries
+
+
+def _hint(metadata: FetchedSignalMetadata, default: Verdict) -> Verdict | None:
+    category = metadata.get_as_aggregate_opinion().category
+    if category == AggregateSignalOpinionCategory.NEGATIVE_CLASS:
+        return None
+    if category == AggregateSignalOpinionCategory.DISPUTED:
+        return "review"
+    return default
+
+
+def _labels(metadata: FetchedSignalMetadata) -> tuple[str, ...]:
+    tags = metadata.get_as_aggregate_opinion().tags
+    return tuple(sorted(str(t)[:64] for t in tags))[:MAX_LABELS]
+
+
+def _provenance(
+    config: ExchangeConfig, key: Any, digest: str, metadata: FetchedSignalMetadata
+) -> dict[str, str]:
+    found = {
+        "exchange": config.name,
+        "api": config.api,
+        "record": digest,
+        "exchange_key": (":".join(map(str, key)) if isinstance(key, tuple) else str(key))[:512],
+    }
+    if dataclasses.is_dataclass(metadata):
+        for f in dataclasses.fields(metadata):
+            value = getattr(metadata, f.name)
+            if isinstance(value, str | int | float | bool) and len(found) < MAX_PROVENANCE:
+                found[f.name[:64]] = str(value)[:512]
+    return found

@@ -1,0 +1,265 @@
+"""Exchange sync on a real broker: the ``exchange-sync`` service as a real process syncing
+python-threatexchange's ``local_file``, ``sample`` and TCAP (a loopback server) into banks
+that two real workers match against; deletions, restarts, failures and a standby taking
+over."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import free_port
+from streaming import collect, inline, send, upload
+from tcap_server import TCAPList, TCAPServer
+from test_review_kafka import PDQ, ROCKET, uploaders_on_each_partition
+
+from modstream.contracts import ExchangeState
+from modstream.stream.client import read_table, read_topic
+
+pytestmark = pytest.mark.kafka
+
+
+class SyncServices:
+    """``modstream exchange-sync`` processes on the test's topics."""
+
+    def __init__(self, workers, tmp: Path) -> None:
+        self.workers, self.tmp = workers, tmp
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def start(self) -> int:
+        port = free_port()
+        env = self.workers.worker_env(
+            MODSTREAM_EXCHANGE_SYNC_PORT=str(port),
+            MODSTREAM_EXCHANGE_RETRY_S="1",
+            MODSTREAM_SESSION_TIMEOUT_S="6",
+        )
+        log = open(self.tmp / f"sync-{port}.log", "ab")  # noqa: SIM115 - lives with the process
+        self.procs[port] = subprocess.Popen(
+            [sys.executable, "-m", "modstream.cli", "exchange-sync"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        return port
+
+    def role(self, port: int) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                return orjson.loads(r.read())["role"]
+        except OSError:
+            return ""
+
+    def wait_active(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for port, proc in self.procs.items():
+                assert proc.poll() is None, self.log(port)[-3000:]
+                if self.role(port) == "active":
+                    return port
+            time.sleep(0.3)
+        raise AssertionError("no exchange sync became active")
+
+    def metrics(self, port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def log(self, port: int) -> str:
+        return (self.tmp / f"sync-{port}.log").read_text(errors="replace")
+
+    def kill(self, port: int) -> None:
+        self.procs[port].kill()
+        self.procs[port].wait()
+        del self.procs[port]
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def sync_services(workers, tmp_path):
+    services = SyncServices(workers, tmp_path)
+    yield services
+    services.stop_all()
+
+
+def cli(workers, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "modstream.cli", *args],
+        env=workers.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+async def states(workers) -> dict[str, ExchangeState]:
+    table = await read_table(workers.settings.kafka, workers.settings.topic("exchange.state"))
+    return {key.decode()[9:]: ExchangeState.parse(v) for (_, key), v in table.items()}
+
+
+async def wait_state(workers, name: str, done, timeout: float = 60) -> ExchangeState:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = (await states(workers)).get(name)
+        if state is not None and done(state):
+            return state
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{name}: {state}")
+
+
+async def bank_writes(workers) -> Counter[bytes]:
+    """How many times each hashbank key was written (tombstones included)."""
+    found: Counter[bytes] = Counter()
+    async for key, _ in read_topic(
+        workers.settings.kafka, workers.settings.topic("hashbank"), timeout_s=2
+    ):
+        found[key] += 1
+    return found
+
+
+async def decide_on_each_worker(workers, tag: str) -> list[dict]:
+    uploaders = uploaders_on_each_partition(workers.settings.partitions)
+    events = [upload(f"{tag}-{u}", media=inline(ROCKET), uploader=u) for u in uploaders]
+    await send(workers, "uploads", events)
+    want = {f"{tag}-{u}" for u in uploaders}
+    found = await collect(workers, "decisions", want)
+    return [found[i][0] for i in sorted(want)]
+
+
+async def test_local_file_and_sample_sync_into_banks_two_workers_match(
+    workers, sync_services, tmp_path
+):
+    signals = tmp_path / "partner.txt"
+    other_md5 = hashlib.md5(b"another file").hexdigest()
+    signals.write_text(f"pdq {PDQ}\nvideo_md5 {other_md5}\n")
+    cli(workers, "exchange", "add", "partner", "--api", "local_file", "--bank", "shared",
+        "--set", f"path={signals}")  # fmt: skip
+    cli(workers, "exchange", "add", "demo", "--api", "sample", "--bank", "samples")
+    port = sync_services.start()
+    sync_services.wait_active()
+    state = await wait_state(workers, "partner", lambda s: s.last_success_at is not None)
+    assert (state.fetched, state.published, state.deleted) == (2, 2, 0)
+    sample = await wait_state(workers, "demo", lambda s: s.last_success_at is not None)
+    assert sample.published > 5  # python-threatexchange's examples of each type
+
+    workers.start()
+    workers.start()
+    await workers.wait_split(workers.settings.topic("uploads.hashed"))
+    for decision in await decide_on_each_worker(workers, "before"):
+        assert decision["verdict"] == "takedown", decision
+        match = next(e for e in decision["evidence"] if e["kind"] == "hash_match")
+        assert match["bank"] == "shared" and match["entry_id"].startswith("partner.")
+
+    signals.write_text(f"video_md5 {other_md5}\n")  # the partner withdrew the photo
+    done = cli(workers, "exchange", "sync-now", "partner", "--wait", "60")
+    assert "synced 'partner'" in done.stdout
+    state = (await states(workers))["partner"]
+    assert state.deleted == 1 and state.published == 2
+    await asyncio.sleep(1.0)  # the workers' replicas apply the tombstone within a poll
+    for decision in await decide_on_each_worker(workers, "after"):
+        assert decision["verdict"] == "allow", decision
+
+    # A crash of the sync service: the restarted one rebuilds what it published from the
+    # bank and publishes nothing twice.
+    before = await bank_writes(workers)
+    sync_services.kill(port)
+    sync_services.start()
+    sync_services.wait_active()
+    cli(workers, "exchange", "sync-now", "partner", "--wait", "60")
+    cli(workers, "exchange", "sync-now", "demo", "--wait", "60")
+    after = await bank_writes(workers)
+    assert after == before
+    assert all(count <= 2 for count in after.values())  # an entry, then its tombstone
+    state = (await states(workers))["partner"]
+    assert (state.published, state.deleted, state.unchanged) == (2, 1, 1 + 1)
+    status = cli(workers, "exchange", "status").stdout
+    assert "partner  api=local_file  bank=shared" in status and "ERROR" not in status
+
+
+async def test_tcap_syncs_end_to_end_and_failures_keep_the_checkpoint(
+    workers, sync_services, tmp_path
+):
+    hashes = TCAPList(page_size=2)
+    md5s = [hashlib.md5(f"video {n}".encode()).hexdigest() for n in range(5)]
+    for n, digest in enumerate(md5s):
+        hashes.add(digest, "MD5", ideology="far-right" if n % 2 else "islamist")
+    secret = tmp_path / "tcap-credentials"
+    secret.write_text("analyst:pw")
+    with TCAPServer(hashes) as server:
+        hashes.expired = True
+        cli(workers, "exchange", "add", "tcap", "--api", "tat", "--bank", "tcap",
+            "--credentials", str(secret), "--set", f"base_url={server.url}")  # fmt: skip
+        port = sync_services.start()
+        sync_services.wait_active()
+        state = await wait_state(workers, "tcap", lambda s: s.failures >= 2)
+        assert "HTTP 401" in state.error and state.checkpoint is None
+        assert 'modstream_exchange_errors_total{exchange="tcap"}' in sync_services.metrics(port)
+        assert "HTTP 401" in cli(workers, "exchange", "status").stdout
+
+        hashes.expired = False  # retried with backoff, without anyone asking
+        state = await wait_state(workers, "tcap", lambda s: s.last_success_at is not None)
+        assert state.published == 5 and state.error == "" and state.failures == 0
+        first_checkpoint = state.checkpoint
+
+        for n in range(5, 10):
+            hashes.add(hashlib.md5(f"video {n}".encode()).hexdigest(), "MD5")
+        hashes.broken_offset = 2  # the second page of the new records is broken
+        failed = cli(workers, "exchange", "sync-now", "tcap", "--wait", "60", check=False)
+        assert failed.returncode == 2 and "failed" in failed.stderr
+        state = (await states(workers))["tcap"]
+        # Pages before the broken one stand (retries with backoff may have taken another).
+        assert 7 <= state.published < 10 and state.checkpoint != first_checkpoint
+
+        hashes.broken_offset = None
+        state = await wait_state(workers, "tcap", lambda s: s.error == "" and s.published == 10)
+        writes = await bank_writes(workers)
+        assert len(writes) == 10 and set(writes.values()) == {1}  # no entry twice
+        table = await read_table(workers.settings.kafka, workers.settings.topic("hashbank"))
+        entries = [orjson.loads(v) for v in table.values()]
+        assert {e["signal_type"] for e in entries} == {"md5"}
+        assert {"ideology:far-right", "ideology:islamist"} == {e["labels"][0] for e in entries}
+        assert all(e["provenance"]["api"] == "tat" and e["provenance"]["tat_id"] for e in entries)
+
+
+async def test_a_standby_takes_over_when_the_active_service_dies(workers, sync_services, tmp_path):
+    signals = tmp_path / "partner.txt"
+    signals.write_text(f"pdq {PDQ}\n")
+    cli(workers, "exchange", "add", "partner", "--api", "local_file", "--bank", "shared",
+        "--set", f"path={signals}")  # fmt: skip
+    first = sync_services.start()
+    second = sync_services.start()
+    # The lease may move while the second joins (the group rebalances); then it stays.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        roles = {port: sync_services.role(port) for port in (first, second)}
+        if sorted(roles.values()) == ["active", "standby"]:
+            break
+        await asyncio.sleep(0.5)
+    active = next(port for port, role in roles.items() if role == "active")
+    standby = second if active == first else first
+    await wait_state(workers, "partner", lambda s: s.last_success_at is not None)
+    assert sync_services.role(standby) == "standby"
+
+    sync_services.kill(active)
+    assert sync_services.wait_active(timeout=60) == standby
+    signals.write_text(f"pdq {PDQ}\nvideo_md5 {hashlib.md5(b'x').hexdigest()}\n")
+    cli(workers, "exchange", "sync-now", "partner", "--wait", "60")
+    state = (await states(workers))["partner"]
+    assert state.published == 2 and "standing by" not in sync_services.log(standby)
