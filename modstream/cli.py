@@ -7,6 +7,7 @@ import asyncio
 import logging.config
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
@@ -77,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
 
     bank = commands.add_parser("bank", help="publish bank entries to the hashbank topic")
     bank_commands = bank.add_subparsers(required=True, metavar="ACTION")
-    imp = bank_commands.add_parser("import", help="import a CSV or JSON-lines bank file")
+    imp = bank_commands.add_parser(
+        "import",
+        help="import a bank file: CSV, JSON lines, python-threatexchange's CSV or local_file "
+        "format, a vPDQ file (text or JSON)",
+    )
     imp.add_argument("file", type=Path)
     imp.add_argument("--bank", required=True)
     imp.add_argument("--action-hint", choices=["takedown", "review", "allow"], default="takedown")
@@ -144,7 +149,12 @@ def _parser() -> argparse.ArgumentParser:
         "export", help="write a bank (labels, provenance, review outcomes) that import reads back"
     )
     export.add_argument("name")
-    export.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
+    export.add_argument(
+        "--format",
+        choices=["csv", "jsonl", "threatexchange-csv", "local-file"],
+        default="jsonl",
+        help="threatexchange-csv and local-file: python-threatexchange's formats",
+    )
     export.add_argument("--out", type=Path, help="file to write (default: standard output)")
     export.set_defaults(run=cmd_bank_export)
 
@@ -340,12 +350,53 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bank_import(args: argparse.Namespace, settings: Settings) -> int:
+    from collections import Counter
+
     from modstream.bank.files import read_bank_file
 
-    entries = list(read_bank_file(args.file, args.bank, args.action_hint))
-    count = _publish(settings, "hashbank", [(e.key.encode(), dumps(e)) for e in entries])
-    print(f"published {count} entries to bank {args.bank!r}")
+    skipped: Counter[str] = Counter()
+    # Two passes, neither holding the entries: a bad line is an error before anything is
+    # published, and the count gives the progress its ETA.
+    total = sum(1 for _ in read_bank_file(args.file, args.bank, args.action_hint, skipped))
+    progress = Progress("published", total)
+    entries = read_bank_file(args.file, args.bank, args.action_hint)
+    count = _publish(
+        settings, "hashbank", ((e.key.encode(), dumps(e)) for e in entries), progress.update
+    )
+    progress.done(count)
+    print(f"published {count} entries to bank {args.bank!r} in {progress.elapsed():.1f} s")
+    if skipped:
+        print("skipped: " + ", ".join(f"{n} ({why})" for why, n in skipped.most_common()))
     return 0
+
+
+class Progress:
+    """A count with its rate and, when the total is known, an ETA: one line redrawn on a
+    terminal, a line every 10 s otherwise (a log)."""
+
+    def __init__(self, what: str, total: int | None) -> None:
+        self.what, self.total = what, total
+        self.started = self.shown = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def update(self, count: int) -> None:
+        now = time.monotonic()
+        if now - self.shown < (0.5 if self.tty else 10.0):
+            return
+        self.shown = now
+        rate = count / max(now - self.started, 1e-6)
+        line = f"{self.what} {count:,} ({rate:,.0f}/s)"
+        if self.total:
+            eta = (self.total - count) / max(rate, 1e-6)
+            line = f"{self.what} {count:,} of {self.total:,} ({rate:,.0f}/s, {eta:.0f} s left)"
+        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
+
+    def done(self, count: int) -> None:
+        if self.tty and self.shown > self.started:
+            print(file=sys.stderr)
 
 
 def cmd_bank_remove(args: argparse.Namespace, settings: Settings) -> int:
@@ -839,13 +890,13 @@ def _read_table(settings: Settings, topic: str, by_partition: bool = False) -> d
     return table if by_partition else {key: value for (_, key), value in table.items()}
 
 
-def _publish(settings: Settings, topic: str, records: list) -> int:
+def _publish(settings: Settings, topic: str, records: Iterable, progress=None) -> int:
     from modstream.stream.client import publish
     from modstream.stream.topics import ensure_topics
 
     async def run() -> int:
         await ensure_topics(settings)
-        return await publish(settings.kafka, settings.topic(topic), records)
+        return await publish(settings.kafka, settings.topic(topic), records, progress)
 
     return _run(run())
 

@@ -253,3 +253,56 @@ def test_tcap_failures_keep_the_checkpoint(tmp_path: Path) -> None:
         hashes.expired = False
         state = sync(config, kept, ledger, sink)
         assert len(sink.bank) == 5 and state.published == 5
+
+
+def test_bank_files_in_python_threatexchange_formats_read_and_write_back(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from modstream.bank.files import read_bank_file, write_bank_file
+    from modstream.formats.vpdq import format_vpdq_json, parse_vpdq
+
+    dataset = tmp_path / "collab.csv"  # as `threatexchange dataset -P --csv` writes it
+    dataset.write_text(
+        "signal_type,signal_str,collab,category,tags\n"
+        f"pdq,{PDQ_A},Sample Data,POSITIVE_CLASS,tve propaganda\n"
+        f"pdq,{PDQ_B},Sample Data,DISPUTED,\n"
+        f"video_md5,{MD5_A},Sample Data,NEGATIVE_CLASS,\n"
+        "url,https://example.org/,Sample Data,POSITIVE_CLASS,\n"
+        "raw_text,Join the ranks of the brothers,Sample Data,INVESTIGATION_SEED,\n"
+    )
+    skipped: Counter[str] = Counter()
+    entries = {e.signal: e for e in read_bank_file(dataset, "tx", skipped=skipped)}
+    assert skipped == {"negative opinion": 1, "type url": 1}
+    assert (
+        entries[PDQ_A].labels == ("tve", "propaganda") and entries[PDQ_A].action_hint == "takedown"
+    )
+    assert entries[PDQ_B].action_hint == "review"
+    assert entries[PDQ_A].provenance == {"collab": "Sample Data"}
+    assert {e.signal_type for e in entries.values()} == {"pdq", "text"}
+
+    frames = "".join(f"{n},100,{PDQ_A if n % 2 else PDQ_B},{n}.000\n" for n in range(4))
+    hma_vpdq = tmp_path / "clip.json"  # HMA's and python-threatexchange's vPDQ signal form
+    hma_vpdq.write_text(format_vpdq_json(parse_vpdq(frames)))
+    (video,) = read_bank_file(hma_vpdq, "tx")
+    assert (video.signal_type, video.entry_id, video.signal) == ("vpdq", "clip", frames)
+
+    local = tmp_path / "signals.txt"  # python-threatexchange's local_file exchange
+    local.write_text(f"pdq {PDQ_A}\nvideo_md5 {MD5_A}\nvpdq {hma_vpdq.read_text()}\n")
+    assert [e.signal_type for e in read_bank_file(local, "tx")] == ["pdq", "md5", "vpdq"]
+
+    bank = [*entries.values(), video]
+    for fmt in ("threatexchange-csv", "local-file"):
+        written = tmp_path / f"out-{fmt}"
+        with written.open("w") as out:
+            assert write_bank_file(bank, {}, out, fmt) == 4
+        again = {(e.signal_type, e.signal, e.action_hint) for e in read_bank_file(written, "tx")}
+        if fmt == "local-file":  # the format has no opinions: every entry acts
+            assert {(t, s) for t, s, _ in again} == {(e.signal_type, e.signal) for e in bank}
+        else:  # review-only is INVESTIGATION_SEED ("requires verifying"), read with the
+            # import's --action-hint: the default takedown here, review with --action-hint review
+            assert again == {(e.signal_type, e.signal, "takedown") for e in bank}
+            seeds = {e.signal for e in read_bank_file(written, "tx", "review")}
+            assert (tmp_path / f"out-{fmt}").read_text().count("INVESTIGATION_SEED") == 1
+            assert PDQ_B in seeds
+    text = (tmp_path / "out-local-file").read_text()
+    assert "\nraw_text join the ranks" in text and "\nvpdq [" in text

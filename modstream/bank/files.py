@@ -1,8 +1,20 @@
-"""Read bank entries from files: CSV (``signal_type,signal[,entry_id,labels]``), JSON lines,
-or a vPDQ file (one video: ``frame_number,quality,pdq_hex,timestamp`` lines; its entry id is
-the file name without ``.vpdq``); and write a bank as CSV or JSON lines (``bank export``),
-which reads back as the same entries: labels, hint, time added and provenance, with the
-entries' review outcome counts alongside (informational: they are the review loop's)."""
+"""Read bank entries from files, and write a bank (``bank export``) that reads back.
+
+Formats read, by their content:
+
+* modstream's CSV (``signal_type,signal[,entry_id,labels,...]``) and JSON lines;
+* python-threatexchange's CSV (``signal_type,signal_str,collab,category,tags``, as its
+  ``dataset --csv`` writes it) and its ``local_file`` format (``signal_type signal`` lines):
+  their type names are read as modstream's (``video_md5`` is ``md5``, ``raw_text`` is
+  ``text``); types modstream lacks and negative opinions are counted and skipped, a disputed
+  opinion makes the entry review-only, tags become labels;
+* one video's vPDQ: Meta's text (``frame_number,quality,pdq_hex,timestamp`` lines) or the
+  JSON form python-threatexchange and HMA use; its entry id is the file name without suffix.
+
+Written: modstream's CSV or JSON lines (labels, hint, time added, provenance, with the
+entries' review outcome counts alongside, informational), or the two python-threatexchange
+formats (vPDQ as its JSON form).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,7 @@ import csv
 import hashlib
 import io
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,23 +31,50 @@ from typing import TextIO
 import orjson
 
 from modstream.contracts import BankEntry, ContractError
+from modstream.formats.vpdq import format_vpdq_json, parse_vpdq
+from modstream.signals import for_exchange_name
 from modstream.signals import get as get_signal_type
 
+FORMATS = ("csv", "jsonl", "threatexchange-csv", "local-file")
+TX_CSV_COLUMNS = ["signal_type", "signal_str", "collab", "category", "tags"]
 
-def read_bank_file(path: Path, bank: str, action_hint: str = "takedown") -> Iterator[BankEntry]:
-    """Entries of one bank; signals are validated and canonicalized, errors name the line."""
+
+def read_bank_file(
+    path: Path, bank: str, action_hint: str = "takedown", skipped: Counter[str] | None = None
+) -> Iterator[BankEntry]:
+    """Entries of one bank; signals are validated and canonicalized, errors name the line.
+    Rows of python-threatexchange's formats that modstream cannot use are counted in
+    ``skipped`` (by reason) instead."""
     text = path.read_text(encoding="utf-8")
     added_at = datetime.now(UTC).isoformat(timespec="seconds")
-    is_jsonl = path.suffix in (".jsonl", ".ndjson") or text.lstrip().startswith("{")
-    if path.suffix == ".vpdq" or _VPDQ_LINE.match(text.lstrip()):
+    head = text.lstrip()
+    first_line = head.split("\n", 1)[0]
+    lenient = False
+    if path.suffix == ".vpdq" or _VPDQ_LINE.match(head) or head.startswith("["):
         rows: Iterator[tuple[int, dict]] = iter(
             [(1, {"signal_type": "vpdq", "signal": text, "entry_id": path.stem})]
         )
+    elif path.suffix in (".jsonl", ".ndjson") or head.startswith("{"):
+        rows = _json_rows(text)
+    elif "signal_str" in first_line and "," in first_line:
+        rows, lenient = _threatexchange_csv_rows(text), True
+    elif "," in first_line and "signal_type" in first_line:
+        rows = _csv_rows(text)
     else:
-        rows = _json_rows(text) if is_jsonl else _csv_rows(text)
+        rows, lenient = _local_file_rows(text), True
+    skipped = skipped if skipped is not None else Counter()
     for line, row in rows:
+        if row.get("skip"):
+            skipped[row["skip"]] += 1
+            continue
         try:
             signal_type = str(row["signal_type"]).strip()
+            if lenient:
+                kind = for_exchange_name(signal_type)
+                if kind is None:
+                    skipped[f"type {signal_type}"] += 1
+                    continue
+                signal_type = kind.name
             signal = get_signal_type(signal_type).normalize(str(row["signal"]))
             labels = row.get("labels") or []
             if isinstance(labels, str):
@@ -76,6 +116,39 @@ def _csv_rows(text: str) -> Iterator[tuple[int, dict]]:
         yield reader.line_num, row
 
 
+def _threatexchange_csv_rows(text: str) -> Iterator[tuple[int, dict]]:
+    """python-threatexchange's ``dataset --csv``: the opinion category decides the hint."""
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or not {"signal_type", "signal_str"} <= set(reader.fieldnames):
+        raise ContractError("python-threatexchange CSV needs signal_type,signal_str columns")
+    for row in reader:
+        category = (row.get("category") or "").strip().upper()
+        if category == "NEGATIVE_CLASS":
+            yield reader.line_num, {"skip": "negative opinion"}
+            continue
+        collab = (row.get("collab") or "").strip()
+        yield (
+            reader.line_num,
+            {
+                "signal_type": row["signal_type"],
+                "signal": row["signal_str"],
+                "labels": (row.get("tags") or "").split(),
+                "action_hint": "review" if category == "DISPUTED" else None,
+                "provenance": {"collab": collab[:512]} if collab else None,
+            },
+        )
+
+
+def _local_file_rows(text: str) -> Iterator[tuple[int, dict]]:
+    """python-threatexchange's ``local_file`` exchange: ``signal_type signal`` a line."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        signal_type, _, signal = line.strip().partition(" ")
+        if signal_type and signal:
+            yield number, {"signal_type": signal_type, "signal": signal}
+        elif line.strip():
+            raise ContractError(f"line {number}: expected 'signal_type signal'")
+
+
 def _json_rows(text: str) -> Iterator[tuple[int, dict]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
@@ -95,9 +168,11 @@ EXPORT_COLUMNS = ["signal_type", "signal", "entry_id", "labels", "action_hint", 
 def write_bank_file(
     entries: Iterable[BankEntry], outcomes: dict[str, dict[str, int]], out: TextIO, fmt: str
 ) -> int:
-    """Write entries (sorted by signal type and id) as ``csv`` or ``jsonl``; ``outcomes``
+    """Write entries (sorted by signal type and id) in one of ``FORMATS``; ``outcomes``
     maps an entry's bank key to its review outcome counts. Returns the count written."""
     rows = sorted(entries, key=lambda e: (e.signal_type, e.entry_id))
+    if fmt in ("threatexchange-csv", "local-file"):
+        return _write_threatexchange(rows, out, fmt)
     writer = csv.DictWriter(out, EXPORT_COLUMNS, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()
@@ -121,4 +196,33 @@ def write_bank_file(
         else:
             row = {k: v for k, v in orjson.loads(orjson.dumps(entry)).items() if k != "schema"}
             out.write(orjson.dumps({**row, "outcomes": counts}).decode() + "\n")
+    return len(rows)
+
+
+def _write_threatexchange(rows: list[BankEntry], out: TextIO, fmt: str) -> int:
+    writer = (
+        csv.DictWriter(out, TX_CSV_COLUMNS, lineterminator="\n") if fmt != "local-file" else None
+    )
+    if writer is not None:
+        writer.writeheader()
+    for entry in rows:
+        kind = get_signal_type(entry.signal_type)
+        name = kind.exchange_names[0] if kind.exchange_names else kind.name
+        signal = format_vpdq_json(parse_vpdq(entry.signal)) if kind.name == "vpdq" else entry.signal
+        if writer is None:
+            out.write(f"{name} {signal}\n")
+            continue
+        writer.writerow(
+            {
+                "signal_type": name,
+                "signal_str": signal,
+                "collab": entry.bank,
+                "category": "INVESTIGATION_SEED"
+                if entry.action_hint == "review"
+                else "NEGATIVE_CLASS"
+                if entry.action_hint == "allow"
+                else "POSITIVE_CLASS",
+                "tags": " ".join(label.replace(" ", "_") for label in entry.labels),
+            }
+        )
     return len(rows)

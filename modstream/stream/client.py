@@ -56,16 +56,29 @@ class MissingTopicError(LookupError):
 
 
 async def publish(
-    kafka: KafkaAccess, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+    kafka: KafkaAccess,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    progress: Callable[[int], None] | None = None,
+    window: int = 10_000,
 ) -> int:
-    """Send ``(key, value)`` pairs (value None is a tombstone) and wait until all are acked."""
+    """Send ``(key, value)`` pairs (value None is a tombstone) and wait until all are acked.
+    ``records`` may be a generator of millions: at most ``window`` are in flight, and
+    ``progress`` hears the count acked so far after each window."""
     client = await started(
         producer(kafka, linger_ms=5, acks="all", max_request_size=8 * 1024 * 1024)
     )
     try:
-        futures = [await client.send(topic, key=key, value=value) for key, value in records]
-        await asyncio.gather(*futures)
-        return len(futures)
+        sent, pending = 0, []
+        for key, value in records:
+            pending.append(await client.send(topic, key=key, value=value))
+            if len(pending) >= window:
+                await asyncio.gather(*pending)
+                sent, pending = sent + len(pending), []
+                if progress is not None:
+                    progress(sent)
+        await asyncio.gather(*pending)
+        return sent + len(pending)
     finally:
         await client.stop()
 
