@@ -606,7 +606,8 @@ def cmd_exchange_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _exchanges(settings: Settings) -> tuple[dict, dict]:
+def _exchanges(settings: Settings) -> tuple[dict, dict, dict[str, dict[str, int]]]:
+    """Configs, states and report counts (``opinion status`` -> n) by exchange."""
     from modstream.contracts import (
         EXCHANGE_CONFIG_TOPIC,
         EXCHANGE_STATE_TOPIC,
@@ -618,15 +619,22 @@ def _exchanges(settings: Settings) -> tuple[dict, dict]:
         key.decode()[len("exchange/") :]: ExchangeConfig.parse(value)
         for key, value in _read_table(settings, EXCHANGE_CONFIG_TOPIC).items()
     }
-    states = {
-        key.decode()[len("exchange/") :]: ExchangeState.parse(value)
-        for key, value in _read_table(settings, EXCHANGE_STATE_TOPIC).items()
-    }
-    return configs, states
+    states: dict[str, ExchangeState] = {}
+    reports: dict[str, dict[str, int]] = {}
+    for key, value in _read_table(settings, EXCHANGE_STATE_TOPIC).items():
+        name = key.decode()
+        if name.startswith("exchange/"):
+            states[name[len("exchange/") :]] = ExchangeState.parse(value)
+        elif name.startswith("report/"):  # report/<exchange>/<opinion>/<bank key>
+            _, exchange, opinion, _ = name.split("/", 3)
+            status = orjson.loads(value)["status"]
+            counts = reports.setdefault(exchange, {})
+            counts[f"{opinion} {status}"] = counts.get(f"{opinion} {status}", 0) + 1
+    return configs, states, reports
 
 
 def _exchange(settings: Settings, name: str) -> tuple:
-    configs, states = _exchanges(settings)
+    configs, states, _ = _exchanges(settings)
     if name not in configs:
         raise UserError(f"no exchange {name!r} (see modstream exchange list)")
     return configs[name], states.get(name)
@@ -640,13 +648,13 @@ def _ago(moment: float | None) -> str:
 
 
 def cmd_exchange_list(args: argparse.Namespace, settings: Settings) -> int:
-    configs, states = _exchanges(settings)
+    configs, states, reports = _exchanges(settings)
     if not configs:
         print("no exchanges (add one: modstream exchange add NAME --api API --bank BANK)")
     for name, config in sorted(configs.items()):
         flag = "" if config.enabled else "  [disabled]"
         print(f"{name}  api={config.api}  bank={config.bank}  every {config.interval_s:g} s{flag}")
-        state = states.get(name)
+        state, counts = states.get(name), reports.get(name, {})
         if args.detail and state is not None:
             doing = "syncing; " if state.syncing else ""
             print(
@@ -656,6 +664,8 @@ def cmd_exchange_list(args: argparse.Namespace, settings: Settings) -> int:
             )
             if state.skipped:
                 print("    skipped: " + ", ".join(f"{k} {v}" for k, v in state.skipped.items()))
+            if counts:
+                print("    reports: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
             if state.error:
                 print(f"    ERROR ({state.failures} in a row): {state.error}")
         elif args.detail:

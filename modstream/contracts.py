@@ -37,6 +37,7 @@ REVIEW_CASES_TOPIC = "review.cases"  # internal, compacted: what an outcome acts
 HUMAN_VERDICTS_TOPIC = "review.verdicts"  # internal, compacted, on every worker: precedence
 REINSTATEMENTS_TOPIC = "reinstatements"  # content a reviewer restored after a takedown
 BANK_CONFIG_TOPIC = "bank.config"  # compacted, on every worker: bank and platform controls
+ENTRY_OUTCOMES_TOPIC = "review.entry_outcomes"  # a reviewer's outcome on a match of an entry
 EXCHANGE_CONFIG_TOPIC = "exchange.config"  # compacted: the exchanges banks are synced from
 EXCHANGE_STATE_TOPIC = "exchange.state"  # compacted: each exchange's checkpoint and status
 # A sane range for event times (2000-01-01 .. 2100-01-01 UTC, epoch seconds).
@@ -897,6 +898,45 @@ class ReviewNote:
     reason: str = ""
     labels: tuple[str, ...] = ()
     reviewed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class EntryOutcome:
+    """A reviewer's outcome on a decision that matched a bank entry (``review.entry_outcomes``,
+    key: the entry's bank key), for whoever keeps the entry: the exchange it came from hears
+    a confirm as a true positive and an overturn as a false positive. Who reviewed is not in
+    it: an exchange does not need to know."""
+
+    bank: str
+    signal_type: str
+    entry_id: str
+    outcome: Outcome
+    decision_id: str
+    human_decision_id: str
+    reviewed_at: float
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        return bank_key(self.bank, self.signal_type, self.entry_id)
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> EntryOutcome:
+        f = _Fields(_loads_object(raw, "entry outcome"), "entry_outcome",
+                    {k.name for k in fields(cls)})  # fmt: skip
+        f.schema()
+        return cls(
+            bank=f.text("bank"),
+            signal_type=f.text("signal_type"),
+            entry_id=f.text("entry_id"),
+            outcome=_outcome(f.text("outcome")),
+            decision_id=f.text("decision_id"),
+            human_decision_id=f.text("human_decision_id"),
+            reviewed_at=float(f.get("reviewed_at", (int, float))),
+        )
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
 
 
 @dataclass(frozen=True)

@@ -263,3 +263,74 @@ async def test_a_standby_takes_over_when_the_active_service_dies(workers, sync_s
     cli(workers, "exchange", "sync-now", "partner", "--wait", "60")
     state = (await states(workers))["partner"]
     assert state.published == 2 and "standing by" not in sync_services.log(standby)
+
+
+async def reports(workers) -> dict[str, dict]:
+    table = await read_table(workers.settings.kafka, workers.settings.topic("exchange.state"))
+    return {
+        key.decode(): orjson.loads(value)
+        for (_, key), value in table.items()
+        if key.startswith(b"report/")
+    }
+
+
+async def wait_reports(workers, done, timeout: float = 60) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await reports(workers)
+        if done(found):
+            return found
+        await asyncio.sleep(0.5)
+    raise AssertionError(found)
+
+
+async def test_reviewers_outcomes_on_exchange_matches_go_back_once(
+    workers, sync_services, tmp_path
+):
+    signals = tmp_path / "partner.txt"
+    signals.write_text(f"pdq {PDQ}\n")
+    cli(workers, "exchange", "add", "partner", "--api", "local_file", "--bank", "shared",
+        "--set", f"path={signals}")  # fmt: skip
+    port = sync_services.start()
+    sync_services.wait_active()
+    await wait_state(workers, "partner", lambda s: s.last_success_at is not None)
+    workers.start()
+    events = [upload(f"wb-{n}", media=inline(ROCKET), uploader=f"u{n}") for n in range(3)]
+    await send(workers, "uploads", events)
+    found = await collect(workers, "decisions", {"wb-0", "wb-1", "wb-2"})
+    decisions = [found[f"wb-{n}"][0] for n in range(3)]
+    assert {d["verdict"] for d in decisions} == {"takedown"}
+
+    def review(decision: dict, outcome: str) -> None:
+        path = tmp_path / f"{decision['event_id']}.json"
+        path.write_bytes(orjson.dumps(decision))
+        cli(workers, "review", "submit", outcome, "--decision", str(path), "--reviewer", "r1")
+
+    review(decisions[0], "confirm")  # a true positive: local_file appends it to the file
+    sent = await wait_reports(workers, lambda r: len(r) == 1 and "sent" in str(r))
+    (report,) = sent.values()
+    assert (
+        report["opinion"] == "true_positive"
+        and report["decision_id"] == decisions[0]["decision_id"]
+    )
+    assert signals.read_text().count(PDQ) == 2
+
+    review(decisions[1], "confirm")  # the same entry again: not reported twice
+    review(decisions[2], "overturn")  # python-threatexchange's local_file takes no negatives
+    after = await wait_reports(workers, lambda r: len(r) == 2)
+    unsupported = next(r for r in after.values() if r["opinion"] == "false_positive")
+    assert (
+        unsupported["status"] == "unsupported" and "takes no false_positive" in unsupported["error"]
+    )
+    deadline = time.monotonic() + 30
+    while 'status="repeated"' not in sync_services.metrics(port) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert 'opinion="true_positive",status="repeated"} 1.0' in sync_services.metrics(port)
+
+    sync_services.kill(port)  # a restart re-reads nothing it has reported
+    port = sync_services.start()
+    sync_services.wait_active()
+    await asyncio.sleep(3)
+    assert await reports(workers) == after and signals.read_text().count(PDQ) == 2
+    status = cli(workers, "exchange", "status").stdout
+    assert "reports: false_positive unsupported 1, true_positive sent 1" in status

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from threatexchange.exchanges.collab_config import CollaborationConfigBase
+from threatexchange.exchanges.fetch_state import SignalOpinion, SignalOpinionCategory
 from threatexchange.exchanges.impl.fb_threatexchange_api import FBThreatExchangeSignalExchangeAPI
 from threatexchange.exchanges.impl.file_api import LocalFileSignalExchangeAPI
 from threatexchange.exchanges.impl.ncmec_api import NCMECSignalExchangeAPI
@@ -58,12 +59,33 @@ TX_SIGNAL_TYPES: tuple[type[TXSignalType], ...] = (
     VPDQSignalName,
 )
 
+
+class LocalFileExchange(LocalFileSignalExchangeAPI):
+    """python-threatexchange's ``local_file``, with its ``report_opinion`` working: 1.2.17
+    opens the file in mode ``"wta"``, which Python refuses ("must have exactly one of
+    create/read/write/append mode"), so no true positive could ever be appended."""
+
+    def report_opinion(
+        self, s_type: type[TXSignalType], signal: str, opinion: SignalOpinion
+    ) -> None:
+        if opinion.category != SignalOpinionCategory.POSITIVE_CLASS or opinion.tags:
+            raise NotImplementedError
+        path = Path(self.collab.filename)
+        newline = ""
+        if path.exists() and path.stat().st_size:
+            with path.open("rb") as tail:
+                tail.seek(-1, os.SEEK_END)
+                newline = "" if tail.read(1) == b"\n" else "\n"
+        with path.open("a", encoding="utf-8") as file:
+            file.write(f"{newline}{s_type.get_name()} {signal}\n")
+
+
 APIS: dict[str, type[AnySignalExchangeAPI]] = {
     "fb_threatexchange": FBThreatExchangeSignalExchangeAPI,
     "tat": TCAPExchange,
     "ncmec": NCMECSignalExchangeAPI,
     "stop_ncii": StopNCIISignalExchangeAPI,
-    "local_file": LocalFileSignalExchangeAPI,
+    "local_file": LocalFileExchange,
     "sample": StaticSampleSignalExchangeAPI,
 }
 assert set(APIS) == set(EXCHANGE_APIS)

@@ -37,6 +37,12 @@ class ExchangeMetrics:
             ["exchange"],
             registry=registry,
         )
+        self.reports = Counter(
+            "modstream_exchange_reports_total",
+            "Reviewers' outcomes reported to an exchange, by opinion and how it went",
+            ["exchange", "opinion", "status"],
+            registry=registry,
+        )
         self.last_success = Gauge(
             "modstream_exchange_last_success_timestamp_seconds",
             "When the exchange last synced to its end",

@@ -5,8 +5,9 @@ each outcome and moves it to ``review.outcomes.routed``, partitioned by decision
 cases the decide stage writes on ``review.cases`` (Kafka Streams' repartition step). The
 second stage then finds each outcome's case in its own partition and applies
 ``decide.review.apply_outcome``: the human decision, the standing verdict every worker
-follows, the bank entries it feeds and the per-entry outcome counts, all in the one
-transaction that consumes the outcome.
+follows, the bank entries it feeds, the per-entry outcome counts and, on
+``review.entry_outcomes``, the outcome for each matched entry (what the exchange sync
+reports back), all in the one transaction that consumes the outcome.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from modstream.bank.controls import BankControls
 from modstream.contracts import (
     BANK_CONFIG_TOPIC,
     DECISIONS_TOPIC,
+    ENTRY_OUTCOMES_TOPIC,
     HASHBANK_TOPIC,
     HUMAN_VERDICTS_TOPIC,
     REINSTATEMENTS_TOPIC,
@@ -28,6 +30,7 @@ from modstream.contracts import (
     REVIEWS_TOPIC,
     TAKEDOWNS_TOPIC,
     ContractError,
+    EntryOutcome,
     ReviewOutcome,
     dumps,
 )
@@ -152,6 +155,11 @@ class ReviewStage:
             counts[outcome.outcome] += 1
             sent.append(await self.cases.put(key, orjson.dumps(counts), record.partition))
             self.metrics.entry_outcome(bank, entry_id, outcome.outcome)
+            told = EntryOutcome(
+                bank, signal_type, entry_id, outcome.outcome, outcome.decision_id,
+                decision.decision_id, outcome.reviewed_at,
+            )  # fmt: skip
+            sent.append(await out.send(ENTRY_OUTCOMES_TOPIC, told.key.encode(), told.to_json()))
         applied_now = orjson.dumps(effects.applied)
         sent.append(await self.cases.put(applied_key, applied_now, record.partition))
         counted(outcome=outcome.outcome, result="applied").inc()

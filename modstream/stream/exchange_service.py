@@ -13,6 +13,10 @@ ledger); then it syncs each enabled exchange every ``interval_s``, at once on ``
 sync-now``, and after a failure again after a backoff (``MODSTREAM_EXCHANGE_RETRY_S``,
 doubling, at most the interval). Each page's bank entries and the exchange's new state are
 written in one transaction.
+
+The active instance also reads ``review.entry_outcomes`` and reports reviewers' outcomes on
+matches of exchange entries back to their exchange (``exchanges.reports``), each at most
+once; where it has read to is kept on ``exchange.state`` (key ``reports-offsets``).
 """
 
 from __future__ import annotations
@@ -25,23 +29,27 @@ import re
 import time
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ProducerFenced
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modstream.contracts import (
+    ENTRY_OUTCOMES_TOPIC,
     EXCHANGE_CONFIG_TOPIC,
     EXCHANGE_STATE_TOPIC,
     HASHBANK_TOPIC,
     BankEntry,
     ContractError,
+    EntryOutcome,
     ExchangeConfig,
     ExchangeState,
     parse_bank_key,
 )
 from modstream.exchanges.mapping import Ledger
 from modstream.exchanges.metrics import ExchangeMetrics
+from modstream.exchanges.reports import OPINIONS, Report, report_key, send_report, settled
 from modstream.exchanges.sync import SyncError, SyncLimits, sync_exchange
 from modstream.settings import Settings
 from modstream.stream import client, compat
@@ -52,6 +60,7 @@ log = logging.getLogger("modstream.exchanges")
 #: An entry id an exchange sync made: ``<exchange>.<record digest>.<signal digest>``.
 _EXCHANGE_ENTRY = re.compile(rb"/[A-Za-z0-9][A-Za-z0-9_.-]*\.[0-9a-f]{16}\.[0-9a-f]{8}$")
 PROGRESS_LOG_S = 10.0
+REPORT_OFFSETS = "reports-offsets"
 
 
 def state_key(name: str) -> bytes:
@@ -76,6 +85,9 @@ class ExchangeSyncService:
         self._write_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(settings.exchange_concurrency)
         self._last_progress_log: dict[str, float] = {}
+        self.reports: dict[str, Report] = {}
+        self._report_offsets: dict[int, int] = {}
+        self._reporter: asyncio.Task[None] | None = None
 
     # ---- the shell: group membership, the config stream, the web endpoints -------------
 
@@ -183,10 +195,16 @@ class ExchangeSyncService:
     async def _activate(self) -> None:
         kafka = self.settings.kafka
         states = await client.read_table(kafka, self.settings.topic(EXCHANGE_STATE_TOPIC))
-        self.states = {}
+        self.states, self.reports, self._report_offsets = {}, {}, {}
         for (_, key), value in states.items():
-            with contextlib.suppress(ContractError):
-                self.states[key.decode()[len("exchange/") :]] = ExchangeState.parse(value)
+            name = key.decode()
+            with contextlib.suppress(ContractError, ValueError, TypeError):
+                if name.startswith("exchange/"):
+                    self.states[name[len("exchange/") :]] = ExchangeState.parse(value)
+                elif name.startswith("report/"):
+                    self.reports[name] = Report.parse(value)
+                elif name == REPORT_OFFSETS:
+                    self._report_offsets = {int(p): o for p, o in orjson.loads(value).items()}
         self.ledgers = await self._read_ledgers()
         self._producer = await client.started(
             client.producer(
@@ -200,6 +218,7 @@ class ExchangeSyncService:
         compat.pace_metadata_updates(self._producer, 0.5)
         self.active = True
         self.metrics.active.set(1)
+        self._reporter = asyncio.create_task(self._report_outcomes(), name="exchange-reports")
         for name, state in self.states.items():
             self.metrics.observe(name, None, state)
         log.info(
@@ -233,6 +252,9 @@ class ExchangeSyncService:
         was_active, self.active = self.active, False
         tasks = list(self.tasks.values())
         self.tasks.clear()
+        if self._reporter is not None:
+            tasks.append(self._reporter)
+            self._reporter = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -333,36 +355,107 @@ class ExchangeSyncService:
     async def write(
         self, config: ExchangeConfig, writes: dict[str, bytes | None], state: ExchangeState
     ) -> None:
+        await self._transaction(writes, {state_key(config.name): state.to_json()})
+        before = self.states.get(config.name)
+        self.states[config.name] = state
+        self.metrics.observe(config.name, before, state)
+
+    async def _transaction(
+        self, bank: dict[str, bytes | None], states: dict[bytes, bytes | None]
+    ) -> None:
+        """Bank records and ``exchange.state`` records, all or nothing."""
         if not self.active or self._producer is None:
             raise SyncError("this instance no longer holds the lease")
         producer = self._producer
         bank_topic = self.settings.topic(HASHBANK_TOPIC)
+        state_topic = self.settings.topic(EXCHANGE_STATE_TOPIC)
         async with self._write_lock:
             try:
                 await producer.begin_transaction()
                 futures = [
                     await producer.send(bank_topic, key=key.encode(), value=value)
-                    for key, value in writes.items()
+                    for key, value in bank.items()
                     if parse_bank_key(key)
                 ]
-                futures.append(
-                    await producer.send(
-                        self.settings.topic(EXCHANGE_STATE_TOPIC),
-                        key=state_key(config.name),
-                        value=state.to_json(),
-                    )
-                )
+                for key_, value in states.items():
+                    futures.append(await producer.send(state_topic, key=key_, value=value))
                 await asyncio.gather(*futures)  # every record delivered before the commit
                 await producer.commit_transaction()
             except ProducerFenced:
-                raise
+                self.active = False
+                raise SyncError("fenced: another exchange sync instance holds the lease") from None
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await producer.abort_transaction()
                 raise SyncError(f"writing to Kafka failed: {exc}") from exc
-        before = self.states.get(config.name)
-        self.states[config.name] = state
-        self.metrics.observe(config.name, before, state)
+
+    # ---- write-back: reviewers' outcomes on exchange entries, to the exchange -------------
+
+    async def _report_outcomes(self) -> None:
+        """Tail ``review.entry_outcomes`` from where the last active instance stopped."""
+        for report in [r for r in self.reports.values() if r.status == "sending"]:
+            # A crash between recording and sending: the exchange may have it; never resend.
+            await self._record(
+                settled(report, "unknown", "interrupted: not sent again", time.time())
+            )
+        topic = self.settings.topic(ENTRY_OUTCOMES_TOPIC)
+        reader = await client.started(client.committed_reader(self.settings.kafka))
+        try:
+            partitions = await client.topic_partitions(reader, topic)
+            reader.assign(partitions)
+            for tp in partitions:
+                reader.seek(tp, self._report_offsets.get(tp.partition, 0))
+            while self.active:
+                batches = await reader.getmany(timeout_ms=1000)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._report(record.value)
+                        self._report_offsets[tp.partition] = record.offset + 1
+                if batches:  # where to resume, also past outcomes of entries of no exchange
+                    offsets = orjson.dumps({str(p): o for p, o in self._report_offsets.items()})
+                    await self._transaction({}, {REPORT_OFFSETS.encode(): offsets})
+        except SyncError as exc:
+            log.warning("exchange reports stopped", extra={"error": str(exc)})
+        finally:
+            await reader.stop()
+
+    async def _report(self, value: bytes | None) -> None:
+        try:
+            outcome = EntryOutcome.parse(value or b"")
+        except ContractError:
+            return
+        opinion = OPINIONS.get(outcome.outcome)
+        name = next(
+            (n for n, ledger in self.ledgers.items() if outcome.key in ledger.signals), None
+        )
+        config = self.configs.get(name or "")
+        if opinion is None or name is None or config is None:
+            return
+        key = report_key(name, outcome.key, opinion)
+        if key in self.reports:
+            self.metrics.reports.labels(name, opinion, "repeated").inc()
+            return
+        signal_type, signal = self.ledgers[name].signals[outcome.key]
+        report = Report(name, outcome.key, opinion, "sending", outcome.decision_id, time.time())
+        await self._record(report)
+        status, error = await asyncio.to_thread(send_report, config, signal_type, signal, opinion)
+        await self._record(settled(report, status, error, time.time()))
+        log.info(
+            "exchange report",
+            extra={
+                "exchange": name,
+                "entry": outcome.key,
+                "opinion": opinion,
+                "status": status,
+                "error": error,
+            },
+        )
+
+    async def _record(self, report: Report) -> None:
+        await self._transaction({}, {report.key.encode(): report.to_json()})
+        self.reports[report.key] = report
+        if report.status != "sending":
+            self.metrics.reports.labels(report.exchange, report.opinion, report.status).inc()
 
 
 async def run_exchange_sync(settings: Settings, stop: asyncio.Event) -> None:

@@ -12,6 +12,7 @@ from modstream.contracts import (
     BANK_CONFIG_TOPIC,
     DECISIONS_TOPIC,
     DLQ_TOPIC,
+    ENTRY_OUTCOMES_TOPIC,
     EXCHANGE_CONFIG_TOPIC,
     EXCHANGE_STATE_TOPIC,
     HASHBANK_TOPIC,
@@ -99,6 +100,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             },
         ),
         TopicSpec(settings.topic(REINSTATEMENTS_TOPIC), n, {"retention.ms": month}),
+        TopicSpec(settings.topic(ENTRY_OUTCOMES_TOPIC), n, {"retention.ms": month}),
     ]
 
 
