@@ -355,6 +355,55 @@ def bank() -> dict:
                 description="Their matches go to review until a person runs "
                 "modstream bank release (alert ModstreamBankEntryFlooding).",
             ),
+            # Exchanges: the sync service (job modstream-exchange-sync), not the workers.
+            panel(
+                "Exchanges: time since the last successful sync",
+                [
+                    (
+                        "time() - max by (exchange) "
+                        "(modstream_exchange_last_success_timestamp_seconds)",
+                        "{{exchange}}",
+                    )
+                ],
+                "s",
+                description="Alert ModstreamExchangeNotSyncing at 3 intervals; "
+                "modstream exchange status says why.",
+            ),
+            panel(
+                "Exchanges: bank entries written (time range)",
+                [
+                    (
+                        "sum by (exchange, change) "
+                        "(increase(modstream_exchange_entries_total[$__range]))",
+                        "{{exchange}} {{change}}",
+                    )
+                ],
+                "short",
+                kind="table",
+            ),
+            panel(
+                "Exchanges: failed syncs and records fetched",
+                [
+                    (
+                        "sum by (exchange) "
+                        "(rate(modstream_exchange_errors_total[$__rate_interval]))",
+                        "{{exchange}} errors",
+                    ),
+                    (
+                        "sum by (exchange) "
+                        "(rate(modstream_exchange_fetched_total[$__rate_interval]))",
+                        "{{exchange}} fetched",
+                    ),
+                ],
+                "ops",
+            ),
+            panel(
+                "Exchanges: active sync instance",
+                [("max by (instance) (modstream_exchange_sync_active)", "{{instance}}")],
+                "bool_yes_no",
+                description="One instance holds the lease; the others stand by "
+                "(alert ModstreamExchangeSyncDown).",
+            ),
         ],
         [WORKER],
     )

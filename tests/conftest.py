@@ -169,3 +169,85 @@ def workers(kafka: str, tmp_path: Path) -> Iterator[Workers]:
 def decode_json(value: bytes | None) -> dict:
     assert value is not None
     return orjson.loads(value)
+
+
+class SyncServices:
+    """``modstream exchange-sync`` processes on the test's topics."""
+
+    def __init__(self, workers, tmp: Path) -> None:
+        self.workers, self.tmp = workers, tmp
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def start(self) -> int:
+        port = free_port()
+        env = self.workers.worker_env(
+            MODSTREAM_EXCHANGE_SYNC_PORT=str(port),
+            MODSTREAM_EXCHANGE_RETRY_S="1",
+            MODSTREAM_SESSION_TIMEOUT_S="6",
+        )
+        log = open(self.tmp / f"sync-{port}.log", "ab")  # noqa: SIM115 - lives with the process
+        self.procs[port] = subprocess.Popen(
+            [sys.executable, "-m", "modstream.cli", "exchange-sync"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        return port
+
+    def role(self, port: int) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                return orjson.loads(r.read())["role"]
+        except OSError:
+            return ""
+
+    def wait_active(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for port, proc in self.procs.items():
+                assert proc.poll() is None, self.log(port)[-3000:]
+                if self.role(port) == "active":
+                    return port
+            time.sleep(0.3)
+        raise AssertionError("no exchange sync became active")
+
+    def metrics(self, port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def log(self, port: int) -> str:
+        return (self.tmp / f"sync-{port}.log").read_text(errors="replace")
+
+    def kill(self, port: int) -> None:
+        self.procs[port].kill()
+        self.procs[port].wait()
+        del self.procs[port]
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def sync_services(workers, tmp_path):
+    services = SyncServices(workers, tmp_path)
+    yield services
+    services.stop_all()
+
+
+def cli(workers, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "modstream.cli", *args],
+        env=workers.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done

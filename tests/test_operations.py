@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from conftest import free_port
+from conftest import cli, free_port
 from streaming import collect, send, upload
 
 from modstream.contracts import dumps
@@ -132,6 +132,7 @@ def test_compose_stack_is_complete():
         "kafka",
         "topics",
         "worker",
+        "exchange-sync",
         "demo",
         "prometheus",
         "grafana",
@@ -167,6 +168,7 @@ def test_compose_stack_is_complete():
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
     assert jobs["modstream"]["dns_sd_configs"][0]["names"] == ["worker"]  # every replica
+    assert jobs["modstream-exchange-sync"]["dns_sd_configs"][0]["names"] == ["exchange-sync"]
     for rule_file in prometheus["rule_files"]:
         assert (ROOT / "deploy/prometheus" / rule_file).exists()
     docker = shutil.which("docker")
@@ -188,16 +190,20 @@ def test_compose_stack_is_complete():
 class Prometheus:
     """A real Prometheus server scraping the test's worker every second."""
 
-    def __init__(self, tmp: Path, target_port: int) -> None:
+    def __init__(self, tmp: Path, target_port: int, sync_port: int) -> None:
         self.port = free_port()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
             "scrape_configs": [
                 {
-                    "job_name": "modstream",
-                    "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
+                    "job_name": job,
+                    "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
                 }
+                for job, port in (
+                    ("modstream", target_port),
+                    ("modstream-exchange-sync", sync_port),
+                )
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -243,13 +249,22 @@ class Prometheus:
 
 
 @pytest.mark.kafka
-async def test_every_dashboard_and_alert_query_has_data_in_a_real_prometheus(workers, tmp_path):
+async def test_every_dashboard_and_alert_query_has_data_in_a_real_prometheus(
+    workers, sync_services, tmp_path
+):
     entries = bank_entries()
     await send(workers, "hashbank", [(e.key.encode(), dumps(e)) for e in entries])
     # Any entry's first match floods (one match, no history): the quarantine panel and its
     # alert get data.
     _, port = workers.start(MODSTREAM_FLOOD_MIN_MATCHES="1", MODSTREAM_FLOOD_FACTOR="1")
-    prometheus = Prometheus(tmp_path, port)
+    # An exchange synced by the sync service: the exchange panels and alerts get data.
+    signals = tmp_path / "partner.txt"
+    signals.write_text(f"pdq {entries[0].signal}\n")
+    cli(workers, "exchange", "add", "partner", "--api", "local_file", "--bank", "partner",
+        "--set", f"path={signals}")  # fmt: skip
+    sync_port = sync_services.start()
+    sync_services.wait_active()
+    prometheus = Prometheus(tmp_path, port, sync_port)
     try:
         # Every kind of outcome, so every panel has something to show: takedowns, reviews and
         # allows (the demo's uploads), a dead letter and a media URL that cannot be fetched.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
@@ -70,8 +71,12 @@ class ExchangeMetrics:
             registry=registry,
         )
 
-    def configured(self, config: ExchangeConfig) -> None:
+    def configured(self, config: ExchangeConfig, last_success_at: float | None) -> None:
+        """An exchange to sync: one that never synced counts from now, so that it alerts
+        after three intervals without success like one that stopped syncing."""
         self.interval.labels(config.name).set(config.interval_s)
+        self.last_success.labels(config.name).set(last_success_at or time.time())
+        self.errors.labels(config.name)  # at 0: a rate, not no data, until the first error
 
     def removed(self, name: str) -> None:
         for gauge in (self.interval, self.last_success, self.checkpoint, self.syncing):

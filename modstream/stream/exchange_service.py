@@ -187,8 +187,11 @@ class ExchangeSyncService:
         except ContractError as exc:
             log.warning("exchange config ignored", extra={"exchange": name, "error": str(exc)})
             return
+        if name not in self.configs:
+            state = self.states.get(name)
+            self.metrics.configured(config, state.last_success_at if state else None)
         self.configs[name] = config
-        self.metrics.configured(config)
+        self.metrics.interval.labels(name).set(config.interval_s)
 
     # ---- the lease -----------------------------------------------------------------------
 
