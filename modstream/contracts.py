@@ -914,6 +914,8 @@ class EntryOutcome:
     decision_id: str
     human_decision_id: str
     reviewed_at: float
+    #: The entry's signal as the worker's bank had it (None if it was removed meanwhile).
+    signal: str | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -933,6 +935,7 @@ class EntryOutcome:
             decision_id=f.text("decision_id"),
             human_decision_id=f.text("human_decision_id"),
             reviewed_at=float(f.get("reviewed_at", (int, float))),
+            signal=f.optional_text("signal", max_len=100_000),
         )
 
     def to_json(self) -> bytes:

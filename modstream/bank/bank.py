@@ -64,6 +64,12 @@ class Bank:
         with self._lock:
             self._apply(key, entry)
 
+    def entry(self, key: str) -> BankEntry | None:
+        """The entry under a bank key, if the bank has it."""
+        with self._lock:
+            ref = self._entries.ref_for(key)
+            return None if ref is None else self._entries.get(ref)
+
     def _apply(self, key: str, entry: BankEntry | None) -> None:
         bank, signal_type, _ = parse_bank_key(key)
         old_ref = self._entries.ref_for(key)

@@ -45,10 +45,10 @@ def record_digest(key: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def fingerprint(entry: BankEntry) -> str:
+def fingerprint(entry: BankEntry) -> bytes:
     """What makes two publications of an entry the same (not when it was added)."""
     body = dataclasses.replace(entry, added_at="")
-    return hashlib.sha256(dumps(body)).hexdigest()[:16]
+    return hashlib.sha256(dumps(body)).digest()[:8]
 
 
 @dataclass
@@ -57,37 +57,44 @@ class Page:
 
     writes: dict[str, bytes | None] = field(default_factory=dict)
     #: The ledger after the page: record digest -> {bank key: fingerprint} (empty: gone).
-    records: dict[str, dict[str, str]] = field(default_factory=dict)
+    records: dict[str, dict[str, bytes]] = field(default_factory=dict)
     fetched: int = 0
     published: int = 0
     deleted: int = 0
     unchanged: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
-    signals: dict[str, tuple[str, str]] = field(default_factory=dict)  # bank key -> type, signal
 
 
 class Ledger:
-    """The bank entries one exchange has published, by the record that produced them."""
+    """The bank entries one exchange has published, by the record that produced them.
+
+    Compact, because it holds every entry of an exchange (NCMEC's list runs to millions):
+    a bank key and an 8-byte fingerprint per entry, and each record's key (or keys)."""
 
     def __init__(self) -> None:
-        self.records: dict[str, dict[str, str]] = {}
-        self.signals: dict[str, tuple[str, str]] = {}  # bank key -> (signal type, signal)
+        self._prints: dict[str, bytes] = {}  # bank key -> fingerprint
+        self._keys: dict[str, str | tuple[str, ...]] = {}  # record digest -> bank key(s)
 
     def __len__(self) -> int:
-        return sum(len(keys) for keys in self.records.values())
+        return len(self._prints)
+
+    def __contains__(self, bank_key: str) -> bool:
+        return bank_key in self._prints
 
     def know(self, entry: BankEntry) -> None:
         """An entry this exchange published, found in ``hashbank``."""
         record = (entry.provenance or {}).get("record", "")
-        self.records.setdefault(record, {})[entry.key] = fingerprint(entry)
-        self.signals[entry.key] = (entry.signal_type, entry.signal)
+        current = self._printed(record)
+        current[entry.key] = fingerprint(entry)
+        self._set(record, current)
 
     def forget(self, bank_key: str) -> None:
-        """A tombstone found in ``hashbank`` for one of this exchange's entries."""
-        self.signals.pop(bank_key, None)
-        for record, keys in list(self.records.items()):
-            if keys.pop(bank_key, None) is not None and not keys:
-                del self.records[record]
+        """A tombstone found in ``hashbank`` for one of this exchange's entries (its id,
+        ``<exchange>.<record>.<signal>``, names its record)."""
+        record = bank_key.rsplit(".", 2)[-2]
+        printed = self._printed(record)
+        if printed.pop(bank_key, None) is not None:
+            self._set(record, printed)
 
     def plan(
         self,
@@ -109,27 +116,34 @@ class Ledger:
     def sweep(self, seen: Iterable[str]) -> Page:
         """A full fetch ended: every record it did not return is gone from the exchange."""
         page = Page()
-        for digest in set(self.records) - set(seen):
+        for digest in set(self._keys) - set(seen):
             self._replace(page, digest, {})
         return page
 
     def commit(self, page: Page) -> None:
         """The page's writes are in Kafka: remember them."""
-        for digest, keys in page.records.items():
-            for gone in set(self.records.get(digest, {})) - set(keys):
-                self.signals.pop(gone, None)
-            if keys:
-                self.records[digest] = keys
-            else:
-                self.records.pop(digest, None)
-        self.signals.update(page.signals)
+        for digest, printed in page.records.items():
+            self._set(digest, printed)
+
+    def _printed(self, digest: str) -> dict[str, bytes]:
+        keys = self._keys.get(digest, ())
+        return {key: self._prints[key] for key in ((keys,) if isinstance(keys, str) else keys)}
+
+    def _set(self, digest: str, printed: dict[str, bytes]) -> None:
+        for gone in set(self._printed(digest)) - set(printed):
+            del self._prints[gone]
+        self._prints.update(printed)
+        if not printed:
+            self._keys.pop(digest, None)
+        else:
+            keys = tuple(printed)
+            self._keys[digest] = keys[0] if len(keys) == 1 else keys
 
     def _replace(self, page: Page, digest: str, entries: dict[str, BankEntry]) -> None:
-        before = page.records.get(digest, self.records.get(digest, {}))
-        after: dict[str, str] = {}
+        before = page.records[digest] if digest in page.records else self._printed(digest)
+        after: dict[str, bytes] = {}
         for key, entry in entries.items():
             after[key] = print_ = fingerprint(entry)
-            page.signals[key] = (entry.signal_type, entry.signal)
             if before.get(key) == print_:
                 page.unchanged += 1
             else:

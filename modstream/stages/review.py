@@ -29,6 +29,7 @@ from modstream.contracts import (
     REVIEW_ROUTED_TOPIC,
     REVIEWS_TOPIC,
     TAKEDOWNS_TOPIC,
+    BankEntry,
     ContractError,
     EntryOutcome,
     ReviewOutcome,
@@ -95,12 +96,14 @@ class ReviewStage:
         out: Output,
         metrics: PipelineMetrics,
         pdq_min_quality: int = 50,
+        bank_entry: Callable[[str], BankEntry | None] = lambda key: None,
     ) -> None:
         self.cases = cases
         self.controls = controls
         self.out = out
         self.metrics = metrics
         self.pdq_min_quality = pdq_min_quality
+        self.bank_entry = bank_entry  # the worker's bank: the judged entry's signal
 
     async def process(self, records: Sequence[Record]) -> None:
         deliveries: list[asyncio.Future[Any]] = []
@@ -155,9 +158,10 @@ class ReviewStage:
             counts[outcome.outcome] += 1
             sent.append(await self.cases.put(key, orjson.dumps(counts), record.partition))
             self.metrics.entry_outcome(bank, entry_id, outcome.outcome)
+            judged = self.bank_entry(key[len("entry:") :])
             told = EntryOutcome(
                 bank, signal_type, entry_id, outcome.outcome, outcome.decision_id,
-                decision.decision_id, outcome.reviewed_at,
+                decision.decision_id, outcome.reviewed_at, judged.signal if judged else None,
             )  # fmt: skip
             sent.append(await out.send(ENTRY_OUTCOMES_TOPIC, told.key.encode(), told.to_json()))
         applied_now = orjson.dumps(effects.applied)

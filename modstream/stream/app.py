@@ -136,6 +136,7 @@ def build_app(settings: Settings) -> faust.App:
         out=out,
         metrics=metrics,
         pdq_min_quality=settings.pdq_min_quality,
+        bank_entry=bank.entry,
     )
     platform_topics = [platform_topic(p) for p in settings.platforms]
     hashing = Route("hash", hash_stage.process, concurrency=32, alone=fetched)

@@ -131,8 +131,29 @@ async def read_table(
     """A compacted topic's latest committed value per ``(partition, key)``, read to the end
     offsets it had when called (tombstones remove keys; records without a key are skipped,
     and so are keys ``keep`` refuses: a large topic read for a few of its keys)."""
-    client = await started(committed_reader(kafka))
     table: dict[tuple[int, bytes], bytes] = {}
+
+    def apply(partition: int, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            table.pop((partition, key), None)
+        else:
+            table[(partition, key)] = value
+
+    await scan_table(kafka, topic, apply, timeout_s, keep)
+    return table
+
+
+async def scan_table(
+    kafka: KafkaAccess,
+    topic: str,
+    apply: Callable[[int, bytes, bytes | None], None],
+    timeout_s: float = 120.0,
+    keep: Callable[[bytes], bool] | None = None,
+) -> None:
+    """Every committed keyed record of a topic in order, to the end offsets it had when
+    called, handed to ``apply(partition, key, value)`` without holding them: how state
+    larger than a table in memory is rebuilt from a compacted topic."""
+    client = await started(committed_reader(kafka))
     try:
         partitions = await topic_partitions(client, topic)
         client.assign(partitions)
@@ -148,12 +169,8 @@ async def read_table(
                 for record in records:
                     if record.key is None or (keep is not None and not keep(record.key)):
                         continue
-                    if record.value is None:
-                        table.pop((tp.partition, record.key), None)
-                    else:
-                        table[(tp.partition, record.key)] = record.value
+                    apply(tp.partition, record.key, record.value)
             pending = {tp for tp in pending if await client.position(tp) < ends[tp]}
-        return table
     finally:
         await client.stop()
 

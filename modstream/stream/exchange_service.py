@@ -233,22 +233,30 @@ class ExchangeSyncService:
         )
 
     async def _read_ledgers(self) -> dict[str, Ledger]:
-        """What each exchange has in the banks: the entries with an exchange's id form."""
-        table = await client.read_table(
-            self.settings.kafka,
-            self.settings.topic(HASHBANK_TOPIC),
-            timeout_s=900.0,
-            keep=lambda key: _EXCHANGE_ENTRY.search(key) is not None,
-        )
+        """What each exchange has in the banks: the entries with an exchange's id form, read
+        in one pass without holding the records."""
         ledgers: dict[str, Ledger] = {}
-        for value in table.values():
+
+        def apply(partition: int, key: bytes, value: bytes | None) -> None:
+            if value is None:
+                for ledger in ledgers.values():
+                    ledger.forget(key.decode())
+                return
             try:
                 entry = BankEntry.parse(value)
             except ContractError:
-                continue
+                return
             exchange = (entry.provenance or {}).get("exchange")
             if exchange and entry.entry_id.startswith(f"{exchange}."):
                 ledgers.setdefault(exchange, Ledger()).know(entry)
+
+        await client.scan_table(
+            self.settings.kafka,
+            self.settings.topic(HASHBANK_TOPIC),
+            apply,
+            timeout_s=900.0,
+            keep=lambda key: _EXCHANGE_ENTRY.search(key) is not None,
+        )
         return ledgers
 
     async def _stand_by(self, why: str) -> None:
@@ -428,9 +436,7 @@ class ExchangeSyncService:
         except ContractError:
             return
         opinion = OPINIONS.get(outcome.outcome)
-        name = next(
-            (n for n, ledger in self.ledgers.items() if outcome.key in ledger.signals), None
-        )
+        name = next((n for n, ledger in self.ledgers.items() if outcome.key in ledger), None)
         config = self.configs.get(name or "")
         if opinion is None or name is None or config is None:
             return
@@ -438,10 +444,16 @@ class ExchangeSyncService:
         if key in self.reports:
             self.metrics.reports.labels(name, opinion, "repeated").inc()
             return
-        signal_type, signal = self.ledgers[name].signals[outcome.key]
         report = Report(name, outcome.key, opinion, "sending", outcome.decision_id, time.time())
+        if outcome.signal is None:  # removed from the bank before the review: nothing to name
+            await self._record(
+                settled(report, "failed", "entry no longer in the bank", time.time())
+            )
+            return
         await self._record(report)
-        status, error = await asyncio.to_thread(send_report, config, signal_type, signal, opinion)
+        status, error = await asyncio.to_thread(
+            send_report, config, outcome.signal_type, outcome.signal, opinion
+        )
         await self._record(settled(report, status, error, time.time()))
         log.info(
             "exchange report",
