@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video bench-robustness text-model kafka-stop clean
+.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video bench-robustness bench-exchange text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -77,6 +77,11 @@ bench-text: setup
 
 bench-video: setup
 	$(BIN)/python bench/video.py
+
+# Exchange sync beside a plain bank import of the same list (issue 16).
+bench-exchange: setup
+	$(BIN)/modstream kafka start
+	$(BIN)/python bench/exchange_sync.py
 
 bench-robustness: setup
 	$(BIN)/python bench/robustness.py

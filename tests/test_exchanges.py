@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from modstream.contracts import BankEntry, ContractError, ExchangeConfig, ExchangeState
+from modstream.contracts import BankEntry, ContractError, ExchangeConfig, ExchangeState, dumps
 from modstream.exchanges import compat
 from modstream.exchanges.catalog import ExchangeSetupError, collab_config, open_exchange
-from modstream.exchanges.mapping import Ledger
+from modstream.exchanges.mapping import Ledger, published
 from modstream.exchanges.sync import SyncError, SyncLimits, describe, sync_exchange
 
 PDQ_A = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
@@ -78,8 +78,8 @@ def test_a_restarted_sync_rebuilds_its_ledger_from_the_bank(tmp_path: Path) -> N
     sink = MemorySink()
     state = sync(local_file(signals), None, Ledger(), sink)
     rebuilt = Ledger()
-    for entry in sink.bank.values():  # what the service reads back from hashbank
-        rebuilt.know(entry)
+    for key, entry in sink.bank.items():  # what the service reads back from hashbank
+        rebuilt.know(key, *published(dumps(entry))[1:])
     written = sink.records
     sync(local_file(signals), state, rebuilt, sink)
     assert sink.records == written
@@ -314,8 +314,8 @@ def test_the_ledger_rebuilt_from_the_bank_applies_tombstones(tmp_path: Path) -> 
     sink = MemorySink()
     state = sync(local_file(signals), None, Ledger(), sink)
     rebuilt = Ledger()
-    for entry in sink.bank.values():
-        rebuilt.know(entry)
+    for key, entry in sink.bank.items():
+        rebuilt.know(key, *published(dumps(entry))[1:])
     gone = next(key for key, e in sink.bank.items() if e.signal == PDQ_B)
     rebuilt.forget(gone)  # a tombstone later in hashbank (someone ran bank remove)
     assert len(rebuilt) == 1 and gone not in rebuilt

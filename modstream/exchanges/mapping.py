@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from threatexchange.exchanges.collab_config import CollaborationConfigBase
 from threatexchange.exchanges.fetch_state import (
     AggregateSignalOpinionCategory,
@@ -45,10 +46,25 @@ def record_digest(key: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def fingerprint(entry: BankEntry) -> bytes:
-    """What makes two publications of an entry the same (not when it was added)."""
-    body = dataclasses.replace(entry, added_at="")
-    return hashlib.sha256(dumps(body)).digest()[:8]
+def fingerprint(*fields: Any) -> bytes:
+    """What makes two publications of an entry the same (its fields but the time it was
+    added); entries carry it in their provenance, so a restarted sync reads it back."""
+    return hashlib.sha256(orjson.dumps(fields)).digest()[:8]
+
+
+def published(value: bytes) -> tuple[str, str, bytes] | None:
+    """``(exchange, record digest, fingerprint)`` of a ``hashbank`` value an exchange sync
+    published, else None. Read without the full contract check: rebuilding the ledger of a
+    10M-entry exchange parses every one of them."""
+    try:
+        provenance = orjson.loads(value).get("provenance") or {}
+        return (
+            provenance["exchange"],
+            provenance["record"],
+            bytes.fromhex(provenance["fingerprint"]),
+        )
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass
@@ -81,11 +97,10 @@ class Ledger:
     def __contains__(self, bank_key: str) -> bool:
         return bank_key in self._prints
 
-    def know(self, entry: BankEntry) -> None:
-        """An entry this exchange published, found in ``hashbank``."""
-        record = (entry.provenance or {}).get("record", "")
+    def know(self, bank_key: str, record: str, print_: bytes) -> None:
+        """An entry this exchange published, found in ``hashbank`` (see ``published``)."""
         current = self._printed(record)
-        current[entry.key] = fingerprint(entry)
+        current[bank_key] = print_
         self._set(record, current)
 
     def forget(self, bank_key: str) -> None:
@@ -143,7 +158,7 @@ class Ledger:
         before = page.records[digest] if digest in page.records else self._printed(digest)
         after: dict[str, bytes] = {}
         for key, entry in entries.items():
-            after[key] = print_ = fingerprint(entry)
+            after[key] = print_ = bytes.fromhex((entry.provenance or {})["fingerprint"])
             if before.get(key) == print_:
                 page.unchanged += 1
             else:
@@ -185,38 +200,32 @@ def _entries(
             except ValueError:
                 skipped[f"invalid {type_name}"] += 1
                 continue
-            hint = _hint(metadata, config.action_hint)
+            opinion = metadata.get_as_aggregate_opinion()
+            hint = _hint(opinion.category, config.action_hint)
             if hint is None:
                 skipped["negative opinion"] += 1
                 continue
             signal_digest = hashlib.sha256(f"{ours.name}\x1f{normalized}".encode()).hexdigest()
+            entry_id = f"{config.name}.{digest}.{signal_digest[:8]}"
+            labels = tuple(sorted(str(tag)[:64] for tag in opinion.tags))[:MAX_LABELS]
+            provenance = _provenance(config, key, digest, metadata)
+            print_ = fingerprint(config.bank, entry_id, ours.name, normalized, labels, hint,
+                                 provenance)  # fmt: skip
+            provenance["fingerprint"] = print_.hex()
             entries.append(
                 BankEntry(
-                    bank=config.bank,
-                    entry_id=f"{config.name}.{digest}.{signal_digest[:8]}",
-                    signal_type=ours.name,
-                    signal=normalized,
-                    labels=_labels(metadata),
-                    action_hint=hint,
-                    added_at=added_at,
-                    provenance=_provenance(config, key, digest, metadata),
+                    config.bank, entry_id, ours.name, normalized, labels, hint, added_at, provenance
                 )
             )
     return entries
 
 
-def _hint(metadata: FetchedSignalMetadata, default: Verdict) -> Verdict | None:
-    category = metadata.get_as_aggregate_opinion().category
+def _hint(category: AggregateSignalOpinionCategory, default: Verdict) -> Verdict | None:
     if category == AggregateSignalOpinionCategory.NEGATIVE_CLASS:
         return None
     if category == AggregateSignalOpinionCategory.DISPUTED:
         return "review"
     return default
-
-
-def _labels(metadata: FetchedSignalMetadata) -> tuple[str, ...]:
-    tags = metadata.get_as_aggregate_opinion().tags
-    return tuple(sorted(str(t)[:64] for t in tags))[:MAX_LABELS]
 
 
 def _provenance(
@@ -231,6 +240,6 @@ def _provenance(
     if dataclasses.is_dataclass(metadata):
         for f in dataclasses.fields(metadata):
             value = getattr(metadata, f.name)
-            if isinstance(value, str | int | float | bool) and len(found) < MAX_PROVENANCE:
+            if isinstance(value, str | int | float | bool) and len(found) < MAX_PROVENANCE - 1:
                 found[f.name[:64]] = str(value)[:512]
     return found

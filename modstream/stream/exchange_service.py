@@ -40,14 +40,13 @@ from modstream.contracts import (
     EXCHANGE_CONFIG_TOPIC,
     EXCHANGE_STATE_TOPIC,
     HASHBANK_TOPIC,
-    BankEntry,
     ContractError,
     EntryOutcome,
     ExchangeConfig,
     ExchangeState,
     parse_bank_key,
 )
-from modstream.exchanges.mapping import Ledger
+from modstream.exchanges.mapping import Ledger, published
 from modstream.exchanges.metrics import ExchangeMetrics
 from modstream.exchanges.reports import OPINIONS, Report, report_key, send_report, settled
 from modstream.exchanges.sync import SyncError, SyncLimits, sync_exchange
@@ -208,7 +207,9 @@ class ExchangeSyncService:
                     self.reports[name] = Report.parse(value)
                 elif name == REPORT_OFFSETS:
                     self._report_offsets = {int(p): o for p, o in orjson.loads(value).items()}
+        reading = time.monotonic()
         self.ledgers = await self._read_ledgers()
+        ledger_s = time.monotonic() - reading
         self._producer = await client.started(
             client.producer(
                 kafka,
@@ -229,6 +230,7 @@ class ExchangeSyncService:
             extra={
                 "exchanges": len(self.configs),
                 "ledger_entries": sum(map(len, self.ledgers.values())),
+                "ledger_s": round(ledger_s, 2),
             },
         )
 
@@ -242,13 +244,10 @@ class ExchangeSyncService:
                 for ledger in ledgers.values():
                     ledger.forget(key.decode())
                 return
-            try:
-                entry = BankEntry.parse(value)
-            except ContractError:
-                return
-            exchange = (entry.provenance or {}).get("exchange")
-            if exchange and entry.entry_id.startswith(f"{exchange}."):
-                ledgers.setdefault(exchange, Ledger()).know(entry)
+            found = published(value)
+            if found is not None and key.decode().split("/", 2)[-1].startswith(f"{found[0]}."):
+                exchange, record, print_ = found
+                ledgers.setdefault(exchange, Ledger()).know(key.decode(), record, print_)
 
         await client.scan_table(
             self.settings.kafka,
