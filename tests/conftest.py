@@ -251,3 +251,9 @@ def cli(workers, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+def add_local_exchange(workers, path: Path, bank: str = "shared", name: str = "partner") -> None:
+    """A python-threatexchange ``local_file`` exchange feeding ``bank`` from ``path``."""
+    cli(workers, "exchange", "add", name, "--api", "local_file", "--bank", bank,
+        "--set", f"path={path}")  # fmt: skip

@@ -12,7 +12,7 @@ from collections import Counter
 
 import orjson
 import pytest
-from conftest import cli
+from conftest import add_local_exchange, cli
 from streaming import collect, inline, send, upload
 from tcap_server import TCAPList, TCAPServer
 from test_review_kafka import PDQ, ROCKET, uploaders_on_each_partition
@@ -63,8 +63,7 @@ async def test_local_file_and_sample_sync_into_banks_two_workers_match(
     signals = tmp_path / "partner.txt"
     other_md5 = hashlib.md5(b"another file").hexdigest()
     signals.write_text(f"pdq {PDQ}\nvideo_md5 {other_md5}\n")
-    cli(workers, "exchange", "add", "partner", "--api", "local_file", "--bank", "shared",
-        "--set", f"path={signals}")  # fmt: skip
+    add_local_exchange(workers, signals)
     cli(workers, "exchange", "add", "demo", "--api", "sample", "--bank", "samples")
     port = sync_services.start()
     sync_services.wait_active()
@@ -155,8 +154,7 @@ async def test_tcap_syncs_end_to_end_and_failures_keep_the_checkpoint(
 async def test_a_standby_takes_over_when_the_active_service_dies(workers, sync_services, tmp_path):
     signals = tmp_path / "partner.txt"
     signals.write_text(f"pdq {PDQ}\n")
-    cli(workers, "exchange", "add", "partner", "--api", "local_file", "--bank", "shared",
-        "--set", f"path={signals}")  # fmt: skip
+    add_local_exchange(workers, signals)
     first = sync_services.start()
     second = sync_services.start()
     # The lease may move while the second joins (the group rebalances); then it stays.
@@ -203,8 +201,7 @@ async def test_reviewers_outcomes_on_exchange_matches_go_back_once(
 ):
     signals = tmp_path / "partner.txt"
     signals.write_text(f"pdq {PDQ}\n")
-    cli(workers, "exchange", "add", "partner", "--api", "local_file", "--bank", "shared",
-        "--set", f"path={signals}")  # fmt: skip
+    add_local_exchange(workers, signals)
     port = sync_services.start()
     sync_services.wait_active()
     await wait_state(workers, "partner", lambda s: s.last_success_at is not None)

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from conftest import cli, free_port
+from conftest import add_local_exchange, free_port
 from streaming import collect, send, upload
 
 from modstream.contracts import dumps
@@ -260,8 +260,7 @@ async def test_every_dashboard_and_alert_query_has_data_in_a_real_prometheus(
     # An exchange synced by the sync service: the exchange panels and alerts get data.
     signals = tmp_path / "partner.txt"
     signals.write_text(f"pdq {entries[0].signal}\n")
-    cli(workers, "exchange", "add", "partner", "--api", "local_file", "--bank", "partner",
-        "--set", f"path={signals}")  # fmt: skip
+    add_local_exchange(workers, signals, bank="partner")
     sync_port = sync_services.start()
     sync_services.wait_active()
     prometheus = Prometheus(tmp_path, port, sync_port)
