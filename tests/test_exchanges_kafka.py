@@ -218,7 +218,7 @@ async def test_reviewers_outcomes_on_exchange_matches_go_back_once(
         cli(workers, "review", "submit", outcome, "--decision", str(path), "--reviewer", "r1")
 
     review(decisions[0], "confirm")  # a true positive: local_file appends it to the file
-    sent = await wait_reports(workers, lambda r: len(r) == 1 and "sent" in str(r))
+    sent = await wait_reports(workers, lambda r: [x["status"] for x in r.values()] == ["sent"])
     (report,) = sent.values()
     assert (
         report["opinion"] == "true_positive"
@@ -228,7 +228,9 @@ async def test_reviewers_outcomes_on_exchange_matches_go_back_once(
 
     review(decisions[1], "confirm")  # the same entry again: not reported twice
     review(decisions[2], "overturn")  # python-threatexchange's local_file takes no negatives
-    after = await wait_reports(workers, lambda r: len(r) == 2)
+    after = await wait_reports(
+        workers, lambda r: len(r) == 2 and all(x["status"] != "sending" for x in r.values())
+    )
     unsupported = next(r for r in after.values() if r["opinion"] == "false_positive")
     assert (
         unsupported["status"] == "unsupported" and "takes no false_positive" in unsupported["error"]
