@@ -17,7 +17,7 @@ class TCAPList:
     records: list[dict] = field(default_factory=list)
     page_size: int = 3
     expired: bool = False  # every token is refused (401), as after an expiry
-    broken_offset: int | None = None  # the page at this offset is not JSON
+    broken_digest: str | None = None  # a page holding this hash is not JSON
     requests: list[str] = field(default_factory=list)
     added: int = 0
 
@@ -63,9 +63,9 @@ class TCAPList:
             start = (float(ts), int(rid))
         pending = [r for r in self.records if (r["updated_on"], r["id"]) > start]
         offset = int(query.get("offset", "0"))
-        if self.broken_offset is not None and offset == self.broken_offset:
-            return b'{"count": 3, "results": [{"hash_digest": '
         chunk = pending[offset : offset + self.page_size]
+        if any(r["hash_digest"] == self.broken_digest for r in chunk):
+            return b'{"count": 3, "results": [{"hash_digest": '
         more = offset + self.page_size < len(pending)
         last = chunk[-1] if chunk else None
         following = f"limit={self.page_size}&offset={offset + self.page_size}&order=asc"

@@ -247,12 +247,12 @@ def test_tcap_failures_keep_the_checkpoint(tmp_path: Path) -> None:
         hashes.add(f"{n:032x}", "MD5")
     with TCAPServer(hashes) as server:
         config, ledger, sink = tcap_config(server, tmp_path), Ledger(), MemorySink()
-        hashes.broken_offset = 2
+        hashes.broken_digest = f"{2:032x}"  # the second page
         with pytest.raises(SyncError, match=r"JSONDecodeError|Expecting"):
             sync(config, None, ledger, sink)
         kept = sink.states[-1]
         assert len(sink.bank) == 2 and kept.checkpoint is not None  # the first page stands
-        hashes.broken_offset = None
+        hashes.broken_digest = None
         hashes.expired = True
         with pytest.raises(SyncError, match="HTTP 401"):
             sync(config, kept, ledger, sink)
