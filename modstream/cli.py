@@ -228,6 +228,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync_service.set_defaults(run=cmd_exchange_sync)
 
+    serve = commands.add_parser(
+        "serve", help="the HTTP API: HMA-compatible hashing, matching and bank curation"
+    )
+    serve.add_argument("--host", help="address to bind (default: MODSTREAM_WEB_HOST)")
+    serve.add_argument("--port", type=int, default=5100, help="port (default 5100, HMA's)")
+    serve.set_defaults(run=cmd_serve)
+
     review = commands.add_parser("review", help="human review: outcomes in, platforms' policy")
     review_commands = review.add_subparsers(required=True, metavar="ACTION")
     submit = review_commands.add_parser(
@@ -755,6 +762,15 @@ def cmd_exchange_sync(args: argparse.Namespace, settings: Settings) -> int:
         await run_exchange_sync(settings, stop)
 
     _run(run())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from modstream.logs import logging_config
+    from modstream.serve.server import run_server
+
+    logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
+    run_server(settings, args.host or settings.web_host, args.port)
     return 0
 
 

@@ -64,6 +64,12 @@ class Bank:
         with self._lock:
             self._apply(key, entry)
 
+    def keys(self, bank: str) -> list[str]:
+        """The keys of every entry of ``bank`` (decodes the whole store: for rare admin
+        actions such as deleting a bank)."""
+        with self._lock:
+            return [entry.key for entry in self._entries if entry.bank == bank]
+
     def entry(self, key: str) -> BankEntry | None:
         """The entry under a bank key, if the bank has it."""
         with self._lock:

@@ -49,6 +49,10 @@ class BankControls:
     def bank(self, name: str) -> BankConfig:
         return self.banks.get(name) or DEFAULT_BANK
 
+    def configured_banks(self) -> list[str]:
+        """Banks with a config record (created through the API or ``bank config``)."""
+        return list(self.banks)
+
     def entry(self, bank_key: str) -> EntryControl:
         return self.entries.get(bank_key) or DEFAULT_ENTRY
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,12 @@ class EntryStore:
         if pos < len(refs) and refs[pos] == ref and self._frozen.alive[pos]:
             return pos
         return -1
+
+    def __iter__(self) -> Iterator[BankEntry]:
+        """Every live entry (the frozen ones decoded one at a time)."""
+        yield from list(self._live.values())
+        for pos in np.flatnonzero(self._frozen.alive):
+            yield self._decode(int(pos))
 
     def _decode(self, pos: int) -> BankEntry:
         start, end = self._frozen.offsets[pos], self._frozen.offsets[pos + 1]

@@ -98,6 +98,17 @@ class TopicReplica(Service):
                     del self._targets[tp]
             self._check_ready()
 
+    async def reached(self, partition: int, offset: int, timeout_s: float = 10.0) -> bool:
+        """Wait until the record at ``offset`` of ``partition`` is applied: a process that
+        wrote it reads its own write. False if that takes over ``timeout_s``."""
+        tp = TopicPartition(self.topic, partition)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._positions.get(tp, 0) <= offset:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     def _check_ready(self) -> None:
         if not self.ready.is_set() and not self._targets:
             self.ready.set()

@@ -1,0 +1,140 @@
+"""The shell of ``modstream serve``: the bank and its controls replicated from Kafka as on
+every worker (``ready`` once both have caught up), a producer whose writes the process waits
+to see applied, media hashed in the hashing process pool (never on the event loop) and
+fetched with the SSRF-safe fetcher; Uvicorn serving the application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
+from modstream.bank.bank import Bank
+from modstream.bank.controls import BankControls
+from modstream.contracts import BANK_CONFIG_TOPIC, HASHBANK_TOPIC, MediaError, MediaSignals
+from modstream.engine import hash_media
+from modstream.ingest.fetch import Fetcher
+from modstream.serve.app import build_api
+from modstream.serve.backend import ApiError, Backend
+from modstream.settings import Settings
+from modstream.stages.metrics import PipelineMetrics
+from modstream.stages.pool import HashingPool
+from modstream.stream import client
+from modstream.stream.banksync import BankReplica
+from modstream.stream.replica import StateReplica, TopicReplica
+from modstream.stream.topics import ensure_topics
+
+log = logging.getLogger("modstream.serve")
+#: How long a write waits to be applied before the request answers 503.
+APPLY_TIMEOUT_S = 10.0
+
+
+class KafkaPublisher:
+    """Writes records and waits until this process's replica of the topic has them, so the
+    next request (a lookup after an add) sees them."""
+
+    def __init__(self, settings: Settings, replicas: dict[str, TopicReplica]) -> None:
+        self.settings = settings
+        self.replicas = replicas
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self.producer = await client.started(
+            client.producer(self.settings.kafka, acks="all", linger_ms=2, max_request_size=8 << 20)
+        )
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def publish(self, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+        if self.producer is None:
+            raise ApiError(503, "not connected to Kafka yet")
+        producer = self.producer
+        futures = [
+            await producer.send(self.settings.topic(topic), key=key, value=value)
+            for key, value in records
+        ]
+        written = await asyncio.gather(*futures)
+        last: dict[int, int] = {}
+        for meta in written:
+            last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
+        replica = self.replicas[topic]
+        for partition, offset in last.items():
+            if not await replica.reached(partition, offset, APPLY_TIMEOUT_S):
+                raise ApiError(503, "written, but not yet applied here: retry the read")
+
+
+def build_server_app(settings: Settings) -> FastAPI:
+    """The application with its Kafka-backed backend, started and stopped with the server."""
+    controls = BankControls()
+    bank = Bank(settings.thresholds, settings.index_layout, controls)
+    metrics = PipelineMetrics()
+    pool = HashingPool(settings.hash_workers, settings.hash_memory_limit)
+    fetcher = Fetcher(settings.fetch_policy)
+    replicas: dict[str, TopicReplica] = {}
+
+    async def hasher(kind: str, data: bytes) -> MediaSignals:
+        try:
+            return await pool.run(
+                hash_media, "upload", kind, data, settings.max_image_pixels, settings.video_sampling
+            )
+        except MediaError as exc:
+            raise ApiError(400, f"could not hash the upload: {exc}") from None
+
+    async def fetch(url: str) -> bytes:
+        try:
+            return await fetcher.fetch(url)
+        except MediaError as exc:
+            raise ApiError(400, f"Failed to fetch URL: {exc}") from None
+
+    def ready() -> bool:
+        return bool(replicas) and all(r.ready.is_set() for r in replicas.values())
+
+    publisher = KafkaPublisher(settings, replicas)
+    backend = Backend(bank, controls, publisher, hasher, fetch, ready)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(settings)
+        loop = asyncio.get_running_loop()
+        replicas[HASHBANK_TOPIC] = BankReplica(
+            bank, settings.kafka, settings.topic(HASHBANK_TOPIC), metrics,
+            snapshot_link=settings.data_dir / "bank-snapshot", snapshot_interval_s=0, loop=loop,
+        )  # fmt: skip
+        replicas[BANK_CONFIG_TOPIC] = StateReplica(
+            controls, settings.kafka, settings.topic(BANK_CONFIG_TOPIC), metrics, loop=loop
+        )
+        await publisher.start()
+        await asyncio.gather(*(r.start() for r in replicas.values()), pool.start())
+        log.info("serving", extra={"entries": len(bank)})
+        try:
+            yield
+        finally:
+            for replica in replicas.values():
+                await replica.stop()
+            await publisher.stop()
+            await fetcher.close()
+            pool.shutdown()
+
+    api = build_api(backend)
+    api.router.lifespan_context = lifespan
+    return api
+
+
+def run_server(settings: Settings, host: str, port: int) -> None:
+    config = uvicorn.Config(
+        build_server_app(settings),
+        host=host,
+        port=port,
+        log_config=None,  # modstream's logging (JSON lines)
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=1000,
+    )
+    uvicorn.Server(config).run()
