@@ -133,6 +133,7 @@ def test_compose_stack_is_complete():
         "topics",
         "worker",
         "exchange-sync",
+        "api",
         "demo",
         "prometheus",
         "grafana",
