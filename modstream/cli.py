@@ -233,7 +233,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (default: MODSTREAM_WEB_HOST)")
     serve.add_argument("--port", type=int, default=5100, help="port (default 5100, HMA's)")
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a non-loopback address without API keys (behind a trusted proxy only)",
+    )
     serve.set_defaults(run=cmd_serve)
+    api_key = commands.add_parser("api-key", help="API keys of the HTTP API")
+    api_key_commands = api_key.add_subparsers(required=True, metavar="ACTION")
+    create = api_key_commands.add_parser(
+        "create", help="add a key to the keys file (hashed) and print it once"
+    )
+    create.add_argument("name")
+    create.add_argument("--role", action="append", required=True,
+                        choices=["submit", "lookup", "bank_admin", "review"])  # fmt: skip
+    create.add_argument("--platform", action="append", default=[],
+                        help="a platform the key may submit for (repeat)")  # fmt: skip
+    create.add_argument("--file", type=Path, help="keys file (default: MODSTREAM_API_KEYS_FILE)")
+    create.set_defaults(run=cmd_api_key_create)
 
     review = commands.add_parser("review", help="human review: outcomes in, platforms' policy")
     review_commands = review.add_subparsers(required=True, metavar="ACTION")
@@ -770,7 +787,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from modstream.serve.server import run_server
 
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
-    run_server(settings, args.host or settings.web_host, args.port)
+    run_server(settings, args.host or settings.web_host, args.port, args.allow_anonymous)
+    return 0
+
+
+def cmd_api_key_create(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from modstream.serve.access import key_record, new_key
+
+    path = args.file or settings.api_keys_file
+    if path is None:
+        raise UserError("--file FILE or MODSTREAM_API_KEYS_FILE names the keys file")
+    key = new_key()
+    record = key_record(args.name, key, args.role, args.platform)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "ab") as out:
+        out.write(record + b"\n")
+    print(key)  # shown once: only its hash is kept
+    print(f"key {args.name!r} ({', '.join(sorted(set(args.role)))}) added to {path}",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -101,6 +101,10 @@ class Settings:
     exchange_retry_s: float = 30.0
     exchange_page_timeout_s: float = 300.0
     exchange_concurrency: int = 2
+    # HTTP API (modstream serve): API keys (hashed, one JSON object a line), rate per key
+    api_keys_file: Path | None = None
+    api_rate_per_s: float = 50.0
+    api_burst: int = 100
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -121,3 +121,54 @@ def test_hash_upload_lookup_upload_and_content(api: TestClient) -> None:
     }
     assert "/m/lookup" in api.get("/site-map").json()
     assert api.get("/openapi.json").json()["paths"]["/c/banks"]
+
+
+def test_api_keys_roles_rotation_and_rate_limits(tmp_path, monkeypatch) -> None:
+    import time
+
+    from modstream.serve.access import Gate, KeyRing, RateLimit, key_record
+
+    keys = tmp_path / "keys.jsonl"
+    keys.write_bytes(key_record("coop", "k-lookup", ["lookup"], []) + b"\n")
+    controls = BankControls()
+    bank = Bank(controls=controls)
+
+    async def nothing(*args):
+        raise AssertionError("not called")
+
+    backend = Backend(bank, controls, AppliedAtOnce(bank, controls), nothing, nothing)
+    gate = Gate(KeyRing(keys), RateLimit(rate=1.0, burst=3))
+    api = TestClient(build_api(backend, gate))
+    lookup = {"signal_type": "pdq", "signal": PDQ}
+    assert api.get("/m/lookup", params=lookup).status_code == 401
+    assert api.get("/m/lookup", params=lookup, headers={"X-API-Key": "nope"}).json() == {
+        "message": "unknown API key"
+    }
+    bearer = {"Authorization": "Bearer k-lookup"}
+    assert api.get("/m/lookup", params=lookup, headers=bearer).json() == {}
+    assert api.get("/c/banks", headers=bearer).json() == {
+        "message": "this API key lacks the role 'bank_admin'"
+    }
+    assert api.get("/status").status_code == 200  # health needs no key
+    limited = [api.get("/m/lookup", params=lookup, headers=bearer) for _ in range(3)]
+    assert limited[-1].status_code == 429 and int(limited[-1].headers["Retry-After"]) >= 1
+
+    time.sleep(1.1)  # rotation: the file changes, the old key stops working, no restart
+    keys.write_bytes(key_record("coop", "k-new", ["lookup", "bank_admin"], []) + b"\n")
+    time.sleep(1.1)
+    assert api.get("/c/banks", headers={"X-API-Key": "k-lookup"}).status_code == 401
+    assert api.get("/c/banks", headers={"X-API-Key": "k-new"}).json() == []
+    assert b"k-new" not in keys.read_bytes()  # only its hash is kept
+    metrics = api.get("/metrics").text
+    assert 'modstream_http_requests_total{route="/m/lookup",status="429"}' in metrics
+
+
+def test_serve_refuses_a_public_address_without_keys() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "modstream.cli", "serve", "--host", "0.0.0.0", "--port", "5199"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "without API keys" in done.stderr

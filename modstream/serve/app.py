@@ -8,16 +8,57 @@ models that validate a call are the OpenAPI document, and a call that does not f
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
+from modstream.serve.access import AccessError, Gate, RateLimit
 from modstream.serve.backend import ApiError, Backend
-from modstream.serve.hma import hma_router
+from modstream.serve.hma import add_hma_routes
+
+#: Largest request body: an upload (64 MiB) and its multipart framing.
+MAX_BODY_BYTES = 65 * 1024 * 1024
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-def build_api(backend: Backend) -> FastAPI:
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "modstream_http_requests_total",
+            "HTTP API requests by route (its template) and status",
+            ["route", "status"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "modstream_http_request_seconds",
+            "HTTP API request time by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+def build_api(
+    backend: Backend,
+    gate: Gate | None = None,
+    metrics: HttpMetrics | None = None,
+) -> FastAPI:
+    """``gate`` None: no keys, a generous rate limit per client address (tests, loopback)."""
+    gate = gate or Gate(None, RateLimit(rate=1000.0, burst=2000.0))
+    metrics = metrics or HttpMetrics()
     api = FastAPI(
         title="modstream",
         summary="Hash, match and curate banks; HMA-compatible",
@@ -43,6 +84,31 @@ def build_api(backend: Backend) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code)
 
+    @api.middleware("http")
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Size, key, role and rate before anything else; every answer counted."""
+        started = time.perf_counter()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            if int(headers.get("content-length") or 0) > MAX_BODY_BYTES:
+                raise AccessError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+            client = request.client.host if request.client else "unknown"
+            request.state.api_key = gate.check(request.url.path, headers, client)
+            response = await call_next(request)
+        except AccessError as exc:
+            extra = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+            response = JSONResponse({"message": exc.message}, exc.status, headers=extra)
+        route = _template(request)
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.seconds.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @api.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     @api.get("/live", tags=["health"])
     async def live() -> dict[str, bool]:
         return {"live": True}
@@ -52,5 +118,14 @@ def build_api(backend: Backend) -> FastAPI:
         is_ready = backend.ready()
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
-    api.include_router(hma_router(backend))
+    add_hma_routes(api, backend)
     return api
+
+
+def _template(request: Request) -> str:
+    """The route template a request is for (refused ones too): bounded metric labels."""
+    for route in request.app.router.routes:
+        matched, _ = route.matches(request.scope)
+        if matched == Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
@@ -20,8 +20,9 @@ from modstream.signals import registry
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
-def hma_router(backend: Backend) -> APIRouter:
-    api = APIRouter()
+def add_hma_routes(api: FastAPI, backend: Backend) -> None:
+    """On the app itself, not an included router: every route is then one of the app's
+    (the site map, metrics by route template)."""
 
     @api.get("/status", response_class=PlainTextResponse, tags=["hma"])
     async def status() -> PlainTextResponse:
@@ -206,8 +207,6 @@ def hma_router(backend: Backend) -> APIRouter:
     @api.get("/c/content_type", tags=["hma"])
     async def content_types() -> list[dict[str, Any]]:
         return [{"name": name, "enabled": True} for name in CONTENT_TYPES]
-
-    return api
 
 
 def _names(text: str | None) -> list[str]:

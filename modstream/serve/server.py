@@ -19,6 +19,7 @@ from modstream.bank.controls import BankControls
 from modstream.contracts import BANK_CONFIG_TOPIC, HASHBANK_TOPIC, MediaError, MediaSignals
 from modstream.engine import hash_media
 from modstream.ingest.fetch import Fetcher
+from modstream.serve.access import Gate, KeyRing, RateLimit
 from modstream.serve.app import build_api
 from modstream.serve.backend import ApiError, Backend
 from modstream.settings import Settings
@@ -122,12 +123,21 @@ def build_server_app(settings: Settings) -> FastAPI:
             await fetcher.close()
             pool.shutdown()
 
-    api = build_api(backend)
+    keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
+    if keys is not None and keys.error:
+        raise ValueError(keys.error)
+    gate = Gate(keys, RateLimit(settings.api_rate_per_s, settings.api_burst))
+    api = build_api(backend, gate)
     api.router.lifespan_context = lifespan
     return api
 
 
-def run_server(settings: Settings, host: str, port: int) -> None:
+def run_server(settings: Settings, host: str, port: int, allow_anonymous: bool = False) -> None:
+    if settings.api_keys_file is None and not allow_anonymous and not _loopback(host):
+        raise ValueError(
+            f"refusing to serve on {host} without API keys: set MODSTREAM_API_KEYS_FILE "
+            "(modstream api-key create), or pass --allow-anonymous behind a trusted proxy"
+        )
     config = uvicorn.Config(
         build_server_app(settings),
         host=host,
@@ -138,3 +148,12 @@ def run_server(settings: Settings, host: str, port: int) -> None:
         limit_concurrency=1000,
     )
     uvicorn.Server(config).run()
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
