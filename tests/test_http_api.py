@@ -172,3 +172,33 @@ def test_serve_refuses_a_public_address_without_keys() -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and "without API keys" in done.stderr
+
+
+def test_v1_keys_act_only_for_their_platforms(tmp_path) -> None:
+    from modstream.serve.access import Gate, KeyRing, RateLimit, key_record
+    from modstream.serve.v1 import RecentDecisions
+
+    keys = tmp_path / "keys.jsonl"
+    keys.write_bytes(key_record("forum", "k-forum", ["submit"], ["forum"]) + b"\n")
+    sent = []
+
+    class Recorder:
+        async def upload(self, event, raw) -> None:
+            sent.append(event.event_id)
+
+        async def review_outcome(self, outcome, raw) -> None:
+            sent.append(outcome.decision_id)
+
+    controls = BankControls()
+    bank = Bank(controls=controls)
+    backend = Backend(bank, controls, AppliedAtOnce(bank, controls), None, None)  # type: ignore[arg-type]
+    gate = Gate(KeyRing(keys), RateLimit(rate=100.0, burst=100))
+    api = TestClient(build_api(backend, gate, v1=(Recorder(), RecentDecisions())))
+    event = {"schema": 1, "event_id": "e1", "platform": "forum", "content_id": "c1",
+             "uploader_id": "u1", "created_at": "2026-11-30T00:00Z", "text": "hi"}  # fmt: skip
+    key = {"X-API-Key": "k-forum"}
+    assert api.post("/v1/uploads", json=event, headers=key).status_code == 202
+    other = api.post("/v1/uploads", json={**event, "platform": "video-site"}, headers=key)
+    assert other.json() == {"message": "this API key does not hold platform 'video-site'"}
+    assert api.post("/v1/uploads", json=event).status_code == 401
+    assert sent == ["e1"]

@@ -175,3 +175,35 @@ async def test_coop_flow_by_url_and_signal_and_the_workers_act_on_it(server, wor
             200, {"deleted": 1})  # fmt: skip
         assert await call(s, "GET", "/m/lookup", params={"signal_type": "pdq", "signal": PDQ}) == (
             200, {})  # fmt: skip
+
+
+async def test_v1_uploads_in_decisions_out_and_review_outcomes(server, workers):
+    """modstream's own endpoints: an upload answered with its decision (?wait), the decision
+    read back, a bad event refused naming the field, a reviewer's outcome published."""
+    workers.start()
+    async with aiohttp.ClientSession(server) as s:
+        await call(s, "POST", "/c/banks", json={"name": "V1_BANK"})
+        await call(s, "POST", "/c/bank/V1_BANK/signal", json={"pdq": PDQ})
+        _, event = upload("v1-1", media=inline(COPY))
+        status, decision = await call(s, "POST", "/v1/uploads", data=event,
+                                      params={"wait": "20"},
+                                      headers={"content-type": "application/json"})  # fmt: skip
+        assert status == 200 and decision["verdict"] == "takedown", decision
+        assert await call(s, "GET", "/v1/decisions/test/v1-1") == (200, decision)
+        assert (await call(s, "GET", "/v1/decisions/test/never"))[0] == 404
+        _, quick = upload("v1-2", text="a post about the weather")
+        status, accepted = await call(s, "POST", "/v1/uploads", data=quick,
+                                      headers={"content-type": "application/json"})  # fmt: skip
+        assert (status, accepted["status"]) == (202, "accepted")
+        bad = {"schema": 1, "event_id": "v1-3", "platform": "test", "content_id": "c",
+               "uploader_id": "u", "created_at": "2026-11-30T00:00:00Z", "media": "no"}  # fmt: skip
+        status, refused = await call(s, "POST", "/v1/uploads", json=bad)
+        assert status == 400 and "upload.media" in refused["message"]
+        outcome = {"schema": 1, **{k: decision[k] for k in
+                   ("decision_id", "event_id", "platform", "content_id")},
+                   "outcome": "overturn", "reviewer": "r1",
+                   "decided_at": "2026-11-30T09:00:00Z"}  # fmt: skip
+        status, taken = await call(s, "POST", "/v1/review-outcomes", json=outcome)
+        assert (status, taken["status"]) == (202, "accepted")
+        human = (await collect(workers, "reinstatements", {"v1-1"}))["v1-1"][0]
+        assert human["source"] == "human" and human["supersedes"] == decision["decision_id"]

@@ -27,6 +27,7 @@ from starlette.routing import Match
 from modstream.serve.access import AccessError, Gate, RateLimit
 from modstream.serve.backend import ApiError, Backend
 from modstream.serve.hma import add_hma_routes
+from modstream.serve.v1 import RecentDecisions, Submitter, add_v1_routes
 
 #: Largest request body: an upload (64 MiB) and its multipart framing.
 MAX_BODY_BYTES = 65 * 1024 * 1024
@@ -55,6 +56,7 @@ def build_api(
     backend: Backend,
     gate: Gate | None = None,
     metrics: HttpMetrics | None = None,
+    v1: tuple[Submitter, RecentDecisions] | None = None,
 ) -> FastAPI:
     """``gate`` None: no keys, a generous rate limit per client address (tests, loopback)."""
     gate = gate or Gate(None, RateLimit(rate=1000.0, burst=2000.0))
@@ -119,6 +121,8 @@ def build_api(
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     add_hma_routes(api, backend)
+    if v1 is not None:
+        add_v1_routes(api, *v1)
     return api
 
 

@@ -10,18 +10,31 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import orjson
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from modstream.bank.bank import Bank
 from modstream.bank.controls import BankControls
-from modstream.contracts import BANK_CONFIG_TOPIC, HASHBANK_TOPIC, MediaError, MediaSignals
+from modstream.contracts import (
+    BANK_CONFIG_TOPIC,
+    DECISIONS_TOPIC,
+    HASHBANK_TOPIC,
+    REVIEW_OUTCOMES_TOPIC,
+    UPLOADS_TOPIC,
+    MediaError,
+    MediaSignals,
+    ReviewOutcome,
+    UploadEvent,
+)
 from modstream.engine import hash_media
 from modstream.ingest.fetch import Fetcher
+from modstream.ingest.trust import platform_topic
 from modstream.serve.access import Gate, KeyRing, RateLimit
 from modstream.serve.app import build_api
 from modstream.serve.backend import ApiError, Backend
+from modstream.serve.v1 import RecentDecisions
 from modstream.settings import Settings
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.pool import HashingPool
@@ -53,6 +66,12 @@ class KafkaPublisher:
         if self.producer is not None:
             await self.producer.stop()
 
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """One record, acknowledged by the brokers (no replica to wait for)."""
+        if self.producer is None:
+            raise ApiError(503, "not connected to Kafka yet")
+        await (await self.producer.send(self.settings.topic(topic), key=key, value=value))
+
     async def publish(self, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
         if self.producer is None:
             raise ApiError(503, "not connected to Kafka yet")
@@ -69,6 +88,43 @@ class KafkaPublisher:
         for partition, offset in last.items():
             if not await replica.reached(partition, offset, APPLY_TIMEOUT_S):
                 raise ApiError(503, "written, but not yet applied here: retry the read")
+
+
+class KafkaSubmitter:
+    """Uploads to the pipeline's topic (a bound platform's own topic), outcomes to
+    ``review.outcomes``, both keyed as their producers are expected to key them."""
+
+    def __init__(self, settings: Settings, publisher: KafkaPublisher) -> None:
+        self.settings = settings
+        self.publisher = publisher
+
+    async def upload(self, event: UploadEvent, raw: bytes) -> None:
+        topic = (
+            platform_topic(event.platform)
+            if event.platform in self.settings.platforms
+            else UPLOADS_TOPIC
+        )
+        await self.publisher.send(topic, event.content_id.encode(), raw)
+
+    async def review_outcome(self, outcome: ReviewOutcome, raw: bytes) -> None:
+        await self.publisher.send(REVIEW_OUTCOMES_TOPIC, outcome.decision_id.encode(), raw)
+
+
+async def tail_decisions(settings: Settings, decisions: RecentDecisions) -> None:
+    """Every committed decision from the moment the server started, into ``decisions``."""
+    reader = await client.started(client.committed_reader(settings.kafka))
+    try:
+        topic = settings.topic(DECISIONS_TOPIC)
+        partitions = await client.topic_partitions(reader, topic)
+        reader.assign(partitions)
+        await reader.seek_to_end(*partitions)
+        while True:
+            for records in (await reader.getmany(timeout_ms=500)).values():
+                for record in records:
+                    with contextlib.suppress(ValueError):
+                        decisions.add(orjson.loads(record.value or b"{}"))
+    finally:
+        await reader.stop()
 
 
 def build_server_app(settings: Settings) -> FastAPI:
@@ -113,10 +169,13 @@ def build_server_app(settings: Settings) -> FastAPI:
         )
         await publisher.start()
         await asyncio.gather(*(r.start() for r in replicas.values()), pool.start())
+        tail = asyncio.create_task(tail_decisions(settings, recent), name="decisions")
         log.info("serving", extra={"entries": len(bank)})
         try:
             yield
         finally:
+            tail.cancel()
+            await asyncio.gather(tail, return_exceptions=True)
             for replica in replicas.values():
                 await replica.stop()
             await publisher.stop()
@@ -127,7 +186,8 @@ def build_server_app(settings: Settings) -> FastAPI:
     if keys is not None and keys.error:
         raise ValueError(keys.error)
     gate = Gate(keys, RateLimit(settings.api_rate_per_s, settings.api_burst))
-    api = build_api(backend, gate)
+    recent = RecentDecisions()
+    api = build_api(backend, gate, v1=(KafkaSubmitter(settings, publisher), recent))
     api.router.lifespan_context = lifespan
     return api
 

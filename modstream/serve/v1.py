@@ -1,0 +1,125 @@
+"""modstream's own endpoints (``/v1``): uploads in (to the pipeline's topics), decisions
+out, reviewers' outcomes in. Events are validated with the pipeline's own contracts, so a
+bad event is a 400 naming the field here rather than a dead letter later."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Annotated, Any, Protocol
+
+import orjson
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from modstream.contracts import ContractError, ReviewOutcome, UploadEvent
+from modstream.serve.access import ApiKey
+from modstream.serve.backend import ApiError
+
+MAX_WAIT_S = 30.0
+
+
+class Submitter(Protocol):
+    async def upload(self, event: UploadEvent, raw: bytes) -> None:
+        """Publish the event where the pipeline reads it (its platform's topic if bound)."""
+
+    async def review_outcome(self, outcome: ReviewOutcome, raw: bytes) -> None: ...
+
+
+class RecentDecisions:
+    """The decisions this process has seen on ``decisions`` since it started (the newest
+    ``capacity`` of them), and the requests waiting for one."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._decisions: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._waiting: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
+
+    def add(self, decision: dict[str, Any]) -> None:
+        key = (str(decision.get("platform")), str(decision.get("event_id")))
+        self._decisions[key] = decision  # a human decision replaces the automated one
+        self._decisions.move_to_end(key)
+        while len(self._decisions) > self.capacity:
+            self._decisions.popitem(last=False)
+        for waiter in self._waiting.pop(key, []):
+            if not waiter.done():
+                waiter.set_result(decision)
+
+    def get(self, platform: str, event_id: str) -> dict[str, Any] | None:
+        return self._decisions.get((platform, event_id))
+
+    async def wait(self, platform: str, event_id: str, timeout_s: float) -> dict[str, Any] | None:
+        key = (platform, event_id)
+        if key in self._decisions:
+            return self._decisions[key]
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._waiting.get(key, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiting.pop(key, None)
+
+
+def add_v1_routes(api: FastAPI, submitter: Submitter, decisions: RecentDecisions) -> None:
+    @api.post("/v1/uploads", status_code=202, tags=["v1"])
+    async def submit_upload(
+        request: Request, event: Annotated[dict[str, Any], Body()], wait: float = 0.0
+    ) -> Any:
+        """Publish an UploadEvent (docs/events.md); 202 with its id, or with ``?wait=S``
+        (up to 30) the decision itself if it comes within S seconds."""
+        raw = orjson.dumps(event)
+        try:
+            upload = UploadEvent.parse(raw)
+        except ContractError as exc:
+            raise ApiError(400, str(exc)) from None
+        _may_speak_for(request, upload.platform)
+        if not 0 <= wait <= MAX_WAIT_S:
+            raise ApiError(400, f"wait: 0 .. {MAX_WAIT_S:g} seconds")
+        waiting = (
+            asyncio.ensure_future(decisions.wait(upload.platform, upload.event_id, wait))
+            if wait
+            else None
+        )
+        await submitter.upload(upload, raw)
+        if waiting is not None:
+            decision = await waiting
+            if decision is not None:
+                return JSONResponse(decision, status_code=200)
+        return {"event_id": upload.event_id, "platform": upload.platform, "status": "accepted"}
+
+    @api.get("/v1/decisions/{platform}/{event_id}", tags=["v1"])
+    async def decision(request: Request, platform: str, event_id: str) -> dict[str, Any]:
+        """The latest decision on an event, among those this process has seen since it
+        started (bounded); 404 otherwise (read the ``decisions`` topic for the rest)."""
+        _may_speak_for(request, platform)
+        found = decisions.get(platform, event_id)
+        if found is None:
+            raise ApiError(404, f"no decision on {platform}/{event_id} seen by this server")
+        return found
+
+    @api.post("/v1/review-outcomes", status_code=202, tags=["v1"])
+    async def review_outcome(
+        request: Request, outcome: Annotated[dict[str, Any], Body()]
+    ) -> dict[str, str]:
+        """Publish a ReviewOutcome (docs/review-loop.md) to ``review.outcomes``."""
+        raw = orjson.dumps(outcome)
+        try:
+            parsed = ReviewOutcome.parse(raw)
+        except ContractError as exc:
+            raise ApiError(400, str(exc)) from None
+        _may_speak_for(request, parsed.platform)
+        await submitter.review_outcome(parsed, raw)
+        return {"decision_id": parsed.decision_id, "status": "accepted"}
+
+
+def _may_speak_for(request: Request, platform: str) -> None:
+    """With API keys, a key acts only for the platforms it holds."""
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    if key is not None and platform not in key.platforms:
+        raise ApiError(403, f"this API key does not hold platform {platform!r}")
