@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video bench-robustness bench-exchange text-model kafka-stop clean
+.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video bench-robustness bench-exchange bench-http text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -82,6 +82,11 @@ bench-video: setup
 bench-exchange: setup
 	$(BIN)/modstream kafka start
 	$(BIN)/python bench/exchange_sync.py
+
+# The HTTP API: lookups/s and hash+match/s, one and two server processes (issue 17).
+bench-http: setup
+	$(BIN)/modstream kafka start
+	$(BIN)/python bench/http_api.py
 
 bench-robustness: setup
 	$(BIN)/python bench/robustness.py
