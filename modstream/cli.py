@@ -632,29 +632,20 @@ def cmd_exchange_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def _exchanges(settings: Settings) -> tuple[dict, dict, dict[str, dict[str, int]]]:
     """Configs, states and report counts (``opinion status`` -> n) by exchange."""
-    from modstream.contracts import (
-        EXCHANGE_CONFIG_TOPIC,
-        EXCHANGE_STATE_TOPIC,
-        ExchangeConfig,
-        ExchangeState,
-    )
+    from modstream.contracts import EXCHANGE_CONFIG_TOPIC, EXCHANGE_STATE_TOPIC, ExchangeConfig
+    from modstream.exchanges.reports import read_state_table
 
     configs = {
         key.decode()[len("exchange/") :]: ExchangeConfig.parse(value)
         for key, value in _read_table(settings, EXCHANGE_CONFIG_TOPIC).items()
     }
-    states: dict[str, ExchangeState] = {}
+    read = read_state_table(_read_table(settings, EXCHANGE_STATE_TOPIC).items())
     reports: dict[str, dict[str, int]] = {}
-    for key, value in _read_table(settings, EXCHANGE_STATE_TOPIC).items():
-        name = key.decode()
-        if name.startswith("exchange/"):
-            states[name[len("exchange/") :]] = ExchangeState.parse(value)
-        elif name.startswith("report/"):  # report/<exchange>/<opinion>/<bank key>
-            _, exchange, opinion, _ = name.split("/", 3)
-            status = orjson.loads(value)["status"]
-            counts = reports.setdefault(exchange, {})
-            counts[f"{opinion} {status}"] = counts.get(f"{opinion} {status}", 0) + 1
-    return configs, states, reports
+    for report in read.reports.values():
+        counts = reports.setdefault(report.exchange, {})
+        label = f"{report.opinion} {report.status}"
+        counts[label] = counts.get(label, 0) + 1
+    return configs, read.states, reports
 
 
 def _exchange(settings: Settings, name: str) -> tuple:

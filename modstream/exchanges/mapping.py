@@ -79,6 +79,8 @@ class Page:
     deleted: int = 0
     unchanged: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    #: The digest of every record the page fetched (a full fetch sweeps the others).
+    seen: set[str] = field(default_factory=set)
 
 
 class Ledger:
@@ -124,6 +126,7 @@ class Ledger:
         for key, value in updates.items():
             page.fetched += 1
             digest = record_digest(key)
+            page.seen.add(digest)
             entries = _entries(config, api_cls, collab, key, value, digest, added_at, page.skipped)
             self._replace(page, digest, {e.key: e for e in entries})
         return page

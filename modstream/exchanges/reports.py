@@ -14,13 +14,14 @@ docs/exchanges.md).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import orjson
 from threatexchange.exchanges.fetch_state import SignalOpinion, SignalOpinionCategory
 
-from modstream.contracts import ContractError, ExchangeConfig
+from modstream.contracts import ContractError, ExchangeConfig, ExchangeState
 from modstream.exchanges.catalog import TX_SIGNAL_TYPES, open_exchange
 from modstream.exchanges.sync import describe
 from modstream.signals import get as get_signal_type
@@ -63,6 +64,44 @@ class Report:
 
 def report_key(exchange: str, entry: str, opinion: str) -> str:
     return f"report/{exchange}/{opinion}/{entry}"
+
+
+#: Key of the record saying where the reporter has read ``review.entry_outcomes`` to.
+REPORT_OFFSETS = "reports-offsets"
+
+
+@dataclass
+class StateTable:
+    """``exchange.state`` read back: each exchange's state, the reports, the reader's
+    offsets (by partition)."""
+
+    states: dict[str, ExchangeState]
+    reports: dict[str, Report]
+    report_offsets: dict[int, int]
+
+
+def read_state_table(
+    table: Iterable[tuple[bytes, bytes]],
+    on_error: Callable[[str, Exception], None] | None = None,
+) -> StateTable:
+    """Parse ``(key, value)`` records of ``exchange.state``; a record that does not parse
+    goes to ``on_error`` (key, error), or raises without one."""
+    found = StateTable({}, {}, {})
+    for raw_key, value in table:
+        key = raw_key.decode()
+        try:
+            if key.startswith("exchange/"):
+                found.states[key[len("exchange/") :]] = ExchangeState.parse(value)
+            elif key.startswith("report/"):
+                found.reports[key] = Report.parse(value)
+            elif key == REPORT_OFFSETS:
+                offsets = orjson.loads(value).items()
+                found.report_offsets = {int(p): int(o) for p, o in offsets}
+        except (ContractError, ValueError, TypeError) as exc:
+            if on_error is None:
+                raise
+            on_error(key, exc)
+    return found
 
 
 def send_report(

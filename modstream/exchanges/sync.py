@@ -27,7 +27,7 @@ from threatexchange.exchanges.fetch_state import FetchCheckpointBase
 
 from modstream.contracts import ExchangeConfig, ExchangeState
 from modstream.exchanges.catalog import TX_SIGNAL_TYPES, collab_config, open_exchange
-from modstream.exchanges.mapping import Ledger, Page, record_digest
+from modstream.exchanges.mapping import Ledger, Page
 
 
 class StateSink(Protocol):
@@ -143,11 +143,11 @@ async def sync_exchange(
             )
             if delta is None:
                 break
-            if full:
-                seen.update(record_digest(key) for key in delta.updates)
             slices = _slices(delta.updates, limits.slice_records)
             for number, part in enumerate(slices or [{}], start=1):
                 page = ledger.plan(config, api_cls, collab, part, added_at)
+                if full:
+                    seen |= page.seen
                 last = number == max(1, len(slices))
                 state = _counted(state, page)
                 if last:

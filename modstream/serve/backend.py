@@ -7,12 +7,14 @@ give it an in-memory publisher.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from modstream.bank.bank import Bank
@@ -91,19 +93,18 @@ class Backend:
         if kind is None:
             raise ApiError(400, f"no such content_type: {content_type!r}")
         found = await self.hasher(kind, data)
-        if found.error and not found.signals:
-            raise ApiError(400, f"could not hash the {content_type}: {found.error}")
-        if kind == "image" and "pdq" not in found.signals and found.error:
+        # Byte digests survive a decoding failure; without the picture's PDQ it is an error.
+        if found.error and (not found.signals or (kind == "image" and "pdq" not in found.signals)):
             raise ApiError(400, f"could not hash the {content_type}: {found.error}")
         hashes = {}
         for name, computed in found.signals.items():
+            if name == "ocr":
+                continue
             value = computed["value"]
             if name == "vpdq":
                 value = format_vpdq_json(parse_vpdq(value))
             if name == "pdq" and computed.get("quality", 100) < 50:
                 value = ""  # as HMA: a flat image has no usable PDQ
-            if name in ("ocr",):
-                continue
             hashes[HMA_NAMES.get((kind, name), name)] = value
         return hashes
 
@@ -214,7 +215,7 @@ class Backend:
             ratio = 1.0 if bool(changes["enabled"]) else 0.0
         if "enabled_ratio" in changes:
             ratio = _ratio(changes["enabled_ratio"])
-        await self._configure(name, _replace(config, enabled=True, enabled_ratio=ratio))
+        await self._configure(name, dataclasses.replace(config, enabled=True, enabled_ratio=ratio))
         return self.bank_json(name)
 
     async def delete_bank(self, name: str) -> None:
@@ -356,13 +357,5 @@ def _ratio(value: Any) -> float:
     return ratio
 
 
-def _replace(config: BankConfig, **changes: Any) -> BankConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
-
-
 def _now_iso() -> str:
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import Annotated, Any, Protocol
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol, TypeVar
 
 import orjson
 from fastapi import Body, FastAPI, Request
@@ -73,12 +74,7 @@ def add_v1_routes(api: FastAPI, submitter: Submitter, decisions: RecentDecisions
     ) -> Any:
         """Publish an UploadEvent (docs/events.md); 202 with its id, or with ``?wait=S``
         (up to 30) the decision itself if it comes within S seconds."""
-        raw = orjson.dumps(event)
-        try:
-            upload = UploadEvent.parse(raw)
-        except ContractError as exc:
-            raise ApiError(400, str(exc)) from None
-        _may_speak_for(request, upload.platform)
+        upload, raw = _accepted(request, UploadEvent.parse, event)
         if not 0 <= wait <= MAX_WAIT_S:
             raise ApiError(400, f"wait: 0 .. {MAX_WAIT_S:g} seconds")
         waiting = (
@@ -108,14 +104,31 @@ def add_v1_routes(api: FastAPI, submitter: Submitter, decisions: RecentDecisions
         request: Request, outcome: Annotated[dict[str, Any], Body()]
     ) -> dict[str, str]:
         """Publish a ReviewOutcome (docs/review-loop.md) to ``review.outcomes``."""
-        raw = orjson.dumps(outcome)
-        try:
-            parsed = ReviewOutcome.parse(raw)
-        except ContractError as exc:
-            raise ApiError(400, str(exc)) from None
-        _may_speak_for(request, parsed.platform)
+        parsed, raw = _accepted(request, ReviewOutcome.parse, outcome)
         await submitter.review_outcome(parsed, raw)
         return {"decision_id": parsed.decision_id, "status": "accepted"}
+
+
+class _ForPlatform(Protocol):
+    @property
+    def platform(self) -> str: ...
+
+
+_R = TypeVar("_R", bound=_ForPlatform)
+
+
+def _accepted(
+    request: Request, parse: Callable[[bytes], _R], body: dict[str, Any]
+) -> tuple[_R, bytes]:
+    """The body as the pipeline's contract reads it (400 naming the field otherwise), for
+    a platform the caller holds; with its bytes, as published."""
+    raw = orjson.dumps(body)
+    try:
+        record = parse(raw)
+    except ContractError as exc:
+        raise ApiError(400, str(exc)) from None
+    _may_speak_for(request, record.platform)
+    return record, raw
 
 
 def _may_speak_for(request: Request, platform: str) -> None:

@@ -48,7 +48,15 @@ from modstream.contracts import (
 )
 from modstream.exchanges.mapping import Ledger, published
 from modstream.exchanges.metrics import ExchangeMetrics
-from modstream.exchanges.reports import OPINIONS, Report, report_key, send_report, settled
+from modstream.exchanges.reports import (
+    OPINIONS,
+    REPORT_OFFSETS,
+    Report,
+    read_state_table,
+    report_key,
+    send_report,
+    settled,
+)
 from modstream.exchanges.sync import SyncError, SyncLimits, sync_exchange
 from modstream.settings import Settings
 from modstream.stream import client, compat
@@ -59,7 +67,6 @@ log = logging.getLogger("modstream.exchanges")
 #: An entry id an exchange sync made: ``<exchange>.<record digest>.<signal digest>``.
 _EXCHANGE_ENTRY = re.compile(rb"/[A-Za-z0-9][A-Za-z0-9_.-]*\.[0-9a-f]{16}\.[0-9a-f]{8}$")
 PROGRESS_LOG_S = 10.0
-REPORT_OFFSETS = "reports-offsets"
 
 
 def state_key(name: str) -> bytes:
@@ -196,17 +203,16 @@ class ExchangeSyncService:
 
     async def _activate(self) -> None:
         kafka = self.settings.kafka
-        states = await client.read_table(kafka, self.settings.topic(EXCHANGE_STATE_TOPIC))
-        self.states, self.reports, self._report_offsets = {}, {}, {}
-        for (_, key), value in states.items():
-            name = key.decode()
-            with contextlib.suppress(ContractError, ValueError, TypeError):
-                if name.startswith("exchange/"):
-                    self.states[name[len("exchange/") :]] = ExchangeState.parse(value)
-                elif name.startswith("report/"):
-                    self.reports[name] = Report.parse(value)
-                elif name == REPORT_OFFSETS:
-                    self._report_offsets = {int(p): o for p, o in orjson.loads(value).items()}
+        table = await client.read_table(kafka, self.settings.topic(EXCHANGE_STATE_TOPIC))
+        read = read_state_table(
+            ((key, value) for (_, key), value in table.items()),
+            on_error=lambda key, exc: log.warning(
+                "exchange state ignored", extra={"key": key, "error": str(exc)[:300]}
+            ),
+        )
+        self.states, self.reports, self._report_offsets = (
+            read.states, read.reports, read.report_offsets
+        )  # fmt: skip
         reading = time.monotonic()
         self.ledgers = await self._read_ledgers()
         ledger_s = time.monotonic() - reading
