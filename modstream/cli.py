@@ -638,6 +638,7 @@ def _exchanges(settings: Settings) -> tuple[dict, dict, dict[str, dict[str, int]
     configs = {
         key.decode()[len("exchange/") :]: ExchangeConfig.parse(value)
         for key, value in _read_table(settings, EXCHANGE_CONFIG_TOPIC).items()
+        if key.startswith(b"exchange/")  # not the API-level credential references
     }
     read = read_state_table(_read_table(settings, EXCHANGE_STATE_TOPIC).items())
     reports: dict[str, dict[str, int]] = {}

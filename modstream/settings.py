@@ -105,6 +105,9 @@ class Settings:
     api_keys_file: Path | None = None
     api_rate_per_s: float = 50.0
     api_burst: int = 100
+    api_exchange_files_dir: Path | None = None  # where local_file exchanges made over HTTP live
+    api_tls_certfile: Path | None = None  # HTTPS with this certificate chain (PEM) and key
+    api_tls_keyfile: Path | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -151,6 +154,8 @@ class Settings:
             raise ValueError(
                 "MODSTREAM_EXCHANGE_RETRY_S and _PAGE_TIMEOUT_S must be > 0, _CONCURRENCY 1..16"
             )
+        if (self.api_tls_certfile is None) != (self.api_tls_keyfile is None):
+            raise ValueError("MODSTREAM_API_TLS_CERTFILE and _KEYFILE go together")
         if not 800_000 <= self.max_record_bytes <= 16 * 1024 * 1024:
             # the floor fits the longest text an event may carry, fully escaped
             raise ValueError("MODSTREAM_MAX_RECORD_BYTES must be 800000 .. 16777216")

@@ -7,17 +7,25 @@ from __future__ import annotations
 import asyncio
 import io
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from modstream.bank.bank import Bank
 from modstream.bank.controls import BankControls
-from modstream.contracts import BANK_CONFIG_TOPIC, BankEntry
+from modstream.contracts import (
+    BANK_CONFIG_TOPIC,
+    EXCHANGE_CONFIG_TOPIC,
+    EXCHANGE_STATE_TOPIC,
+    BankEntry,
+    ExchangeState,
+)
 from modstream.demo import encode, sample
 from modstream.engine import hash_media
 from modstream.serve.app import build_api
 from modstream.serve.backend import Backend
+from modstream.serve.exchanges import ExchangeAdmin, ExchangeBook
 
 ROCKET = encode(sample("rocket"), quality=90)
 PDQ = hash_media("m", "image", ROCKET, 10**8).signals["pdq"]["value"]
@@ -28,10 +36,15 @@ class AppliedAtOnce:
 
     def __init__(self, bank: Bank, controls: BankControls) -> None:
         self.bank, self.controls = bank, controls
+        self.exchanges = ExchangeBook()
 
     async def publish(self, topic, records) -> None:
         for key, value in records:
-            if topic == BANK_CONFIG_TOPIC:
+            if topic == EXCHANGE_CONFIG_TOPIC:
+                self.exchanges.config_table.apply(key.decode(), value)
+            elif topic == EXCHANGE_STATE_TOPIC:
+                self.exchanges.state_table.apply(key.decode(), value)
+            elif topic == BANK_CONFIG_TOPIC:
                 self.controls.apply(key.decode(), value)
             else:
                 self.bank.apply(key.decode(), None if value is None else BankEntry.parse(value))
@@ -180,11 +193,12 @@ def test_v1_keys_act_only_for_their_platforms(tmp_path) -> None:
 
     keys = tmp_path / "keys.jsonl"
     keys.write_bytes(key_record("forum", "k-forum", ["submit"], ["forum"]) + b"\n")
-    sent = []
+    sent, media = [], []
 
     class Recorder:
         async def upload(self, event, raw) -> None:
             sent.append(event.event_id)
+            media.extend(event.media)
 
         async def review_outcome(self, outcome, raw) -> None:
             sent.append(outcome.decision_id)
@@ -201,4 +215,87 @@ def test_v1_keys_act_only_for_their_platforms(tmp_path) -> None:
     other = api.post("/v1/uploads", json={**event, "platform": "video-site"}, headers=key)
     assert other.json() == {"message": "this API key does not hold platform 'video-site'"}
     assert api.post("/v1/uploads", json=event).status_code == 401
-    assert sent == ["e1"]
+    # Multipart: the event, and the media as files named by their kind, carried inline.
+    form = {"event": orjson.dumps({**event, "event_id": "e2", "text": None}).decode()}
+    files = [("image", ("front.jpg", ROCKET, "image/jpeg")), ("photo", ("back.jpg", ROCKET))]
+    assert api.post("/v1/uploads", data=form, files=files, headers=key).status_code == 202
+    assert sent == ["e1", "e2"] and [m.media_id for m in media] == ["front.jpg", "back.jpg"]
+    big = [("video", ("big.mp4", b"\0" * 800_000, "video/mp4"))]
+    too_big = api.post("/v1/uploads", data=form, files=big, headers=key)
+    assert too_big.status_code == 413 and "by url or path" in too_big.json()["message"]
+    assert api.post("/v1/uploads", files=big, headers=key).json() == {
+        "message": "multipart upload without its `event` field (the UploadEvent JSON)"
+    }
+
+
+def test_exchanges_as_hma_answers_without_taking_secrets(tmp_path) -> None:
+    controls = BankControls()
+    bank = Bank(controls=controls)
+    publisher = AppliedAtOnce(bank, controls)
+    backend = Backend(bank, controls, publisher, None, None)  # type: ignore[arg-type]
+    admin = ExchangeAdmin(backend, publisher.exchanges, tmp_path)
+    api = TestClient(build_api(backend, exchanges=admin))
+
+    assert api.get("/c/exchanges/apis").json() == [
+        "fb_threatexchange", "tat", "ncmec", "stop_ncii", "local_file", "sample"
+    ]  # fmt: skip
+    assert api.get("/c/exchanges/api/fb_threatexchange").json() == {
+        "supports_authentification": True, "has_set_authentification": False
+    }  # fmt: skip
+    assert api.get("/c/exchanges/api/nope").json() == {"message": "no such Exchange API 'nope'"}
+    secret = api.post("/c/exchanges/api/fb_threatexchange",
+                      json={"credential_json": {"api_token": "s3cr3t|token"}})  # fmt: skip
+    assert secret.status_code == 400 and "s3cr3t" not in secret.text
+    assert "never sent over HTTP" in secret.json()["message"]
+    set_ = api.post("/c/exchanges/api/fb_threatexchange",
+                    json={"credential_json": {"env": "TX_TOKEN"}})  # fmt: skip
+    assert set_.json()["has_set_authentification"] is True
+    schema = api.get("/c/exchanges/api/ncmec/schema").json()
+    environment = schema["config_schema"]["fields"][0]
+    assert environment["name"] == "environment" and environment["type"] == "enum"
+    assert [f["name"] for f in schema["credentials_schema"]["fields"]] == ["file", "env"]
+
+    created = api.post("/c/exchanges", json={"bank": "TX_GROUP", "api": "fb_threatexchange",
+                                              "api_json": {"privacy_group": 1234}})  # fmt: skip
+    assert (created.status_code, created.json()) == (201, {"message": "Created successfully"})
+    assert api.post("/c/exchanges", json={"bank": "TX_GROUP", "api": "sample"}).json() == {
+        "message": "Exchange already exists"
+    }
+    assert api.get("/c/exchanges").json() == ["TX_GROUP"]
+    assert api.get("/c/bank/TX_GROUP").json() == {"matching_enabled_ratio": 1.0, "name": "TX_GROUP"}
+    shown = api.get("/c/exchange/TX_GROUP").json()
+    assert shown["privacy_group"] == 1234 and shown["api"] == "fb_threatexchange"
+    assert shown["enabled"] is True and shown["bank"] == "TX_GROUP"
+    assert publisher.exchanges.configs["TX_GROUP"].credentials == {"env": "TX_TOKEN"}
+    assert api.post("/c/exchanges", json={"bank": "lower", "api": "sample"}).status_code == 400
+    assert api.post("/c/exchanges", json={"bank": "X", "api": "nope"}).json() == {
+        "message": "No such exchange type 'nope'"
+    }
+    missing = api.post("/c/exchanges", json={"bank": "NCMEC", "api": "ncmec", "api_json": {}})
+    assert missing.status_code == 400 and "environment" in missing.json()["message"]
+
+    # Where credentials go and which file is read are an operator's choice, not an API key's.
+    def create(bank: str, api_name: str, **api_json: str) -> int:
+        body = {"bank": bank, "api": api_name, "api_json": api_json}
+        return api.post("/c/exchanges", json=body).status_code
+
+    assert create("TAT", "tat", base_url="https://evil.example") == 403
+    assert create("FILE", "local_file", filename="../../etc/passwd") == 403
+    assert create("FILE", "local_file", filename="partner.txt") == 201
+    assert api.get("/c/exchange/FILE").json()["filename"] == str(tmp_path / "partner.txt")
+
+    assert api.get("/c/exchange/TX_GROUP/status").json()["last_fetch_succeeded"] is None
+    state = ExchangeState(api="fb_threatexchange", progress_at=1700000000.5,
+                          last_attempt_at=1700000100.0, last_success_at=1700000100.0,
+                          fetched=42, published=40)  # fmt: skip
+    publisher.exchanges.state_table.apply("exchange/TX_GROUP", orjson.dumps(state))
+    status = api.get("/c/exchange/TX_GROUP/status").json()
+    assert status["last_fetch_succeeded"] is True and status["up_to_date"] is True
+    assert (status["fetched_items"], status["checkpoint_ts"]) == (42, 1700000000)
+    assert (status["last_fetch_time"], status["success"]) == (1700000100, True)
+
+    disabled = api.put("/c/exchange/TX_GROUP", json={"enabled": False}).json()
+    assert disabled["enabled"] is False and not publisher.exchanges.configs["TX_GROUP"].enabled
+    assert api.delete("/c/exchange/TX_GROUP").json() == {"message": "Exchange deleted"}
+    assert api.get("/c/exchange/TX_GROUP").status_code == 404
+    assert "TX_GROUP" in api.get("/c/banks").text  # the bank stays, as its entries do

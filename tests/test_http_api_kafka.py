@@ -4,6 +4,7 @@ banks changed through the API acting on the pipeline's workers."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -23,25 +24,33 @@ pytestmark = pytest.mark.kafka
 COPY = encode(sample("rocket"), quality=60)  # the same picture in another file
 
 
-@pytest.fixture
-def server(workers, tmp_path):
+def start_server(workers, tmp_path, ssl_context=None, **env: str):
+    """A ``modstream serve`` process, once its bank is loaded; with ``ssl_context``, over
+    HTTPS (``env`` then names the certificate)."""
     port = free_port()
-    env = workers.worker_env(MODSTREAM_HASH_WORKERS="1")
-    log = open(tmp_path / "serve.log", "ab")  # noqa: SIM115 - lives with the process
+    log = open(tmp_path / f"serve-{port}.log", "ab")  # noqa: SIM115 - lives with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "modstream.cli", "serve", "--port", str(port)],
-        env=env, stdout=log, stderr=log,
+        env=workers.worker_env(MODSTREAM_HASH_WORKERS="1", **env), stdout=log, stderr=log,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        assert proc.poll() is None, (tmp_path / f"serve-{port}.log").read_text()[-3000:]
         try:
-            with urllib.request.urlopen(f"{url}/status", timeout=2) as answer:
+            with urllib.request.urlopen(f"{url}/status", timeout=2, context=ssl_context) as answer:
                 if answer.status == 200:
                     break
         except OSError:
             time.sleep(0.3)
+    return url, proc
+
+
+@pytest.fixture
+def server(workers, tmp_path):
+    files = tmp_path / "exchange-files"
+    files.mkdir()
+    url, proc = start_server(workers, tmp_path, MODSTREAM_API_EXCHANGE_FILES_DIR=str(files))
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -207,3 +216,88 @@ async def test_v1_uploads_in_decisions_out_and_review_outcomes(server, workers):
         assert (status, taken["status"]) == (202, "accepted")
         human = (await collect(workers, "reinstatements", {"v1-1"}))["v1-1"][0]
         assert human["source"] == "human" and human["supersedes"] == decision["decision_id"]
+
+
+async def test_exchanges_created_through_the_api_are_synced_into_banks(
+    server, workers, sync_services, tmp_path
+):
+    """Coop's exchange calls: the APIs and their credential state, an exchange and its bank
+    created in one call, the sync service fetching it, its status, disable and delete."""
+    (tmp_path / "exchange-files" / "partner.txt").write_text(f"pdq {PDQ}\n")
+    async with aiohttp.ClientSession(server) as s:
+        status, apis = await call(s, "GET", "/c/exchanges/apis")
+        assert status == 200 and {"fb_threatexchange", "ncmec", "local_file"} <= set(apis)
+        auth = ("supports_authentification", "has_set_authentification")
+        status, local = await call(s, "GET", "/c/exchanges/api/local_file")
+        assert (status, local) == (200, dict.fromkeys(auth, False))
+        reference = {"credential_json": {"env": "NCMEC_CREDENTIALS"}}
+        status, ncmec = await call(s, "POST", "/c/exchanges/api/ncmec", json=reference)
+        assert (status, ncmec) == (200, dict.fromkeys(auth, True))
+        secret = {"credential_json": {"user": "u", "password": "p"}}
+        status, refused = await call(s, "POST", "/c/exchanges/api/ncmec", json=secret)
+        assert status == 400 and "never sent over HTTP" in refused["message"]
+        created = {"bank": "PARTNER", "api": "local_file", "api_json": {"filename": "partner.txt"}}
+        assert await call(s, "POST", "/c/exchanges", json=created) == (
+            201, {"message": "Created successfully"})  # fmt: skip
+        assert await call(s, "GET", "/c/exchanges") == (200, ["PARTNER"])
+        status, shown = await call(s, "GET", "/c/exchange/PARTNER")
+        assert shown["api"] == "local_file" and shown["enabled"] is True
+        assert shown["filename"] == str(tmp_path / "exchange-files" / "partner.txt")
+        status, before = await call(s, "GET", "/c/exchange/PARTNER/status")
+        assert before["last_fetch_succeeded"] is None and before["fetched_items"] == 0
+
+        sync_services.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, fetched = await call(s, "GET", "/c/exchange/PARTNER/status")
+            if fetched["last_fetch_succeeded"]:
+                break
+            await asyncio.sleep(0.5)
+        assert fetched["last_fetch_succeeded"] and fetched["up_to_date"], fetched
+        assert fetched["fetched_items"] == 1 and fetched["published"] == 1
+        lookup = {"signal_type": "pdq", "signal": PDQ}
+        while time.monotonic() < deadline:
+            status, found = await call(s, "GET", "/m/lookup", params=lookup)
+            if found:
+                break
+            await asyncio.sleep(0.3)
+        assert list(found) == ["PARTNER"] and found["PARTNER"][0]["distance"] == "0"
+
+        status, disabled = await call(s, "PUT", "/c/exchange/PARTNER", json={"enabled": False})
+        assert status == 200 and disabled["enabled"] is False
+        assert await call(s, "DELETE", "/c/exchange/PARTNER") == (
+            200, {"message": "Exchange deleted"})  # fmt: skip
+        assert (await call(s, "GET", "/c/exchange/PARTNER"))[0] == 404
+        assert (await call(s, "GET", "/m/lookup", params=lookup))[1]  # the bank stays
+
+
+def test_https_with_a_certificate_and_keys(workers, tmp_path):
+    """Given a certificate the server speaks only TLS; keys travel inside it."""
+    import ssl
+
+    from modstream.localkafka import DEPLOY_DIR
+    from modstream.serve.access import key_record
+
+    certs = tmp_path / "certs"
+    subprocess.run([str(DEPLOY_DIR / "make-certs.sh"), str(certs)], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    keys = tmp_path / "keys.jsonl"
+    keys.write_bytes(key_record("coop", "k-admin", ["bank_admin"], []) + b"\n")
+    trust = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    url, proc = start_server(
+        workers, tmp_path, trust,
+        MODSTREAM_API_TLS_CERTFILE=str(certs / "broker.pem"),
+        MODSTREAM_API_TLS_KEYFILE=str(certs / "broker.key"),
+        MODSTREAM_API_KEYS_FILE=str(keys),
+    )  # fmt: skip
+    try:
+        request = urllib.request.Request(f"{url}/c/banks", headers={"X-API-Key": "k-admin"})
+        with urllib.request.urlopen(request, timeout=10, context=trust) as answer:
+            assert answer.status == 200 and answer.read() == b"[]"
+        with pytest.raises(OSError):  # plain HTTP on the same port gets no answer
+            urllib.request.urlopen(url.replace("https", "http") + "/status", timeout=5)
+        with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):  # nor an untrusting one
+            urllib.request.urlopen(f"{url}/status", timeout=5, context=ssl.create_default_context())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -26,6 +26,7 @@ from starlette.routing import Match
 
 from modstream.serve.access import AccessError, Gate, RateLimit
 from modstream.serve.backend import ApiError, Backend
+from modstream.serve.exchanges import ExchangeAdmin, add_exchange_routes
 from modstream.serve.hma import add_hma_routes
 from modstream.serve.v1 import RecentDecisions, Submitter, add_v1_routes
 
@@ -57,6 +58,7 @@ def build_api(
     gate: Gate | None = None,
     metrics: HttpMetrics | None = None,
     v1: tuple[Submitter, RecentDecisions] | None = None,
+    exchanges: ExchangeAdmin | None = None,
 ) -> FastAPI:
     """``gate`` None: no keys, a generous rate limit per client address (tests, loopback)."""
     gate = gate or Gate(None, RateLimit(rate=1000.0, burst=2000.0))
@@ -121,6 +123,8 @@ def build_api(
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     add_hma_routes(api, backend)
+    if exchanges is not None:
+        add_exchange_routes(api, exchanges)
     if v1 is not None:
         add_v1_routes(api, *v1)
     return api

@@ -20,6 +20,8 @@ from modstream.bank.controls import BankControls
 from modstream.contracts import (
     BANK_CONFIG_TOPIC,
     DECISIONS_TOPIC,
+    EXCHANGE_CONFIG_TOPIC,
+    EXCHANGE_STATE_TOPIC,
     HASHBANK_TOPIC,
     REVIEW_OUTCOMES_TOPIC,
     UPLOADS_TOPIC,
@@ -34,6 +36,7 @@ from modstream.ingest.trust import platform_topic
 from modstream.serve.access import Gate, KeyRing, RateLimit
 from modstream.serve.app import build_api
 from modstream.serve.backend import ApiError, Backend
+from modstream.serve.exchanges import ExchangeAdmin, ExchangeBook
 from modstream.serve.v1 import RecentDecisions
 from modstream.settings import Settings
 from modstream.stages.metrics import PipelineMetrics
@@ -155,6 +158,7 @@ def build_server_app(settings: Settings) -> FastAPI:
 
     publisher = KafkaPublisher(settings, replicas)
     backend = Backend(bank, controls, publisher, hasher, fetch, ready)
+    exchanges = ExchangeBook()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -167,6 +171,11 @@ def build_server_app(settings: Settings) -> FastAPI:
         replicas[BANK_CONFIG_TOPIC] = StateReplica(
             controls, settings.kafka, settings.topic(BANK_CONFIG_TOPIC), metrics, loop=loop
         )
+        for topic, table in ((EXCHANGE_CONFIG_TOPIC, exchanges.config_table),
+                             (EXCHANGE_STATE_TOPIC, exchanges.state_table)):  # fmt: skip
+            replicas[topic] = StateReplica(
+                table, settings.kafka, settings.topic(topic), metrics, loop=loop
+            )
         await publisher.start()
         await asyncio.gather(*(r.start() for r in replicas.values()), pool.start())
         tail = asyncio.create_task(tail_decisions(settings, recent), name="decisions")
@@ -187,7 +196,12 @@ def build_server_app(settings: Settings) -> FastAPI:
         raise ValueError(keys.error)
     gate = Gate(keys, RateLimit(settings.api_rate_per_s, settings.api_burst))
     recent = RecentDecisions()
-    api = build_api(backend, gate, v1=(KafkaSubmitter(settings, publisher), recent))
+    api = build_api(
+        backend,
+        gate,
+        v1=(KafkaSubmitter(settings, publisher), recent),
+        exchanges=ExchangeAdmin(backend, exchanges, settings.api_exchange_files_dir),
+    )
     api.router.lifespan_context = lifespan
     return api
 
@@ -198,6 +212,12 @@ def run_server(settings: Settings, host: str, port: int, allow_anonymous: bool =
             f"refusing to serve on {host} without API keys: set MODSTREAM_API_KEYS_FILE "
             "(modstream api-key create), or pass --allow-anonymous behind a trusted proxy"
         )
+    if settings.api_tls_certfile is None and not _loopback(host):
+        log.warning(
+            "serving plain HTTP on a non-loopback address: API keys cross the network in "
+            "clear unless a proxy in front terminates TLS (MODSTREAM_API_TLS_CERTFILE)",
+            extra={"host": host},
+        )
     config = uvicorn.Config(
         build_server_app(settings),
         host=host,
@@ -206,6 +226,8 @@ def run_server(settings: Settings, host: str, port: int, allow_anonymous: bool =
         access_log=False,
         timeout_graceful_shutdown=10,
         limit_concurrency=1000,
+        ssl_certfile=settings.api_tls_certfile,
+        ssl_keyfile=settings.api_tls_keyfile,
     )
     uvicorn.Server(config).run()
 

@@ -5,6 +5,7 @@ bad event is a 400 naming the field here rather than a dead letter later."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol, TypeVar
@@ -18,6 +19,28 @@ from modstream.serve.access import ApiKey
 from modstream.serve.backend import ApiError
 
 MAX_WAIT_S = 30.0
+#: An event is one Kafka record on ``uploads`` (the broker's default limit is 1 MiB).
+MAX_EVENT_BYTES = 1_000_000
+#: Media parts of a multipart upload: the form's field name is the media kind (HMA's
+#: ``photo`` is an image).
+MEDIA_FIELDS = {"image": "image", "photo": "image", "video": "video"}
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"type": "object", "description": "an UploadEvent"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["event"],
+                "properties": {
+                    "event": {"type": "string", "description": "the UploadEvent as JSON"},
+                    "image": {"type": "string", "format": "binary"},
+                    "video": {"type": "string", "format": "binary"},
+                },
+            }
+        },
+    },
+}
 
 
 class Submitter(Protocol):
@@ -68,13 +91,25 @@ class RecentDecisions:
 
 
 def add_v1_routes(api: FastAPI, submitter: Submitter, decisions: RecentDecisions) -> None:
-    @api.post("/v1/uploads", status_code=202, tags=["v1"])
-    async def submit_upload(
-        request: Request, event: Annotated[dict[str, Any], Body()], wait: float = 0.0
-    ) -> Any:
+    @api.post(
+        "/v1/uploads", status_code=202, tags=["v1"], openapi_extra={"requestBody": _UPLOAD_BODY}
+    )
+    async def submit_upload(request: Request, wait: float = 0.0) -> Any:
         """Publish an UploadEvent (docs/events.md); 202 with its id, or with ``?wait=S``
-        (up to 30) the decision itself if it comes within S seconds."""
+        (up to 30) the decision itself if it comes within S seconds. As JSON, or as
+        multipart: the event in the field ``event`` and each medium as a file in a field
+        named by its kind (``image``, ``photo`` or ``video``), carried inline."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            event = await _multipart_event(request)
+        else:
+            event = _json_object(await request.body())
         upload, raw = _accepted(request, UploadEvent.parse, event)
+        if len(raw) > MAX_EVENT_BYTES:
+            raise ApiError(
+                413,
+                f"the event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} a record may "
+                "carry: give large media by url or path",
+            )
         if not 0 <= wait <= MAX_WAIT_S:
             raise ApiError(400, f"wait: 0 .. {MAX_WAIT_S:g} seconds")
         waiting = (
@@ -107,6 +142,44 @@ def add_v1_routes(api: FastAPI, submitter: Submitter, decisions: RecentDecisions
         parsed, raw = _accepted(request, ReviewOutcome.parse, outcome)
         await submitter.review_outcome(parsed, raw)
         return {"decision_id": parsed.decision_id, "status": "accepted"}
+
+
+async def _multipart_event(request: Request) -> dict[str, Any]:
+    form = await request.form(max_files=64, max_fields=80, max_part_size=MAX_EVENT_BYTES)
+    event: dict[str, Any] | None = None
+    media: list[dict[str, Any]] = []
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            if name == "event":
+                event = _json_object(value.encode())
+            continue
+        if name not in MEDIA_FIELDS:
+            raise ApiError(400, f"file field {name!r}: one of {', '.join(MEDIA_FIELDS)}")
+        data = await value.read(MAX_EVENT_BYTES + 1)
+        media.append({
+            "media_id": value.filename or f"m{len(media) + 1}",
+            "kind": MEDIA_FIELDS[name],
+            "data_b64": base64.b64encode(data).decode(),
+            **({"mime": value.content_type} if value.content_type else {}),
+        })  # fmt: skip
+    if event is None:
+        raise ApiError(400, "multipart upload without its `event` field (the UploadEvent JSON)")
+    given = event.get("media") or []
+    if not isinstance(given, list):
+        raise ApiError(400, "upload_event.media: a list")
+    if media:
+        event["media"] = [*given, *media]
+    return event
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        found = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(found, dict):
+        raise ApiError(400, "the body must be a JSON object (an UploadEvent)")
+    return found
 
 
 class _ForPlatform(Protocol):
