@@ -85,6 +85,8 @@ def variable(name: str, query: str) -> dict:
 
 WORKER = variable("worker", 'label_values(up{job="modstream"}, instance)')
 PLATFORM = variable("platform", "label_values(modstream_events_total, platform)")
+SERVER = variable("server", 'label_values(up{job="modstream-serve"}, instance)')
+S = 'job="modstream-serve", instance=~"$server"'  # the HTTP API's processes
 
 
 def dashboard(uid: str, title: str, panels: list[dict], variables: list[dict]) -> dict:
@@ -437,12 +439,49 @@ def workers() -> dict:
     )
 
 
+def http_api() -> dict:
+    not_2xx = S + ', status!~"2.."'
+    return dashboard(
+        "modstream-http-api",
+        "modstream / HTTP API",
+        [
+            panel("Up", [(f"up{{{S}}}", "{{instance}}")], "bool_yes_no"),
+            panel(
+                "Requests by route",
+                [(f"sum by (route) ({rate('modstream_http_requests_total', S)})", "{{route}}")],
+                "reqps",
+            ),
+            panel(
+                "Answers other than 2xx, by route and status",
+                [
+                    (
+                        "sum by (route, status) "
+                        f"({rate('modstream_http_requests_total', not_2xx)})",
+                        "{{route}} {{status}}",
+                    )
+                ],
+                "reqps",
+                description="4xx: callers' mistakes, missing keys or roles (401/403) and rate "
+                "limits (429); 5xx: the server's (alert ModstreamApiErrors).",
+            ),
+            panel(
+                "Latency by route",
+                quantiles("modstream_http_request_seconds", by="route", labels=S),
+                "s",
+                description="Hash+match includes fetching and hashing the media.",
+            ),
+        ],
+        [SERVER],
+    )
+
+
 BUILDERS = {
     "overview": overview,
     "latency": latency,
     "kafka": kafka,
     "bank": bank,
     "workers": workers,
+    "http-api": http_api,
 }
 
 

@@ -257,3 +257,25 @@ def add_local_exchange(workers, path: Path, bank: str = "shared", name: str = "p
     """A python-threatexchange ``local_file`` exchange feeding ``bank`` from ``path``."""
     cli(workers, "exchange", "add", name, "--api", "local_file", "--bank", bank,
         "--set", f"path={path}")  # fmt: skip
+
+
+def start_server(workers, tmp_path, ssl_context=None, **env: str):
+    """A ``modstream serve`` process, once its bank is loaded; with ``ssl_context``, over
+    HTTPS (``env`` then names the certificate)."""
+    port = free_port()
+    log = open(tmp_path / f"serve-{port}.log", "ab")  # noqa: SIM115 - lives with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modstream.cli", "serve", "--port", str(port)],
+        env=workers.worker_env(MODSTREAM_HASH_WORKERS="1", **env), stdout=log, stderr=log,
+    )  # fmt: skip
+    url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (tmp_path / f"serve-{port}.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/status", timeout=2, context=ssl_context) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    return url, proc

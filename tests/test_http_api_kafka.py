@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 import urllib.request
 
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import free_port
+from conftest import start_server
 from streaming import collect, http_server, inline, send, upload
 from test_review_kafka import PDQ, ROCKET
 
@@ -22,28 +21,6 @@ from modstream.demo import encode, sample
 pytestmark = pytest.mark.kafka
 
 COPY = encode(sample("rocket"), quality=60)  # the same picture in another file
-
-
-def start_server(workers, tmp_path, ssl_context=None, **env: str):
-    """A ``modstream serve`` process, once its bank is loaded; with ``ssl_context``, over
-    HTTPS (``env`` then names the certificate)."""
-    port = free_port()
-    log = open(tmp_path / f"serve-{port}.log", "ab")  # noqa: SIM115 - lives with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modstream.cli", "serve", "--port", str(port)],
-        env=workers.worker_env(MODSTREAM_HASH_WORKERS="1", **env), stdout=log, stderr=log,
-    )  # fmt: skip
-    url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp_path / f"serve-{port}.log").read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{url}/status", timeout=2, context=ssl_context) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    return url, proc
 
 
 @pytest.fixture

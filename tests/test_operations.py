@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from conftest import add_local_exchange, free_port
+from conftest import add_local_exchange, free_port, start_server
 from streaming import collect, send, upload
 
 from modstream.contracts import dumps
@@ -32,6 +34,7 @@ import dashboards as dashboards_code  # noqa: E402 - grafana/dashboards.py, not 
 GRAFANA_VARIABLES = {
     "$worker": ".*",
     "$platform": ".*",
+    "$server": ".*",
     "$__rate_interval": "15s",
     "$__interval": "5s",
     "$__range": "5m",
@@ -86,6 +89,7 @@ def test_dashboards_are_sound():
         "kafka.json",
         "bank.json",
         "workers.json",
+        "http-api.json",
     }
     uids = [board["uid"] for board in boards.values()]
     assert len(uids) == len(set(uids))
@@ -93,7 +97,7 @@ def test_dashboards_are_sound():
         ids = [panel["id"] for panel in board["panels"]]
         assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
         variables = {v["name"] for v in board["templating"]["list"]}
-        assert "worker" in variables
+        assert variables & {"worker", "server"}, f"{name}: no instance variable"
         for panel in board["panels"]:
             where = f"{name} / {panel['title']}"
             assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, where
@@ -170,6 +174,7 @@ def test_compose_stack_is_complete():
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
     assert jobs["modstream"]["dns_sd_configs"][0]["names"] == ["worker"]  # every replica
     assert jobs["modstream-exchange-sync"]["dns_sd_configs"][0]["names"] == ["exchange-sync"]
+    assert jobs["modstream-serve"]["dns_sd_configs"][0]["names"] == ["api"]
     for rule_file in prometheus["rule_files"]:
         assert (ROOT / "deploy/prometheus" / rule_file).exists()
     docker = shutil.which("docker")
@@ -189,9 +194,10 @@ def test_compose_stack_is_complete():
 
 
 class Prometheus:
-    """A real Prometheus server scraping the test's worker every second."""
+    """A real Prometheus server scraping the test's worker, exchange sync and HTTP API
+    every second."""
 
-    def __init__(self, tmp: Path, target_port: int, sync_port: int) -> None:
+    def __init__(self, tmp: Path, target_port: int, sync_port: int, serve_port: int) -> None:
         self.port = free_port()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -204,6 +210,7 @@ class Prometheus:
                 for job, port in (
                     ("modstream", target_port),
                     ("modstream-exchange-sync", sync_port),
+                    ("modstream-serve", serve_port),
                 )
             ],
         }
@@ -264,7 +271,12 @@ async def test_every_dashboard_and_alert_query_has_data_in_a_real_prometheus(
     add_local_exchange(workers, signals, bank="partner")
     sync_port = sync_services.start()
     sync_services.wait_active()
-    prometheus = Prometheus(tmp_path, port, sync_port)
+    # The HTTP API, answering a lookup and refusing a missing bank: its panels get data.
+    api_url, api = start_server(workers, tmp_path)
+    for path in ("/m/lookup?signal_type=pdq&signal=" + entries[0].signal, "/c/bank/NONE"):
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(api_url + path, timeout=10).close()
+    prometheus = Prometheus(tmp_path, port, sync_port, int(api_url.rsplit(":", 1)[1]))
     try:
         # Every kind of outcome, so every panel has something to show: takedowns, reviews and
         # allows (the demo's uploads), a dead letter and a media URL that cannot be fetched.
@@ -302,6 +314,8 @@ async def test_every_dashboard_and_alert_query_has_data_in_a_real_prometheus(
         assert loaded == {rule["alert"] for rule in alert_rules()}
     finally:
         prometheus.stop()
+        api.terminate()
+        api.wait(timeout=20)
 
 
 def review_outcome(decision: dict, outcome: str) -> tuple[bytes, bytes]:
@@ -320,7 +334,8 @@ def missing_data(prometheus: Prometheus) -> list[str]:
             failures.append(f"{board} / {title}: invalid: {answer.get('error')}\n  {expr}")
         elif not answer["data"]["result"]:
             failures.append(f"{board} / {title}: no series\n  {expr}")
-    for variable in ('up{job="modstream"}', "modstream_events_total"):  # label_values()
+    sources = ('up{job="modstream"}', "modstream_events_total", 'up{job="modstream-serve"}')
+    for variable in sources:  # label_values()
         if not prometheus.query(variable)["data"]["result"]:
             failures.append(f"template variable source {variable}: no series")
     for rule in alert_rules():
