@@ -334,14 +334,14 @@ def add_exchange_routes(api: FastAPI, admin: ExchangeAdmin) -> None:
     @api.post("/c/exchanges", status_code=201, tags=["hma"])
     async def create_exchange(
         bank: Annotated[str, Body()],
-        api: Annotated[str | None, Body()] = None,
+        api_type: Annotated[str | None, Body(alias="api")] = None,
         api_json: Annotated[dict[str, Any] | None, Body()] = None,
         interval_s: Annotated[float | None, Body()] = None,
         action_hint: Annotated[str | None, Body()] = None,
     ) -> dict[str, str]:
         """An exchange and its bank, both named ``bank``; ``interval_s`` and
         ``action_hint`` are modstream's (docs/exchanges.md)."""
-        await admin.create(bank, api, api_json or {}, interval_s, action_hint)
+        await admin.create(bank, api_type, api_json or {}, interval_s, action_hint)
         return {"message": "Created successfully"}
 
     @api.get("/c/exchange/{exchange_name}", tags=["hma"])
