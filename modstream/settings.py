@@ -78,6 +78,7 @@ class Settings:
     pdq_min_quality: int = 50
     index_layout: str = "fast"
     bank_snapshot_interval_s: float = 300.0
+    bank_replay_in_child_above: int = 20_000  # records; 0: always replay in place
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     text_model: Path | None = None
     text_lexicon: Path | None = None

@@ -111,6 +111,33 @@ async def test_a_failing_commit_is_retried_and_nothing_is_written_twice():
     await lane.close()
 
 
+async def test_a_commit_that_landed_but_whose_answer_was_lost_is_not_repeated():
+    """The broker committed, the answer never came (a timeout, the broker going away): the
+    retry asks whether it landed instead of writing the batch a second time."""
+
+    class AnswerLost(MemoryCommitter):
+        async def commit(self, outputs, offset) -> None:
+            await super().commit(outputs, offset)
+            if len(self.commits) == 1:
+                raise KafkaConnectionError("connection lost before the answer")
+
+        async def landed(self, offset) -> bool:
+            return any(done.offset >= offset.offset for _, done in self.commits)
+
+    committer = AnswerLost()
+
+    async def process(records):
+        for record in records:
+            await output.send("decisions", None, b"%d" % record.offset)
+
+    lane, output = lane_with(committer, process)
+    lane.take(consumed(range(3)))
+    assert await lane.drained(5.0)
+    assert [[o.value for o in outputs] for outputs, _ in committer.commits] == [[b"0", b"1", b"2"]]
+    assert lane.healthy
+    await lane.close()
+
+
 async def refusals(max_bytes: dict[str, int]) -> tuple[Lane, MemoryCommitter]:
     committer = MemoryCommitter(max_bytes=max_bytes)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import random
 import re
@@ -214,6 +215,33 @@ async def test_killed_worker_loses_no_event_and_doubles_none(workers):
         assert found[0]["verdict"] == ("review" if int(event_id[-4:]) % 2 == 0 else "allow")
 
 
+async def test_a_large_replay_runs_in_a_child_and_the_worker_restores_its_snapshot(workers):
+    """Without a snapshot, a topic over MODSTREAM_BANK_REPLAY_IN_CHILD_ABOVE records is
+    replayed by a child process that writes one; the worker restores it, then tails from its
+    offsets like any restart."""
+    entries = bank_entries()
+    rng = random.Random(11)
+    extra = [
+        BankEntry("bulk", f"b{i}", "pdq", f"{rng.getrandbits(256):064x}", (), "review", "")
+        for i in range(2000)
+    ]
+    await send(workers, "hashbank", [(e.key.encode(), dumps(e)) for e in entries + extra])
+    _, port = workers.start(MODSTREAM_BANK_REPLAY_IN_CHILD_ABOVE="1000")
+    status = workers.status(port)
+    assert status["bank_replayed_in_child"] is True and status["bank_from_snapshot"] is True
+    assert status["bank_entries"] == len(entries) + len(extra)
+    assert (workers.settings.data_dir / "bank-snapshot" / "manifest.json").exists()
+    chelsea = encode(sample("chelsea"), quality=90)
+    added = BankEntry("live", "cat", "pdq", hash_media("m", "image", chelsea, 10**8).signals[
+        "pdq"]["value"], (), "takedown", "")  # fmt: skip
+    await send(workers, "hashbank", [(added.key.encode(), dumps(added))])
+    await asyncio.sleep(1.0)  # a tailed change is live within a poll
+    await send(workers, "uploads", [upload("child-cat", media=inline(chelsea))])
+    cat = (await collect(workers, "decisions", {"child-cat"}))["child-cat"][0]
+    assert cat["verdict"] == "takedown"
+    assert ("live", "cat") in {(e["bank"], e.get("entry_id")) for e in cat["evidence"]}
+
+
 async def test_restart_loads_the_bank_snapshot_and_reads_only_newer_changes(workers):
     """A worker saves the bank with its offsets; after a restart it loads that snapshot, reads
     only what was published since, and matches exactly as a full replay would."""
@@ -343,3 +371,47 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
         video = await collect(workers, "decisions", {"slow-video"})
     assert video["slow-video"][0]["media_errors"] == []
     assert video["slow-video"][0]["verdict"] == "allow"
+
+
+async def test_a_commit_whose_answer_was_lost_is_found_landed_or_not_on_the_broker(workers):
+    """What a lane asks after a commit failed without an answer: a transaction the broker
+    committed is found committed (so it is not written again), one it never committed is
+    aborted by the next producer under the same id and found not landed."""
+    from aiokafka import TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from modstream.stream import client, compat
+    from modstream.stream.pipeline import Outgoing, TransactionalCommitter
+
+    settings = workers.settings
+    tp = TopicPartition(settings.topic("uploads"), 0)
+    decisions = TopicPartition(settings.topic("decisions"), 0)
+    group = f"{settings.app_id}-landed"
+    reader = await client.started(client.consumer(settings.kafka, group_id=group))
+
+    async def committed(partition: TopicPartition) -> int | None:
+        found = (await compat.committed_offsets(reader, [partition])).get(partition)
+        return None if found is None else found.offset
+
+    committer = TransactionalCommitter(settings, tp, group, committed)
+    orphan = None
+    try:
+        landed = Outgoing(decisions.topic, b"k", b"landed", 0)
+        await committer.commit([landed], OffsetAndMetadata(5, ""))
+        assert await committer.landed(OffsetAndMetadata(5, ""))
+        orphan = committer._producer  # noqa: SLF001 - a transaction left without its commit
+        assert orphan is not None
+        await orphan.begin_transaction()
+        await (await orphan.send(decisions.topic, b"lost", key=b"k", partition=0))
+        await orphan.send_offsets_to_transaction({tp: OffsetAndMetadata(9, "")}, group)
+        committer._producer = None  # noqa: SLF001 - the connection is gone, the commit unsent
+        assert not await committer.landed(OffsetAndMetadata(9, ""))
+        assert await committed(tp) == 5
+        values = [v async for _, _, v in client.read_partition(settings.kafka, decisions)]
+        assert values == [b"landed"]
+    finally:
+        await committer.close()
+        await reader.stop()
+        if orphan is not None:
+            with contextlib.suppress(Exception):
+                await orphan.stop()  # fenced by now

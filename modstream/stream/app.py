@@ -88,6 +88,9 @@ def build_app(settings: Settings) -> faust.App:
         # Shared by the workers of one data dir: snapshots are swapped in atomically.
         snapshot_link=settings.data_dir / "bank-snapshot",
         snapshot_interval_s=settings.bank_snapshot_interval_s,
+        replay_in_child_above=settings.bank_replay_in_child_above,
+        index_layout=settings.index_layout,
+        log_format=settings.log_format,
         loop=app.loop,
     )
     replicas = [
@@ -215,6 +218,7 @@ def build_app(settings: Settings) -> faust.App:
             "hashing_pool": "healthy" if pool.healthy else "broken or starting",
             "bank_entries": len(bank),
             "bank_from_snapshot": replica.restored,
+            "bank_replayed_in_child": replica.replayed_in_child,
             # Which partitions this worker owns now: what on-call needs after a rebalance.
             "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in pipeline.lanes),
         }

@@ -9,14 +9,23 @@ this replaces a Faust GlobalTable.
 With a snapshot folder, the replica saves the bank (entries and indexes) with the offsets it
 reflects every ``snapshot_interval_s`` when it changed; a restarting worker loads the snapshot
 and reads only the records after it, instead of replaying the whole topic.
+
+A worker with no snapshot to start from and a large topic to replay does the replay in a
+child process that writes a snapshot and exits; the worker then restores that snapshot.
+Replaying in place leaves the heap fragmented (millions of short-lived objects interleaved
+with the long-lived ones: ~1.45x the memory of a restored bank, for good); the child takes
+that with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import logging
+import logging.config
+import multiprocessing
 import os
 import shutil
 import time
@@ -34,6 +43,8 @@ from modstream.stages.metrics import PipelineMetrics
 from modstream.stream.replica import TopicReplica
 
 log = logging.getLogger("modstream.bank")
+#: Longest a child's replay may take before the worker replays in place instead.
+REPLAY_ELSEWHERE_TIMEOUT_S = 3600.0
 
 
 def return_free_memory() -> None:
@@ -57,6 +68,9 @@ class BankReplica(TopicReplica):
         metrics: PipelineMetrics,
         snapshot_link: Path | None = None,
         snapshot_interval_s: float = 300.0,
+        replay_in_child_above: int = 0,
+        index_layout: str = "fast",
+        log_format: str = "json",
         **kwargs,
     ) -> None:
         super().__init__(kafka, topic, **kwargs)
@@ -64,11 +78,54 @@ class BankReplica(TopicReplica):
         self.metrics = metrics
         self.snapshot_link = snapshot_link  # a symlink to the newest complete snapshot
         self.snapshot_interval_s = snapshot_interval_s
+        self.replay_in_child_above = replay_in_child_above  # records; 0: never
+        self.index_layout = index_layout
+        self.log_format = log_format
         self.restored = False
+        self.replayed_in_child = False
         self._unsaved = 0
 
     async def starting_positions(self, partitions: list[TopicPartition]) -> dict[int, int]:
-        return await self._restore(partitions) or {}
+        positions = await self._restore(partitions)
+        if positions is None and await self._worth_replaying_in_child(partitions):
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(None, self._replay_in_child):
+                self.replayed_in_child = True
+                positions = await self._restore(partitions)
+        return positions or {}
+
+    async def _worth_replaying_in_child(self, partitions: list[TopicPartition]) -> bool:
+        """Only a replica that keeps snapshots can hand a child's replay over, and only a
+        large topic is worth a process's start-up (~1 s)."""
+        if self.snapshot_link is None or self.snapshot_interval_s <= 0:
+            return False
+        if self.replay_in_child_above <= 0:
+            return False
+        assert self._consumer is not None
+        beginning = await self._consumer.beginning_offsets(partitions)
+        end = await self._consumer.end_offsets(partitions)
+        return sum(end[tp] - beginning[tp] for tp in partitions) > self.replay_in_child_above
+
+    def _replay_in_child(self) -> bool:
+        """Replay the topic into a snapshot in a child process (blocking: on a thread)."""
+        assert self.snapshot_link is not None
+        started_at = time.monotonic()
+        child = multiprocessing.get_context("spawn").Process(
+            target=replay_to_snapshot,
+            args=(self.kafka, self.topic, self.snapshot_link, self.index_layout, self.log_format),
+            name="bank-replay",
+        )
+        child.start()
+        child.join(REPLAY_ELSEWHERE_TIMEOUT_S)
+        if child.is_alive():
+            child.kill()
+            child.join()
+        done = child.exitcode == 0 and self.snapshot_link.exists()
+        log.info(
+            "bank replayed in a child process" if done else "bank replay in a child failed",
+            extra={"exitcode": child.exitcode, "seconds": round(time.monotonic() - started_at, 2)},
+        )
+        return done
 
     def after_batch(self, applied: int) -> None:
         self._unsaved += applied
@@ -119,8 +176,9 @@ class BankReplica(TopicReplica):
                     await self.save_snapshot()
             await self.sleep(self.snapshot_interval_s)
 
-    async def save_snapshot(self) -> None:
-        """Capture the bank and the offsets it reflects together, then write on a thread."""
+    async def save_snapshot(self, adopt: bool = True) -> None:
+        """Capture the bank and the offsets it reflects together, then write on a thread
+        (and, with ``adopt``, take the written entries in place of their Python objects)."""
         assert self.snapshot_link is not None
         write_bank = self.bank.snapshot()  # no await since the last apply: consistent
         positions = {str(tp.partition): off for tp, off in self._positions.items()}
@@ -130,7 +188,8 @@ class BankReplica(TopicReplica):
         try:
             folder = await loop.run_in_executor(None, self._write_snapshot, write_bank, positions)
             del write_bank  # it holds the captured live entries: let adoption free them
-            await loop.run_in_executor(None, self._adopt, folder)
+            if adopt:
+                await loop.run_in_executor(None, self._adopt, folder)
         except OSError as exc:
             self._unsaved += unsaved
             log.warning("bank snapshot failed", extra={"error": str(exc)})
@@ -185,3 +244,29 @@ class BankReplica(TopicReplica):
         self.metrics.bank_entries.clear()
         for (bank, signal_type), size in self.bank.sizes().items():
             self.metrics.bank_entries.labels(bank=bank, signal_type=signal_type).set(size)
+
+
+def replay_to_snapshot(
+    kafka: KafkaAccess, topic: str, link: Path, index_layout: str, log_format: str
+) -> None:
+    """A child process's whole life: replay the topic, write a snapshot at ``link``, exit."""
+    from modstream.logs import logging_config
+
+    logging.config.dictConfig(logging_config(log_format, "INFO"))
+
+    async def replay() -> None:
+        metrics = PipelineMetrics()
+        replica = BankReplica(
+            Bank(index_layout=index_layout), kafka, topic, metrics, snapshot_link=link,
+            snapshot_interval_s=0, index_layout=index_layout,
+            loop=asyncio.get_running_loop(),
+        )  # fmt: skip
+        await replica.start()
+        try:
+            await replica.ready.wait()
+            await replica.save_snapshot(adopt=False)
+        finally:
+            with contextlib.suppress(Exception):
+                await replica.stop()
+
+    asyncio.run(replay())

@@ -194,6 +194,11 @@ class Committer:
     async def commit(self, outputs: Sequence[Outgoing], offset: OffsetAndMetadata) -> None:
         raise NotImplementedError
 
+    async def landed(self, offset: OffsetAndMetadata) -> bool:
+        """After a commit that failed without saying how far it got: whether it committed
+        after all (at-least-once cannot tell, and redoes it)."""
+        return False
+
     async def close(self) -> None:
         """Release the lane's resources (its transactional producer)."""
 
@@ -231,9 +236,16 @@ async def _delivered(futures: list[asyncio.Future[Any]]) -> None:
 class TransactionalCommitter(Committer):
     """One transactional producer per owned partition (``<app>-<topic>-<partition>``)."""
 
-    def __init__(self, settings: Settings, tp: TopicPartition, group_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tp: TopicPartition,
+        group_id: str,
+        committed_offset: Callable[[TopicPartition], Awaitable[int | None]],
+    ) -> None:
         self.settings = settings
         self.group_id = group_id
+        self.committed_offset = committed_offset
         self.transactional_id = f"{settings.app_id}-{tp.topic}-{tp.partition}"
         self.tp = tp
         self._producer: AIOKafkaProducer | None = None
@@ -278,6 +290,17 @@ class TransactionalCommitter(Committer):
             # Whatever state the transaction is in, a new producer under the same id aborts it.
             await self.close()
             raise
+
+    async def landed(self, offset: OffsetAndMetadata) -> bool:
+        """A commit can reach the broker and its answer be lost (a timeout, the broker going
+        away): redoing it would write the batch twice. A new producer under the same id
+        first settles the old transaction (Kafka aborts it if still open, finishes it if it
+        was being committed); the group's offset, committed in that same transaction, then
+        says whether it landed."""
+        if self._producer is None:
+            await self.start()
+        committed = await self.committed_offset(self.tp)
+        return committed is not None and committed >= offset.offset
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None
@@ -412,18 +435,24 @@ class Lane:
         self.progress.finished([r.offset for c in batch for r in c.records])
         offset = OffsetAndMetadata(self.progress.committed, self.progress.metadata())
         backoff = 0.1
+        uncertain = False  # an attempt failed without saying whether it committed
         while True:
             outputs = [out for completion in batch for out in completion.outputs]
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                    await self.committer.commit(outputs, offset)
+                    if uncertain and await self.committer.landed(offset):
+                        where = {"topic": self.tp.topic, "partition": self.tp.partition}
+                        log.info("a failed commit had landed: not repeated", extra=where)
+                    else:
+                        await self.committer.commit(outputs, offset)
             except ProducerFenced:
                 raise  # another worker owns the partition now: this lane is done
             except ProduceFailed as exc:
                 self._dead_letter_refused(batch, exc.failed)
                 continue
             except (KafkaError, TimeoutError, OSError) as exc:
+                uncertain = True
                 self.metrics.commit_failures.inc()
                 log.warning(
                     "commit failed; retrying",
@@ -632,9 +661,13 @@ class StagePipeline:
 
     def _new_committer(self, tp: TopicPartition) -> Committer:
         if self.settings.processing_guarantee == "exactly_once":
-            return TransactionalCommitter(self.settings, tp, self.group_id)
+            return TransactionalCommitter(self.settings, tp, self.group_id, self._committed_offset)
         assert self._producer is not None
         return AtLeastOnceCommitter(self._producer, self.consumer, tp)
+
+    async def _committed_offset(self, tp: TopicPartition) -> int | None:
+        found = (await compat.committed_offsets(self.consumer, [tp])).get(tp)
+        return None if found is None else found.offset
 
 
 class _Listener(ConsumerRebalanceListener):
