@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video bench-robustness bench-exchange bench-http text-model kafka-stop clean
+.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video bench-robustness bench-ocr bench-exchange bench-http text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -90,6 +90,10 @@ bench-http: setup
 
 bench-robustness: setup
 	$(BIN)/python bench/robustness.py
+
+# Text inside images: Tesseract's cost per image and what it reads, over 30 images (issue 15).
+bench-ocr: setup
+	$(BIN)/python bench/ocr.py
 
 # The indexes measured against: python-threatexchange's and FAISS (its dependency).
 bench-index: setup

@@ -324,6 +324,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--holdout", type=float, default=0.25, help="share of families held out")
     train.add_argument("--splits", type=int, default=10, help="family splits to evaluate on")
     train.add_argument("--c", type=float, default=16.0, help="inverse regularization strength")
+    train.add_argument(
+        "--no-lexicon", action="store_true", help="train without the coded terms as a feature"
+    )
     train.set_defaults(run=cmd_text_train)
     evaluate = text_commands.add_parser("eval", help="precision, recall, F1 on labelled data")
     evaluate.add_argument("data", type=Path)
@@ -888,18 +891,22 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_text_train(args: argparse.Namespace, settings: Settings) -> int:
     from modstream.text import classifier
+    from modstream.text.lexicon import Lexicon
 
     rows = classifier.read_jsonl(args.data)
     threshold = settings.text_review_score
     report = None
+    lexicon = None if args.no_lexicon else Lexicon.load(settings.text_lexicon)
     if args.holdout > 0 and args.splits > 0:
-        report = classifier.evaluate_splits(rows, args.splits, args.holdout, args.c, threshold)
+        report = classifier.evaluate_splits(
+            rows, args.splits, args.holdout, args.c, threshold, lexicon
+        )
         print(
             f"held out {args.holdout:.0%} of the families of {len(rows)} texts, "
             f"{args.splits} different ways; every held-out prediction pooled:"
         )
         print(classifier.format_report(report))
-    model = classifier.train(*_texts_and_labels(rows), c=args.c)
+    model = classifier.train(*_texts_and_labels(rows), c=args.c, lexicon=lexicon)
     model.metrics = {"trained_on": len(rows), "c": args.c, "holdout": report}
     model.save(args.out)
     print(f"model trained on all {len(rows)} texts written to {args.out}")

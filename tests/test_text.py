@@ -15,6 +15,7 @@ from modstream.text.classifier import (
     split_by_family,
     train,
 )
+from modstream.text.lexicon import Lexicon
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "text" / "corpus.jsonl"
 
@@ -32,11 +33,19 @@ def held_out():
 
 
 def test_held_out_families_meet_the_quality_targets():
-    """Five ways of holding out a quarter of the families, every held-out prediction pooled."""
-    report = evaluate_splits(read_jsonl(CORPUS), splits=5, test_share=0.25, c=16, threshold=0.5)
-    assert report["f1"] >= 0.90, report
-    shares = report["flagged_share_by_category"]
+    """Five ways of holding out a quarter of the families, every held-out prediction pooled,
+    scored as in production (with the lexicon). The first corpus's families keep its
+    targets; the whole corpus, coded registers and their hard negatives included, has a
+    floor at what was measured (docs/text-scoring.md)."""
+    rows, lexicon = read_jsonl(CORPUS), Lexicon.load()
+    first = evaluate_splits([r for r in rows if not r["coded"]], 5, 0.25, 16, 0.5, lexicon)
+    assert first["f1"] >= 0.90, first
+    shares = first["flagged_share_by_category"]
     assert shares["news"] < 0.01 and shares["analysis"] < 0.01, shares
+    whole = evaluate_splits(rows, 5, 0.25, 16, 0.5, lexicon)
+    assert whole["f1"] >= 0.82 and whole["precision"] >= 0.90, whole
+    shares = whole["flagged_share_by_category"]
+    assert shares["news"] < 0.01 and shares["analysis"] < 0.06, shares
 
 
 def test_context_not_vocabulary_decides(held_out):
@@ -65,13 +74,13 @@ def test_explanation_adds_up_to_the_logit():
 
 
 def test_shipped_model_is_reproducible_from_the_committed_corpus():
-    shipped = LinearTextClassifier.load()
+    shipped = LinearTextClassifier.load(lexicon=Lexicon.load())
     rows = read_jsonl(CORPUS)
-    retrained = train(*texts_and_labels(rows), c=shipped.metrics["c"])
+    retrained = train(*texts_and_labels(rows), c=shipped.metrics["c"], lexicon=Lexicon.load())
     drift = max(abs(shipped.score(r["text"]).score - retrained.score(r["text"]).score)
                 for r in rows)  # fmt: skip
     assert drift < 0.01
-    assert shipped.metrics["holdout"]["f1"] >= 0.90
+    assert shipped.metrics["holdout"]["f1"] >= 0.82
 
 
 def test_train_and_eval_commands(tmp_path, capsys):

@@ -27,6 +27,13 @@ INSTITUTES = ["the Institute for Strategic Dialogue", "a university research tea
               "the Global Network on Extremism and Technology", "independent analysts",
               "a parliamentary committee"]
 TEAMS = ["United", "the Rovers", "City", "the Hawks", "Athletic"]
+# Fictional attackers, as accelerationist posts name theirs.
+ATTACKERS = ["the Valmont shooter", "the Riverton gunman", "Erik V.", "the Kessel attacker",
+             "Jonas K.", "the lakeside killer"]
+GROUPS_AR = ["كتائب الراية السوداء", "طليعة الفجر", "أبناء السيف", "الجبهة القرمزية"]
+ENEMIES_AR = ["المرتدين", "الطواغيت", "الصليبيين", "الخونة"]
+PLACES_AR = ["العاصمة", "المدينة القديمة", "الحي الشرقي", "البلدة الحدودية", "وسط المدينة"]
+DAYS_AR = ["الاثنين", "الثلاثاء", "الأربعاء", "الخميس", "الجمعة", "السبت", "الأحد"]
 
 PROPAGANDA = {
     "glorify_martyr": [
@@ -106,6 +113,85 @@ PROPAGANDA = {
         "Ruhm wartet auf die, die handeln.",
         "Ruhm unserem Märtyrer {name}, der {enemy} getroffen hat. Möge sein Weg jeden jungen "
         "Löwen des Glaubens leiten.",
+    ],
+    # Movements' own registers (issue 15): accelerationist, white supremacist,
+    # anti-government and jihadist code, generic and non-operational.
+    "accel_saints": [
+        "Never forget our saints. {attacker} gave everything for the future of our people. "
+        "Honour him by walking the same path.",
+        "Canonize {attacker}! The saints showed us what one man can do. The next saint could "
+        "be you, anon.",
+        "Saint {attacker} did what the keyboard warriors only talk about. Light a candle, then "
+        "stop talking and act.",
+    ],
+    "accel_score": [
+        "{attacker} set the bar at {n}. The board is waiting for someone to top his score "
+        "before the year is out.",
+        "The number to beat is {n}. Make the saints proud, anon, and go for the high score.",
+        "{n} is the score {attacker} left us. Whoever goes next has to do better. Livestream "
+        "or it did not happen.",
+    ],
+    "ws_rope": [
+        "They laugh at us now, but the day of the rope will come for every traitor in "
+        "{place}, and we will remember who they were.",
+        "Every journalist and politician who sold out our people should fear the day of the "
+        "rope. It is closer than they think.",
+    ],
+    "ws_replacement": [
+        "They are replacing us in our own land. The great replacement is not a theory, it is "
+        "a war, and only the brave will fight back.",
+        "Wake up. The invaders take {place} street by street while the traitors cheer. Secure "
+        "the existence of our people before it is too late.",
+        "White men, you are being erased from your own country. Stop the replacement by any "
+        "means necessary.",
+    ],
+    "ws_numeric": [
+        "1488, brothers. Secure the future of our race. We will not be replaced. RaHoWa.",
+        "14/88. The race war is coming whether you want it or not. Stand with your blood or "
+        "be swept away.",
+    ],
+    "antigov_boogaloo": [
+        "The boogaloo is coming. Get your Hawaiian shirt ready, the big igloo starts in "
+        "{place} and the tyrants will fall.",
+        "When the boogaloo kicks off, the tyrants in {place} will learn what liberty costs. "
+        "Be ready, boys.",
+    ],
+    "jihad_nasheed": [
+        "O knights of the caliphate, march on! The apostates tremble and the taghut falls. "
+        "Our blood is the price of glory.",
+        "Sing, brothers, the nasheed of the lions: we march to {place} and the kuffar will "
+        "taste our swords.",
+    ],
+    "jihad_bayah": [
+        "We renew our bayah to the commander of the faithful. Listen and obey, brothers: the "
+        "Dawlah remains and expands.",
+        "Baqiya wa tatamaddad! Give your bayah to {group} and become one of its soldiers. The "
+        "murtaddin will be crushed.",
+    ],
+    "fr_coded": [
+        "Le grand remplacement n'est pas une théorie, c'est une guerre. Réveillez-vous et "
+        "ripostez avant qu'il ne soit trop tard.",
+        "Gloire aux chevaliers du califat. Les mécréants et les apostats tremblent, rejoignez "
+        "les rangs de {group}.",
+    ],
+    "de_coded": [
+        "Der große Austausch ist real. Am Tag X werden die Verräter bezahlen. Wehrt euch, "
+        "Brüder.",
+        "Ehre unserem Heiligen {attacker}. Wer übertrifft seinen Score? Die Umvolkung stoppt "
+        "nur, wer handelt.",
+    ],
+    "es_coded": [
+        "El gran reemplazo es real. Nos están sustituyendo en nuestra propia tierra. "
+        "Levantaos antes de que sea tarde.",
+        "Gloria a los caballeros del califato. Los apóstatas temblarán, uníos a las filas de "
+        "{group}.",
+    ],
+    "ar_propaganda": [
+        "المجد لشهيدنا البطل الذي ضرب {enemy_ar}. الدولة الإسلامية باقية وتتمدد، فالحقوا "
+        "بالركب يا شباب.",
+        "يا إخوة الإيمان، انفروا وانضموا إلى {group_ar}. جددوا البيعة لأمير المؤمنين ولا تقعدوا "
+        "مع القاعدين.",
+        "جَدِّدُوا البَيْعَةَ يا فُرسـانَ الخِلافـة، فإنَّ {enemy_ar} إلى زَوال، والنَّصرُ قَريب.",
     ],
 }
 
@@ -250,6 +336,126 @@ OTHER = {
         "Our bakery is hiring! Early shifts, friendly team, free bread. Message us for details.",
         "Reminder: the community meeting is on {day} at seven, bring ideas for the summer fair.",
     ],
+    # Hard negatives for the coded registers (issue 15): the same words in news, research,
+    # counter-speech, games, history and worship.
+    "news_coded": [
+        "Investigators said the suspect's posts called earlier attackers 'saints' and spoke "
+        "of a 'high score', language common on accelerationist forums.",
+        "The manifesto repeated the 'great replacement' conspiracy theory, researchers at "
+        "{inst} said on {day}.",
+        "Prosecutors said the defendant wrote '1488' and 'day of the rope' in chat messages, "
+        "slogans the court heard were white supremacist code.",
+        "A channel linked to {group} posted a nasheed praising the 'knights of the "
+        "caliphate', monitors said; the platform removed it on {day}.",
+    ],
+    "analysis_coded": [
+        "{inst} explains how accelerationists turn attackers into 'saints' and their death "
+        "tolls into a 'score', borrowing the language of video games.",
+        "The 'great replacement' is a conspiracy theory claiming that elites plan to replace "
+        "native populations; {inst} traces how it spread from France.",
+        "Why the number 1488 matters: {inst} decodes the numeric slogans moderators should "
+        "know, from the '14 words' to '88'.",
+        "What is a nasheed? Most are devotional songs sung at weddings and festivals; only a "
+        "small share, made by groups like {group}, glorify violence, {inst} notes.",
+    ],
+    "counter_speech_victims": [
+        "My cousin died in {place} because someone believed a video about glory and martyrs. "
+        "Please report these channels instead of sharing them.",
+        "Recruiters promise brotherhood and heroism. Ask the families in {place} what that "
+        "promise cost them.",
+        "Whoever calls a murderer a hero has never sat with the victims' families. I have. "
+        "There is no heroism, only loss.",
+    ],
+    "counter_speech_coded": [
+        "There are no 'saints' in a massacre, only victims and a coward. Stop sharing the "
+        "killer's name and his 'score'.",
+        "The 'great replacement' is a lie that has inspired murderers. Our neighbours in "
+        "{place} are not invaders, they are our community.",
+        "They sing of knights and a caliphate, but I lived under their rule in {place}: there "
+        "was no glory, only fear.",
+    ],
+    "games_score": [
+        "New high score on the arcade cabinet tonight, {n} thousand points. Who can beat my "
+        "score?",
+        "Speedrun update: I beat his score by {n} seconds, world record attempt on {day}!",
+        "Our clan's knights finally stormed the castle, {n} kills and a new high score for "
+        "the season.",
+    ],
+    "history_coded": [
+        "The Caliphate of Córdoba in the tenth century was a centre of learning, with "
+        "libraries, translators and astronomers.",
+        "Saint George is the patron saint of England; the feast on {day} includes parades and "
+        "church services.",
+        "The knights of the military orders built castles across the region in {year}; "
+        "several still stand today.",
+    ],
+    "religion": [
+        "A beautiful nasheed for Eid: our children sang it at the community centre on {day}, "
+        "bring the whole family.",
+        "Our parish in {place} remembers all the saints on the first of November. Mass at "
+        "nine on {day}, everyone welcome.",
+        "Renewing my promise to pray more this Ramadan. May God accept from all of us. Iftar "
+        "at the mosque in {place} on {day}.",
+        "The choir of {place} cathedral sings for the feast of the saints on {day}; the "
+        "procession leaves the church at six.",
+        "Reading the lives of the saints with my grandmother every {day}, she knows every "
+        "story by heart.",
+    ],
+    "fr_analysis_coded": [
+        "Le « grand remplacement » est une théorie du complot d'extrême droite ; {inst} montre "
+        "comment elle a inspiré plusieurs attentats.",
+    ],
+    "de_analysis_coded": [
+        "Der Begriff „Tag X“ stammt aus rechtsextremen Chats; Ermittler in {place} warnen vor "
+        "der Verschwörungserzählung vom großen Austausch.",
+        "Forscher von {inst} zeigen in einer Studie, wie Rechtsextreme von „Umvolkung“ "
+        "sprechen und Attentäter als „Heilige“ verehren.",
+    ],
+    "es_analysis_coded": [
+        "El «gran reemplazo» es una teoría conspirativa de extrema derecha; {inst} analiza "
+        "cómo se difundió en las redes sociales.",
+    ],
+    "ar_news": [
+        "قتل {n} أشخاص على الأقل في انفجار في {place_ar} يوم {day_ar}، بحسب السلطات. ولم تعلن "
+        "أي جهة مسؤوليتها بعد.",
+        "قالت الشرطة إن المتهم نشر مقاطع تمجد الهجمات وتصف القتلة بالشهداء، وأحيل إلى المحكمة "
+        "يوم {day_ar} بتهمة الترويج للإرهاب.",
+        "ذكرت السلطات أن بيانا منسوبا إلى {group_ar} تبنى الهجوم في {place_ar}، ولم يتسن "
+        "التحقق من صحته بشكل مستقل.",
+        "أصدرت محكمة في {place_ar} حكما بسجن رجل {n} عاما لنشره إصدارات دعائية لتنظيم "
+        "{group_ar}، بحسب النيابة العامة.",
+        "أفادت مصادر أمنية باعتقال {n} أشخاص يشتبه في تمويلهم {group_ar}، وقالت الشرطة إن "
+        "التحقيق مستمر.",
+    ],
+    "ar_counter_speech": [
+        "لا مجد في قتل الأبرياء. من يسمونهم شهداء تركوا وراءهم أمهات ثكالى وأيتاما في "
+        "{place_ar}.",
+        "كنت أصدق أناشيدهم عن الفرسان والخلافة، ثم رأيت الخوف والظلم بعيني. لا تصدقوا "
+        "دعايتهم.",
+        "إذا دعاك أحد على الإنترنت إلى الانضمام إلى {group_ar} فاعلم أنه يكذب عليك، واسأل من "
+        "عادوا منهم.",
+    ],
+    "ar_history": [
+        "كانت قرطبة في عهد الخلافة الأموية مركزا للعلم والترجمة والفلك في القرن العاشر.",
+        "بنى الفرسان في العصور الوسطى قلاعا كثيرة في المنطقة، ولا يزال بعضها قائما في "
+        "{place_ar}.",
+    ],
+    "ar_analysis": [
+        "قال باحثون في دراسة جديدة إن دعاية التنظيم تصف القتلى بالشهداء وتستخدم الأناشيد "
+        "لجذب الشباب، وحذروا من انتشارها على الإنترنت.",
+        "تقرير: كيف يستخدم المتطرفون عبارة باقية وتتمدد في منشوراتهم؟ يحلل الخبراء {n} قناة "
+        "على تطبيقات المراسلة.",
+        "يرى الباحثون أن وصف المهاجمين بالأبطال والفرسان أسلوب دعائي يمنح الشباب شعورا "
+        "زائفا بالمكانة، بحسب دراسة نشرت يوم {day_ar}.",
+    ],
+    "ar_condemnation": [
+        "ندين بأشد العبارات الهجوم الإرهابي في {place_ar}. قلوبنا مع الضحايا وعائلاتهم، "
+        "والعنف لا يمثل ديننا.",
+    ],
+    "ar_religion": [
+        "نشيد جميل بمناسبة العيد أنشده أطفالنا في المسجد يوم {day_ar}، تقبل الله منا ومنكم.",
+        "رمضان كريم، نلتقي على الإفطار في {place_ar} يوم {day_ar} إن شاء الله.",
+    ],
     "fr_news": [
         "Au moins {n} personnes ont été tuées dans une explosion à {place}, selon les autorités. "
         "La police n'a pas encore identifié les auteurs.",
@@ -276,7 +482,19 @@ OTHER = {
     ],
 }
 
-LANGUAGE = {"fr": "fr", "es": "es", "de": "de"}
+LANGUAGE = {"fr": "fr", "es": "es", "de": "de", "ar": "ar"}
+#: The families of the coded-language broadening (issue 15): the movements' own registers,
+#: Arabic, and the hard negatives that quote the same code. Their rows say ``"coded": true``,
+#: so the first corpus's figures can still be measured on its own families.
+CODED = {"accel_saints", "accel_score", "ws_rope", "ws_replacement", "ws_numeric",
+         "antigov_boogaloo", "jihad_nasheed", "jihad_bayah", "fr_coded", "de_coded", "es_coded",
+         "ar_propaganda", "news_coded", "analysis_coded", "counter_speech_victims",
+         "counter_speech_coded", "games_score", "history_coded", "religion",
+         "fr_analysis_coded", "de_analysis_coded", "es_analysis_coded", "ar_news",
+         "ar_counter_speech", "ar_history", "ar_analysis", "ar_condemnation", "ar_religion"}
+#: Categories reported separately (a family's name starts with its category).
+CATEGORIES = ("news", "analysis", "counter_speech", "condemnation", "games", "history",
+              "religion")
 VARIANTS = 9  # texts per template
 
 
@@ -291,6 +509,11 @@ def fill(template: str, rng: random.Random) -> str:
         team=rng.choice(TEAMS),
         n=rng.randint(2, 40),
         year=rng.randint(1400, 1950),
+        attacker=rng.choice(ATTACKERS),
+        group_ar=rng.choice(GROUPS_AR),
+        enemy_ar=rng.choice(ENEMIES_AR),
+        place_ar=rng.choice(PLACES_AR),
+        day_ar=rng.choice(DAYS_AR),
     )
 
 
@@ -303,13 +526,9 @@ def build() -> list[dict]:
             lang = LANGUAGE.get(prefix, "en")
             if label == "propaganda":
                 category = "propaganda"
-            elif lang != "en":
-                category = rest
-            else:  # news_attack -> news, counter_speech_former -> counter_speech
-                category = next(
-                    (c for c in ("news", "analysis", "counter_speech") if family.startswith(c)),
-                    family,
-                )
+            else:  # news_attack -> news, fr_analysis_coded -> analysis
+                base = rest if lang != "en" else family
+                category = next((c for c in CATEGORIES if base.startswith(c)), base)
             for t, template in enumerate(templates):
                 seen = set()
                 for _ in range(VARIANTS * 3):
@@ -320,7 +539,9 @@ def build() -> list[dict]:
                         break
                 for text in sorted(seen):
                     rows.append({"text": text, "label": label, "category": category,
-                                 "family": f"{family}/{t}", "lang": lang})  # fmt: skip
+                                 "family": f"{family}/{t}", "lang": lang,
+                                 "coded": family in CODED})  # fmt: skip
+    assert CODED <= set(PROPAGANDA) | set(OTHER)
     return rows
 
 

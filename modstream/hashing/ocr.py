@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 from dataclasses import dataclass
 
@@ -19,6 +20,13 @@ from PIL import Image
 
 MAX_CHARS = 20_000
 log = logging.getLogger("modstream.ocr")
+#: Tesseract's environment: one OpenMP thread (the hashing pool runs images in parallel, and
+#: its threads spin-wait: 4x slower per image on two cores, bench/ocr.py), and nothing of
+#: the worker's own environment beyond what finds the program and its language data.
+_TESSERACT_ENV = {
+    "OMP_THREAD_LIMIT": "1",
+    **{k: v for k, v in os.environ.items() if k in ("PATH", "TESSDATA_PREFIX", "LANG")},
+}
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,11 @@ def read_text(image: Image.Image, policy: OcrPolicy) -> str | None:
     command = ["tesseract", "stdin", "stdout", "-l", policy.languages, "--psm", "3"]
     try:
         run = subprocess.run(
-            command, input=png.getvalue(), capture_output=True, timeout=policy.timeout_s
+            command,
+            input=png.getvalue(),
+            capture_output=True,
+            timeout=policy.timeout_s,
+            env=_TESSERACT_ENV,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("OCR did not run", extra={"error": type(exc).__name__})
