@@ -94,14 +94,20 @@ async def test_a_slow_record_holds_the_offset_not_the_records_behind_it():
     await lane.close()
 
 
-async def test_a_failing_commit_is_retried_and_nothing_is_written_twice():
-    committer = MemoryCommitter(failures=2)
+def lane_echoing(committer: Committer) -> Lane:
+    """A lane whose stage writes each record's offset to ``decisions``."""
 
     async def process(records):
         for record in records:
             await output.send("decisions", None, b"%d" % record.offset)
 
     lane, output = lane_with(committer, process)
+    return lane
+
+
+async def test_a_failing_commit_is_retried_and_nothing_is_written_twice():
+    committer = MemoryCommitter(failures=2)
+    lane = lane_echoing(committer)
     lane.take(consumed(range(3)))
     assert await lane.drained(5.0)
     assert len(committer.commits) == 1  # after two failures, once
@@ -125,12 +131,7 @@ async def test_a_commit_that_landed_but_whose_answer_was_lost_is_not_repeated():
             return any(done.offset >= offset.offset for _, done in self.commits)
 
     committer = AnswerLost()
-
-    async def process(records):
-        for record in records:
-            await output.send("decisions", None, b"%d" % record.offset)
-
-    lane, output = lane_with(committer, process)
+    lane = lane_echoing(committer)
     lane.take(consumed(range(3)))
     assert await lane.drained(5.0)
     assert [[o.value for o in outputs] for outputs, _ in committer.commits] == [[b"0", b"1", b"2"]]

@@ -215,21 +215,27 @@ async def test_killed_worker_loses_no_event_and_doubles_none(workers):
         assert found[0]["verdict"] == ("review" if int(event_id[-4:]) % 2 == 0 else "allow")
 
 
+async def bank_with_bulk(workers, count: int, seed: int) -> list[BankEntry]:
+    """The demo bank and ``count`` random PDQ entries, published; returns them all."""
+    rng = random.Random(seed)
+    extra = [
+        BankEntry("bulk", f"b{i}", "pdq", f"{rng.getrandbits(256):064x}", (), "review", "")
+        for i in range(count)
+    ]
+    banked = bank_entries() + extra
+    await send(workers, "hashbank", [(e.key.encode(), dumps(e)) for e in banked])
+    return banked
+
+
 async def test_a_large_replay_runs_in_a_child_and_the_worker_restores_its_snapshot(workers):
     """Without a snapshot, a topic over MODSTREAM_BANK_REPLAY_IN_CHILD_ABOVE records is
     replayed by a child process that writes one; the worker restores it, then tails from its
     offsets like any restart."""
-    entries = bank_entries()
-    rng = random.Random(11)
-    extra = [
-        BankEntry("bulk", f"b{i}", "pdq", f"{rng.getrandbits(256):064x}", (), "review", "")
-        for i in range(2000)
-    ]
-    await send(workers, "hashbank", [(e.key.encode(), dumps(e)) for e in entries + extra])
+    banked = await bank_with_bulk(workers, 2000, seed=11)
     _, port = workers.start(MODSTREAM_BANK_REPLAY_IN_CHILD_ABOVE="1000")
     status = workers.status(port)
     assert status["bank_replayed_in_child"] is True and status["bank_from_snapshot"] is True
-    assert status["bank_entries"] == len(entries) + len(extra)
+    assert status["bank_entries"] == len(banked)
     assert (workers.settings.data_dir / "bank-snapshot" / "manifest.json").exists()
     chelsea = encode(sample("chelsea"), quality=90)
     added = BankEntry("live", "cat", "pdq", hash_media("m", "image", chelsea, 10**8).signals[
@@ -245,13 +251,8 @@ async def test_a_large_replay_runs_in_a_child_and_the_worker_restores_its_snapsh
 async def test_restart_loads_the_bank_snapshot_and_reads_only_newer_changes(workers):
     """A worker saves the bank with its offsets; after a restart it loads that snapshot, reads
     only what was published since, and matches exactly as a full replay would."""
+    banked = await bank_with_bulk(workers, 3000, seed=9)
     entries = bank_entries()
-    rng = random.Random(9)
-    extra = [
-        BankEntry("bulk", f"b{i}", "pdq", f"{rng.getrandbits(256):064x}", (), "review", "")
-        for i in range(3000)
-    ]
-    await send(workers, "hashbank", [(e.key.encode(), dumps(e)) for e in entries + extra])
     proc, port = workers.start(MODSTREAM_BANK_SNAPSHOT_INTERVAL_S="1")
     link = workers.settings.data_dir / "bank-snapshot"
     deadline = time.monotonic() + 30
@@ -274,7 +275,7 @@ async def test_restart_loads_the_bank_snapshot_and_reads_only_newer_changes(work
     _, port = workers.start(MODSTREAM_BANK_SNAPSHOT_INTERVAL_S="1")
     status = workers.status(port)
     assert status["bank_from_snapshot"] is True
-    assert status["bank_entries"] == len(entries) + len(extra)  # one out, one in
+    assert status["bank_entries"] == len(banked)  # one out, one in
     astronaut = encode(resized(sample("astronaut"), 0.7), quality=80)
     start = await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
     await send(workers, "uploads", [
