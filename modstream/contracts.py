@@ -526,6 +526,19 @@ EXCHANGE_API_ALIASES = {
 _SECRET_NAME = re.compile(r"pass|secret|token|(^|_)key$|credential", re.IGNORECASE)
 
 
+def credential_reference(value: Any) -> dict[str, str] | None:
+    """Where an exchange's credentials are, never what they are: ``{"file": PATH}`` or
+    ``{"env": VARIABLE}``; None for anything else."""
+    if (
+        isinstance(value, dict)
+        and len(value) == 1
+        and set(value) <= {"file", "env"}
+        and all(isinstance(v, str) and 0 < len(v) <= 1024 for v in value.values())
+    ):
+        return dict(value)
+    return None
+
+
 @dataclass(frozen=True)
 class ExchangeConfig:
     """One exchange a bank is synced from (``exchange.config``, key ``exchange/<name>``).
@@ -597,11 +610,7 @@ class ExchangeConfig:
                 "reference a file or an environment variable (credentials)"
             )
         credentials = f.get("credentials", dict, required=False)
-        if credentials is not None and (
-            len(credentials) != 1
-            or not set(credentials) <= {"file", "env"}
-            or not all(isinstance(v, str) and 0 < len(v) <= 1024 for v in credentials.values())
-        ):
+        if credentials is not None and credential_reference(credentials) is None:
             raise ContractError('exchange_config.credentials: {"file": PATH} or {"env": VARIABLE}')
         return cls(
             name=name,

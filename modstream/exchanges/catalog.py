@@ -91,9 +91,9 @@ APIS: dict[str, type[AnySignalExchangeAPI]] = {
 assert set(APIS) == set(EXCHANGE_APIS)
 assert all(cls.get_name() == name for name, cls in APIS.items())
 
-#: modstream's names for settings python-threatexchange spells otherwise, and settings of
-#: modstream's own (not passed to the library).
-_RENAMED = {"local_file": {"path": "filename"}}
+#: modstream's names for settings python-threatexchange (and so HMA) spells otherwise, and
+#: settings of modstream's own (not passed to the library).
+RENAMED_SETTINGS = {"local_file": {"path": "filename"}}
 _OWN = {"tat": {"base_url"}}
 
 
@@ -109,7 +109,7 @@ def collab_config(config: ExchangeConfig) -> CollaborationConfigBase:
     """python-threatexchange's collaboration config for the exchange, from its settings
     (strings, converted to the field types the API's config class declares)."""
     cls = APIS[config.api].get_config_cls()
-    renamed = _RENAMED.get(config.api, {})
+    renamed = RENAMED_SETTINGS.get(config.api, {})
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {"name": config.name, "enabled": config.enabled}

@@ -36,16 +36,25 @@ from modstream.contracts import (
     ContractError,
     ExchangeConfig,
     ExchangeState,
+    credential_reference,
 )
-from modstream.exchanges.catalog import APIS, ExchangeSetupError, collab_config, needs_credentials
+from modstream.exchanges.catalog import (
+    APIS,
+    RENAMED_SETTINGS,
+    ExchangeSetupError,
+    collab_config,
+    needs_credentials,
+)
 from modstream.serve.backend import BANK_NAME, ApiError, Backend
 
 #: Collaboration fields HMA fills itself (``api_json`` need not carry them).
 _IMPLIED = ("name", "api", "enabled")
 #: Settings only an operator sets (they choose where credentials go).
 _OPERATOR_ONLY = {"tat": {"base_url"}}
-#: HMA's field names for modstream's settings where they differ.
-_HMA_SETTING_NAMES = {"local_file": {"filename": "path"}}
+#: HMA's field names (python-threatexchange's) for modstream's settings where they differ.
+_HMA_SETTING_NAMES = {
+    api: {library: own for own, library in names.items()} for api, names in RENAMED_SETTINGS.items()
+}
 
 
 class ExchangeBook:
@@ -71,7 +80,8 @@ class ExchangeBook:
                 self.api_credentials.pop(name, None)
                 return
             data = orjson.loads(value)
-            reference = _reference(data.get("credentials") if isinstance(data, dict) else None)
+            found = data.get("credentials") if isinstance(data, dict) else None
+            reference = credential_reference(found)
             if reference is None:
                 raise ContractError(f"{key}: credentials must be a file or variable reference")
             self.api_credentials[name] = reference
@@ -99,10 +109,12 @@ class ExchangeAdmin:
         self.book = book
         self.files_dir = files_dir
 
-    def api_name(self, api: str) -> str:
+    def api_name(self, api: str, unknown: str = "no such Exchange API '{}'") -> str:
+        """python-threatexchange's name of ``api`` (aliases accepted); a 400 with HMA's
+        message for the endpoint (``unknown``) if there is none."""
         name = EXCHANGE_API_ALIASES.get(api, api)
         if name not in APIS:
-            raise ApiError(400, f"no such Exchange API '{api}'")
+            raise ApiError(400, unknown.format(api))
         return name
 
     def exchange(self, name: str) -> ExchangeConfig:
@@ -127,7 +139,7 @@ class ExchangeAdmin:
         previous = self.book.api_credentials.get(name)
         reference = None
         if credential_json:
-            reference = _reference(credential_json)
+            reference = credential_reference(credential_json)
             if reference is None:
                 raise ApiError(400, NO_SECRETS)
         value = orjson.dumps({"api": name, "credentials": reference}) if reference else None
@@ -176,9 +188,7 @@ class ExchangeAdmin:
             raise ApiError(400, "Field `bank` must match /^[A-Z0-9_]+$/")
         if api is None:
             raise ApiError(400, "Field `api` is required")
-        name = EXCHANGE_API_ALIASES.get(api, api)
-        if name not in APIS:
-            raise ApiError(400, f"No such exchange type '{api}'")
+        name = self.api_name(api, "No such exchange type '{}'")
         if bank in self.book.configs:
             raise ApiError(403, "Exchange already exists")
         if bank in self.backend.banks():
@@ -370,18 +380,6 @@ NO_SECRETS = (
     "environment variable on the machine of modstream exchange-sync and send "
     '{"credential_json": {"file": PATH}} or {"credential_json": {"env": VARIABLE}}'
 )
-
-
-def _reference(credential_json: Any) -> dict[str, str] | None:
-    """``{"file": PATH}`` or ``{"env": VARIABLE}``, or None for anything else."""
-    if (
-        isinstance(credential_json, dict)
-        and len(credential_json) == 1
-        and set(credential_json) <= {"file", "env"}
-        and all(isinstance(v, str) and 0 < len(v) <= 1024 for v in credential_json.values())
-    ):
-        return dict(credential_json)
-    return None
 
 
 def _setting_text(value: Any) -> str:
