@@ -88,23 +88,21 @@ def main() -> None:
     policy = OcrPolicy()
     photos = [sample(name) for name in PHOTOS]
     chosen = texts(10)
-    sets: dict[str, list[tuple[bytes, str | None, str | None]]] = {
-        "photos, no text": [(encode(p, quality=90), None, None) for p in photos],
-        "posters": [(encode(poster(t), quality=90), label, t) for label, t in chosen],
-        "memes": [
-            (encode(meme(photos[n], t), quality=90), label, t)
-            for n, (label, t) in enumerate(chosen)
-        ],
+    sets: dict[str, list[tuple[bytes, str | None]]] = {
+        "photos, no text": [(encode(p, quality=90), None) for p in photos],
+        "posters": [(encode(poster(t), quality=90), t) for _, t in chosen],
+        "memes": [(encode(meme(photos[n], t), quality=90), t) for n, (_, t) in enumerate(chosen)],
     }
     hash_media("warm", "image", sets["posters"][0][0], 10**8, None, policy)  # first call
     print(f"{'images':16} {'n':>3} {'no OCR ms':>10} {'OCR ms':>8} {'OCR p90':>8} "
           f"{'words back':>11} {'same verdict':>13}")  # fmt: skip
     for name, images in sets.items():
         plain, read, recall, agree = [], [], [], []
-        for data, label, text in images:
+        for data, text in images:
             plain.append(best_ms(lambda d=data: hash_media("m", "image", d, 10**8), args.repeat))
-            read.append(best_ms(lambda d=data: hash_media("m", "image", d, 10**8, None, policy), 1))
+            started = time.perf_counter()  # once: OCR is the slow side, and its text is kept
             media = hash_media("m", "image", data, 10**8, None, policy)
+            read.append((time.perf_counter() - started) * 1000)
             found = media.signals.get("ocr", {}).get("value", "")
             if text is None:
                 continue
@@ -113,7 +111,6 @@ def main() -> None:
             recall.append(sum(w in got for w in wanted) / len(wanted))
             rendered = model.score(text).score >= 0.5
             agree.append(rendered == (model.score(found).score >= 0.5 if found else False))
-            del label
         p90 = statistics.quantiles(read, n=10)[-1]
         back = f"{statistics.mean(recall):.0%}" if recall else "-"
         same = f"{sum(agree)}/{len(agree)}" if agree else "-"

@@ -59,6 +59,10 @@ class Bank:
         # the entries, the sizes and every index (a video's frames too) consistent together.
         self._lock = threading.RLock()
 
+    @property
+    def index_layout(self) -> str:
+        return self._index_layout
+
     def apply(self, key: str, entry: BankEntry | None) -> None:
         """Add, replace (same key) or, with ``entry=None``, remove one entry."""
         with self._lock:

@@ -89,7 +89,6 @@ def build_app(settings: Settings) -> faust.App:
         snapshot_link=settings.data_dir / "bank-snapshot",
         snapshot_interval_s=settings.bank_snapshot_interval_s,
         replay_in_child_above=settings.bank_replay_in_child_above,
-        index_layout=settings.index_layout,
         log_format=settings.log_format,
         loop=app.loop,
     )

@@ -44,7 +44,7 @@ from modstream.stream.replica import TopicReplica
 
 log = logging.getLogger("modstream.bank")
 #: Longest a child's replay may take before the worker replays in place instead.
-REPLAY_ELSEWHERE_TIMEOUT_S = 3600.0
+REPLAY_IN_CHILD_TIMEOUT_S = 3600.0
 
 
 def return_free_memory() -> None:
@@ -69,7 +69,6 @@ class BankReplica(TopicReplica):
         snapshot_link: Path | None = None,
         snapshot_interval_s: float = 300.0,
         replay_in_child_above: int = 0,
-        index_layout: str = "fast",
         log_format: str = "json",
         **kwargs,
     ) -> None:
@@ -79,7 +78,6 @@ class BankReplica(TopicReplica):
         self.snapshot_link = snapshot_link  # a symlink to the newest complete snapshot
         self.snapshot_interval_s = snapshot_interval_s
         self.replay_in_child_above = replay_in_child_above  # records; 0: never
-        self.index_layout = index_layout
         self.log_format = log_format
         self.restored = False
         self.replayed_in_child = False
@@ -112,11 +110,17 @@ class BankReplica(TopicReplica):
         started_at = time.monotonic()
         child = multiprocessing.get_context("spawn").Process(
             target=replay_to_snapshot,
-            args=(self.kafka, self.topic, self.snapshot_link, self.index_layout, self.log_format),
+            args=(
+                self.kafka,
+                self.topic,
+                self.snapshot_link,
+                self.bank.index_layout,
+                self.log_format,
+            ),
             name="bank-replay",
         )
         child.start()
-        child.join(REPLAY_ELSEWHERE_TIMEOUT_S)
+        child.join(REPLAY_IN_CHILD_TIMEOUT_S)
         if child.is_alive():
             child.kill()
             child.join()
@@ -258,8 +262,7 @@ def replay_to_snapshot(
         metrics = PipelineMetrics()
         replica = BankReplica(
             Bank(index_layout=index_layout), kafka, topic, metrics, snapshot_link=link,
-            snapshot_interval_s=0, index_layout=index_layout,
-            loop=asyncio.get_running_loop(),
+            snapshot_interval_s=0, loop=asyncio.get_running_loop(),
         )  # fmt: skip
         await replica.start()
         try:
