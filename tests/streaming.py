@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from modstream.stream.client import publish, read_topic
+from modstream.stream.output import key_partitioner
 
 
 async def collect(
@@ -64,6 +65,19 @@ def upload(event_id: str, *, text=None, media=None, uploader="u1") -> tuple[byte
     if media is not None:
         body["media"] = media
     return body["content_id"].encode(), orjson.dumps(body)
+
+
+def uploaders_on_each_partition(partitions: int, per_partition: int = 1) -> list[str]:
+    """Uploader ids of the test platform, ``per_partition`` on each partition of
+    uploads.hashed (Kafka's default partitioner, as the hash stage routes them), partition
+    by partition: their events are decided there."""
+    partition_of = key_partitioner(partitions)
+    found: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for n in range(1000):
+        picked = found[partition_of(f"test/u{n}")]
+        if len(picked) < per_partition:
+            picked.append(f"u{n}")
+    return [uploader for p in range(partitions) for uploader in found[p]]
 
 
 def inline(data: bytes) -> list[dict]:

@@ -10,12 +10,11 @@ import time
 
 import orjson
 import pytest
-from streaming import collect, dead_letters, inline, send, upload
+from streaming import collect, dead_letters, inline, send, upload, uploaders_on_each_partition
 
 from modstream.contracts import BankEntry, PlatformPolicy, dumps
 from modstream.demo import encode, sample
 from modstream.engine import hash_media
-from modstream.stream.output import key_partitioner
 
 pytestmark = pytest.mark.kafka
 
@@ -23,14 +22,6 @@ PROPAGANDA = "Glory to our martyrs! Rise up, brothers, and join the ranks."
 ROCKET = encode(sample("rocket"), quality=90)
 NEWS = encode(sample("rocket"), quality=60)  # the same picture in another file
 PDQ = hash_media("m", "image", ROCKET, 10**8).signals["pdq"]["value"]
-
-
-def uploaders_on_each_partition(partitions: int) -> list[str]:
-    """One uploader id per partition of uploads.hashed: its events are decided there."""
-    partition_of, found = key_partitioner(partitions), {}
-    for n in range(1000):
-        found.setdefault(partition_of(f"test/u{n}"), f"u{n}")
-    return [found[p] for p in range(partitions)]
 
 
 def outcome(decision: dict, verdict: str, **more) -> tuple[bytes, bytes]:
