@@ -88,3 +88,77 @@ async def test_producers_pace_their_metadata_refreshes():
     assert len(calls) == 4
     assert calls[-1] - started >= 3 * 0.2 - 0.01  # not four refreshes in a tight loop
     await producer.stop()
+
+
+async def test_offsets_commit_in_a_transaction_as_a_group_member(kafka, tmp_path):
+    """TxnOffsetCommit v3 (KIP-447): the offsets carry the consumer's generation; the group
+    takes them from the current one and refuses a stale one, aborting that transaction. The
+    stable fetch (OffsetFetch v7) waits while a transaction holding offsets is open."""
+    import types
+
+    from aiokafka import TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from modstream.settings import Settings
+    from modstream.stream.client import consumer, producer, started
+    from modstream.stream.topics import ensure_topics
+
+    settings = Settings(broker=kafka, topic_prefix=f"member{tmp_path.name[-6:]}.")
+    await ensure_topics(settings)
+    topic, group = settings.topic("uploads"), f"member-{tmp_path.name}"
+    tp = TopicPartition(topic, 0)
+
+    def member_of_group():
+        return consumer(settings.kafka, group_id=group, enable_auto_commit=False)
+
+    first = await started(member_of_group())
+    first.subscribe([topic])
+    writer = await started(producer(settings.kafka, transactional_id=f"{group}-txn"))
+    try:
+        while not first.assignment():
+            await first.getmany(timeout_ms=200)
+        compat.commit_offsets_as_member(writer, first)
+        async with writer.transaction():
+            await writer.send_offsets_to_transaction({tp: OffsetAndMetadata(3, "m")}, group)
+        assert await compat.committed_offsets(first, [tp]) == {tp: OffsetAndMetadata(3, "m")}
+
+        # A second member joins: the first's generation is stale once the group moves on.
+        stale = types.SimpleNamespace(
+            generation=first._coordinator.generation,  # noqa: SLF001
+            member_id=first._coordinator.member_id,  # noqa: SLF001
+            _group_instance_id=None,
+        )
+        second = await started(member_of_group())
+        second.subscribe([topic])
+        try:
+            while first._coordinator.generation == stale.generation or not second.assignment():  # noqa: SLF001
+                await asyncio.gather(first.getmany(timeout_ms=200), second.getmany(timeout_ms=200))
+            compat._commit_offsets_as(writer, stale)  # noqa: SLF001
+            await writer.begin_transaction()
+            with pytest.raises(compat.NoLongerAMember):
+                await writer.send_offsets_to_transaction({tp: OffsetAndMetadata(9, "")}, group)
+            await writer.abort_transaction()
+            assert await compat.committed_offsets(first, [tp]) == {tp: OffsetAndMetadata(3, "m")}
+
+            # Between generations (-1), which the broker would not check: refused here.
+            compat._commit_offsets_as(writer, types.SimpleNamespace(generation=-1))  # noqa: SLF001
+            await writer.begin_transaction()
+            with pytest.raises(compat.NoLongerAMember):
+                await writer.send_offsets_to_transaction({tp: OffsetAndMetadata(9, "")}, group)
+            await writer.abort_transaction()
+
+            # An open transaction holding offsets: the stable fetch waits for its end.
+            owner = first if tp in first.assignment() else second
+            compat.commit_offsets_as_member(writer, owner)
+            await writer.begin_transaction()
+            await writer.send_offsets_to_transaction({tp: OffsetAndMetadata(5, "")}, group)
+            fetch = asyncio.ensure_future(compat.committed_offsets(second, [tp]))
+            await asyncio.sleep(1.0)
+            assert not fetch.done(), "read while a transaction holding the offset was open"
+            await writer.commit_transaction()
+            assert await asyncio.wait_for(fetch, 10) == {tp: OffsetAndMetadata(5, "")}
+        finally:
+            await second.stop()
+    finally:
+        await writer.stop()
+        await first.stop()
