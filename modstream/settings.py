@@ -54,6 +54,7 @@ class Settings:
     instance_id: str = ""
     session_timeout_s: float = 15.0
     drain_timeout_s: float = 10.0
+    transaction_timeout_s: float = 10.0
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     log_format: str = "json"
@@ -136,6 +137,8 @@ class Settings:
             raise ValueError("MODSTREAM_PROCESSING_GUARANTEE must be exactly_once or at_least_once")
         if not 6 <= self.session_timeout_s <= 300 or not 0 <= self.drain_timeout_s <= 50:
             raise ValueError("MODSTREAM_SESSION_TIMEOUT_S must be 6..300, _DRAIN_TIMEOUT_S 0..50")
+        if not 2 <= self.transaction_timeout_s <= 300:
+            raise ValueError("MODSTREAM_TRANSACTION_TIMEOUT_S must be 2..300")
         if self.log_format not in ("json", "text"):
             raise ValueError("MODSTREAM_LOG_FORMAT must be json or text")
         if self.video_seconds_per_frame <= 0 or self.video_max_seconds <= 0:
@@ -165,6 +168,12 @@ class Settings:
     def group_instance_id(self) -> str:
         """This worker's static group membership id: stable across its restarts."""
         return self.instance_id or f"{self.app_id}-{socket.gethostname()}-{self.web_port}"
+
+    @property
+    def transactional_id(self) -> str:
+        """The worker's one transactional id: a restart under the same instance id fences its
+        former self at once; the app's prefix is what the ACLs grant."""
+        return f"{self.app_id}-{self.instance_id}" if self.instance_id else self.group_instance_id
 
     @property
     def ocr_policy(self) -> OcrPolicy | None:

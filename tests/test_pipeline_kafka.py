@@ -390,42 +390,75 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
 async def test_a_commit_whose_answer_was_lost_is_found_landed_or_not_on_the_broker(workers):
     """What a lane asks after a commit failed without an answer: a transaction the broker
     committed is found committed (so it is not written again), one it never committed is
-    aborted by the next producer under the same id and found not landed."""
+    aborted by the next producer under the same id and found not landed. Lanes waiting
+    together share one transaction; a record Kafka refuses fails its own lane's commit and
+    aborts its neighbour's, which is sent again."""
     from aiokafka import TopicPartition
+    from aiokafka.errors import KafkaError
     from aiokafka.structs import OffsetAndMetadata
 
     from modstream.stream import client, compat
-    from modstream.stream.pipeline import Outgoing, TransactionalCommitter
+    from modstream.stream.pipeline import (
+        Outgoing,
+        ProduceFailed,
+        TransactionAborted,
+        WorkerTransactions,
+    )
 
     settings = workers.settings
-    tp = TopicPartition(settings.topic("uploads"), 0)
+    first, second = (TopicPartition(settings.topic("uploads"), p) for p in (0, 1))
     decisions = TopicPartition(settings.topic("decisions"), 0)
     group = f"{settings.app_id}-landed"
-    reader = await client.started(client.consumer(settings.kafka, group_id=group))
+    member = await client.started(
+        client.consumer(settings.kafka, group_id=group, enable_auto_commit=False)
+    )
+    member.subscribe([first.topic])
+    while not member.assignment():
+        await member.getmany(timeout_ms=200)
 
     async def committed(partition: TopicPartition) -> int | None:
-        found = (await compat.committed_offsets(reader, [partition])).get(partition)
+        found = (await compat.committed_offsets(member, [partition])).get(partition)
         return None if found is None else found.offset
 
-    committer = TransactionalCommitter(settings, tp, group, committed)
+    transactions = WorkerTransactions(settings, group, member)
+    await transactions.start()
+    lane, neighbour = transactions.for_partition(first), transactions.for_partition(second)
     orphan = None
     try:
         landed = Outgoing(decisions.topic, b"k", b"landed", 0)
-        await committer.commit([landed], OffsetAndMetadata(5, ""))
-        assert await committer.landed(OffsetAndMetadata(5, ""))
-        orphan = committer._producer  # noqa: SLF001 - a transaction left without its commit
-        assert orphan is not None
+        beside = Outgoing(decisions.topic, b"k", b"beside", 0)
+        await asyncio.gather(
+            lane.commit([landed], OffsetAndMetadata(5, "")),
+            neighbour.commit([beside], OffsetAndMetadata(2, "")),
+        )
+        assert await lane.landed(OffsetAndMetadata(5, ""))
+        assert (await committed(first), await committed(second)) == (5, 2)
+
+        too_large = Outgoing(decisions.topic, b"k", b"x" * (2 * 1024 * 1024), 0)
+        refused, aborted = await asyncio.gather(
+            lane.commit([too_large], OffsetAndMetadata(6, "")),
+            neighbour.commit([beside], OffsetAndMetadata(3, "")),
+            return_exceptions=True,
+        )
+        assert isinstance(refused, ProduceFailed) and list(refused.failed) == [0]
+        assert isinstance(aborted, TransactionAborted)
+        assert (await committed(first), await committed(second)) == (5, 2)
+
+        # A transaction left without its commit:
+        orphan = await transactions._started()  # noqa: SLF001
         await orphan.begin_transaction()
         await (await orphan.send(decisions.topic, b"lost", key=b"k", partition=0))
-        await orphan.send_offsets_to_transaction({tp: OffsetAndMetadata(9, "")}, group)
-        committer._producer = None  # noqa: SLF001 - the connection is gone, the commit unsent
-        assert not await committer.landed(OffsetAndMetadata(9, ""))
-        assert await committed(tp) == 5
+        await orphan.send_offsets_to_transaction({first: OffsetAndMetadata(9, "")}, group)
+        transactions._producer = None  # noqa: SLF001 - the connection is gone, the commit unsent
+        assert not await lane.landed(OffsetAndMetadata(9, ""))
+        assert await committed(first) == 5
         values = [v async for _, _, v in client.read_partition(settings.kafka, decisions)]
-        assert values == [b"landed"]
+        assert values == [b"landed", b"beside"]
+        with pytest.raises(KafkaError):
+            await orphan.commit_transaction()  # fenced
     finally:
-        await committer.close()
-        await reader.stop()
+        await transactions.close()
+        await member.stop()
         if orphan is not None:
             with contextlib.suppress(Exception):
-                await orphan.stop()  # fenced by now
+                await orphan.stop()

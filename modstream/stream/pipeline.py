@@ -11,10 +11,13 @@ to a bound, except where order matters), and each finished batch is a *completio
 holds the records it produced. A lane's committer writes completions in one transaction
 with the partition's new offset (``progress.PartitionProgress``: in-order offsets, done
 records beyond them in the metadata), so a record's outputs become visible to
-``read_committed`` consumers exactly when its offset is committed. Each lane has its own
-transactional producer, named after its partition: the next owner of the partition fences
-the previous one and aborts whatever it left open (Kafka's exactly-once v1 model; aiokafka
-has no KIP-447 group metadata for one producer per worker).
+``read_committed`` consumers exactly when its offset is committed. The worker has one
+transactional producer (Kafka's exactly-once v2, KIP-447): each transaction takes every
+lane's waiting completions and offsets at once, so a worker owning 8 partitions commits
+once per round instead of 8 times. The offsets are committed as the consumer's group
+member (its generation, ``compat.commit_offsets_as_member``): after a rebalance, a worker
+that lost a partition cannot commit for it; the next owner reads offsets only once stable
+(``compat.committed_offsets``), after whatever transaction held them has ended.
 """
 
 from __future__ import annotations
@@ -31,12 +34,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import (
-    KafkaError,
-    MessageSizeTooLargeError,
-    ProducerFenced,
-    RecordTooLargeError,
-)
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from modstream.contracts import DLQ_TOPIC, DeadLetter, dumps
@@ -233,80 +231,168 @@ async def _delivered(futures: list[asyncio.Future[Any]]) -> None:
             raise result
 
 
-class TransactionalCommitter(Committer):
-    """One transactional producer per owned partition (``<app>-<topic>-<partition>``)."""
+class TransactionAborted(KafkaError):
+    """The transaction a lane's completions were in was aborted, for a neighbour's record
+    Kafka refused (dead-lettered now): sent again in the next, at once."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        tp: TopicPartition,
-        group_id: str,
-        committed_offset: Callable[[TopicPartition], Awaitable[int | None]],
-    ) -> None:
+
+@dataclass
+class _Waiting:
+    tp: TopicPartition
+    outputs: Sequence[Outgoing]
+    offset: OffsetAndMetadata
+    committed: asyncio.Future[None]
+
+
+class WorkerTransactions:
+    """The worker's one transactional producer (``Settings.transactional_id``). Lanes hand
+    it their finished batches with their partition's offset; each transaction takes all
+    that is waiting (a group commit), and whatever arrives meanwhile goes in the next."""
+
+    def __init__(self, settings: Settings, group_id: str, consumer: AIOKafkaConsumer) -> None:
         self.settings = settings
         self.group_id = group_id
-        self.committed_offset = committed_offset
-        self.transactional_id = f"{settings.app_id}-{tp.topic}-{tp.partition}"
-        self.tp = tp
+        self.consumer = consumer
         self._producer: AIOKafkaProducer | None = None
+        self._waiting: list[_Waiting] = []
+        self._wake = asyncio.Event()
+        self._busy = asyncio.Lock()  # one transaction, or one settling, at a time
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Fence the partition's previous owner: its open transaction is aborted."""
-        self._producer = await client.started(
-            client.producer(
+        """Fence this worker's former self (the same instance id): what it left open is
+        aborted."""
+        async with self._busy:
+            await self._started()
+        self._task = asyncio.ensure_future(self._run())
+
+    def for_partition(self, tp: TopicPartition) -> Committer:
+        return _LaneOfWorker(self, tp)
+
+    async def commit(
+        self, tp: TopicPartition, outputs: Sequence[Outgoing], offset: OffsetAndMetadata
+    ) -> None:
+        waiting = _Waiting(tp, outputs, offset, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._wake.set()
+        try:
+            # Shielded: a lane that stops waiting (its commit timed out) leaves a transaction
+            # it is in to finish or fail as a whole, and asks ``landed`` which it was.
+            await asyncio.shield(waiting.committed)
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(waiting)  # not in a transaction yet: never sent
+            raise
+
+    async def landed(self, tp: TopicPartition, offset: OffsetAndMetadata) -> bool:
+        """Whether a commit that failed without saying how far it got landed after all. A
+        new producer under the worker's id first settles the old transaction (aborted if
+        still open, finished if being committed); the stable fetch of the offset committed
+        in it then says."""
+        async with self._busy:
+            await self._started()
+        committed = (await compat.committed_offsets(self.consumer, [tp])).get(tp)
+        return committed is not None and committed.offset >= offset.offset
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for waiting in self._waiting:
+            waiting.committed.cancel()
+        await self._stop_producer()
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = client.producer(
                 self.settings.kafka,
-                transactional_id=self.transactional_id,
+                transactional_id=self.settings.transactional_id,
+                transaction_timeout_ms=int(self.settings.transaction_timeout_s * 1000),
                 linger_ms=0,  # a commit sends at once: the batch is made already
-                # Not shorter than aiokafka's 100 ms default, though a lane's first record
-                # refused as "concurrent transactions" (the broker still writing the last
-                # commit's markers) waits that long: aiokafka also reconnects at this pace,
-                # and at 10 ms the worker's producers spun a core while the broker was down.
+                # Not shorter than aiokafka's 100 ms default retry backoff: aiokafka also
+                # reconnects at this pace, and at 10 ms the producers spun a core while the
+                # broker was down.
                 max_request_size=MAX_DEAD_LETTER_BYTES,
                 max_batch_size=1024 * 1024,
                 request_timeout_ms=15000,
             )
-        )
-        compat.pace_metadata_updates(self._producer, METADATA_PACE_S)
+            compat.pace_metadata_updates(producer, METADATA_PACE_S)
+            compat.commit_offsets_as_member(producer, self.consumer)
+            self._producer = await client.started(producer)
+        return self._producer
 
-    async def commit(self, outputs: Sequence[Outgoing], offset: OffsetAndMetadata) -> None:
-        if self._producer is None:
-            await self.start()
-        producer = self._producer
-        assert producer is not None
-        try:
-            await producer.begin_transaction()
-            futures = await _send(producer, outputs)
-            # Every record's delivery is checked before the commit: aiokafka commits a
-            # transaction even when a record in it was refused (measured: the record is
-            # silently missing). The offset goes out meanwhile.
-            await asyncio.gather(
-                _delivered(futures),
-                producer.send_offsets_to_transaction({self.tp: offset}, self.group_id),
-            )
-            await producer.commit_transaction()
-        except ProducerFenced:
-            raise
-        except BaseException:
-            # Whatever state the transaction is in, a new producer under the same id aborts it.
-            await self.close()
-            raise
-
-    async def landed(self, offset: OffsetAndMetadata) -> bool:
-        """A commit can reach the broker and its answer be lost (a timeout, the broker going
-        away): redoing it would write the batch twice. A new producer under the same id
-        first settles the old transaction (Kafka aborts it if still open, finishes it if it
-        was being committed); the group's offset, committed in that same transaction, then
-        says whether it landed."""
-        if self._producer is None:
-            await self.start()
-        committed = await self.committed_offset(self.tp)
-        return committed is not None and committed >= offset.offset
-
-    async def close(self) -> None:
+    async def _stop_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(Exception):
                 await producer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            async with self._busy:
+                # Taken under the lock: while ``landed`` holds it, what waits can still be
+                # withdrawn by its lane.
+                batch, self._waiting = self._waiting, []
+                if batch:
+                    await self._transact(batch)
+
+    async def _transact(self, batch: list[_Waiting]) -> None:
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                producer = await self._started()
+                await producer.begin_transaction()
+                futures = await _send(producer, [out for w in batch for out in w.outputs])
+                # Every record's delivery is checked before the commit: aiokafka commits a
+                # transaction even when a record in it was refused (measured: the record is
+                # silently missing). The offsets go out meanwhile.
+                offsets = {w.tp: w.offset for w in batch}
+                await asyncio.gather(
+                    _delivered(futures),
+                    producer.send_offsets_to_transaction(offsets, self.group_id),
+                )
+                await producer.commit_transaction()
+        except ProduceFailed as exc:
+            await self._stop_producer()  # never committed: the next producer aborts it
+            first = 0
+            for waiting in batch:
+                count = len(waiting.outputs)
+                own = {i - first: e for i, e in exc.failed.items() if first <= i < first + count}
+                _fail(waiting, ProduceFailed(own) if own else TransactionAborted())
+                first += count
+        except BaseException as exc:
+            # Whatever state the transaction is in, the next producer under the same id
+            # settles it; the lanes ask whether it landed before they send again.
+            await self._stop_producer()
+            for waiting in batch:
+                _fail(waiting, exc if isinstance(exc, Exception) else KafkaError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for waiting in batch:
+                if not waiting.committed.done():
+                    waiting.committed.set_result(None)
+
+
+def _fail(waiting: _Waiting, error: Exception) -> None:
+    if not waiting.committed.done():
+        waiting.committed.set_exception(error)
+        waiting.committed.exception()  # retrieved: a lane that stopped waiting logs nothing
+
+
+class _LaneOfWorker(Committer):
+    """A lane's view of the worker's transactions."""
+
+    def __init__(self, transactions: WorkerTransactions, tp: TopicPartition) -> None:
+        self.transactions = transactions
+        self.tp = tp
+
+    async def commit(self, outputs: Sequence[Outgoing], offset: OffsetAndMetadata) -> None:
+        await self.transactions.commit(self.tp, outputs, offset)
+
+    async def landed(self, offset: OffsetAndMetadata) -> bool:
+        return await self.transactions.landed(self.tp, offset)
 
 
 class AtLeastOnceCommitter(Committer):
@@ -423,8 +509,6 @@ class Lane:
                     await self._commit(batch)
                 if not self._ready and self.progress.in_flight == 0:
                     self._idle.set()
-        except ProducerFenced:
-            log.warning("partition taken over by another worker", extra={"topic": self.tp.topic})
         except Exception:
             log.exception("a partition's committer failed", extra={"topic": self.tp.topic})
 
@@ -446,10 +530,10 @@ class Lane:
                         log.info("a failed commit had landed: not repeated", extra=where)
                     else:
                         await self.committer.commit(outputs, offset)
-            except ProducerFenced:
-                raise  # another worker owns the partition now: this lane is done
             except ProduceFailed as exc:
                 self._dead_letter_refused(batch, exc.failed)
+                continue
+            except TransactionAborted:
                 continue
             except (KafkaError, TimeoutError, OSError) as exc:
                 uncertain = True
@@ -503,6 +587,7 @@ class StagePipeline:
         self.lanes: dict[TopicPartition, Lane] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None  # at-least-once only
+        self._transactions: WorkerTransactions | None = None  # exactly-once only
         self._poller: asyncio.Task[None] | None = None
         self.max_queued = 4 * settings.batch_size
         self._lag_reported: set[tuple[str, str]] = set()
@@ -542,6 +627,9 @@ class StagePipeline:
                 )
             )
             compat.pace_metadata_updates(self._producer, METADATA_PACE_S)
+        else:
+            self._transactions = WorkerTransactions(self.settings, self.group_id, self.consumer)
+            await self._transactions.start()
         self.consumer.subscribe(list(self.routes), listener=_Listener(self))
         self._poller = asyncio.ensure_future(self._poll())
 
@@ -572,6 +660,8 @@ class StagePipeline:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
         await self._close_lanes(list(self.lanes), drain_s=self.settings.drain_timeout_s)
+        if self._transactions is not None:
+            await self._transactions.close()
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -617,12 +707,8 @@ class StagePipeline:
 
     async def _take_over(self, partitions: Sequence[TopicPartition]) -> None:
         new = [tp for tp in partitions if tp not in self.lanes]
-        committers = {tp: self._new_committer(tp) for tp in new}
-        # The previous owners are fenced before the offsets are read: what they left open
-        # is aborted, and what they committed is visible.
-        await asyncio.gather(
-            *(c.start() for c in committers.values() if isinstance(c, TransactionalCommitter))
-        )
+        # Read once stable: a transaction of the previous owner that holds these offsets
+        # (committing, or left open by a crash) has ended first.
         committed = await compat.committed_offsets(self.consumer, new)
         for tp in new:
             route = self.routes[tp.topic]
@@ -636,7 +722,8 @@ class StagePipeline:
             else:
                 await self.consumer.seek_to_beginning(tp)
                 progress = PartitionProgress(0)
-            self.lanes[tp] = Lane(tp, route, progress, committers[tp], self.output, self.metrics)
+            committer = self._new_committer(tp)
+            self.lanes[tp] = Lane(tp, route, progress, committer, self.output, self.metrics)
         self.metrics.partition_changes.labels(change="assigned").inc(len(new))
         log.info(
             "partitions assigned", extra={"partitions": [f"{t.topic}:{t.partition}" for t in new]}
@@ -660,14 +747,10 @@ class StagePipeline:
                 route.revoked(tp.partition)
 
     def _new_committer(self, tp: TopicPartition) -> Committer:
-        if self.settings.processing_guarantee == "exactly_once":
-            return TransactionalCommitter(self.settings, tp, self.group_id, self._committed_offset)
+        if self._transactions is not None:
+            return self._transactions.for_partition(tp)
         assert self._producer is not None
         return AtLeastOnceCommitter(self._producer, self.consumer, tp)
-
-    async def _committed_offset(self, tp: TopicPartition) -> int | None:
-        found = (await compat.committed_offsets(self.consumer, [tp])).get(tp)
-        return None if found is None else found.offset
 
 
 class _Listener(ConsumerRebalanceListener):
