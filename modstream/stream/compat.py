@@ -345,6 +345,8 @@ class _StableOffsetFetch(Request[_OffsetFetchRequestV7]):
 #: these offsets is not finished yet (88, UNSTABLE_OFFSET_COMMIT).
 _FETCH_AGAIN = frozenset({14, 15, 16, 88})
 _NOT_COORDINATOR = frozenset({15, 16})
+_UNSTABLE = 88
+_FIRST_PAUSE_S = 0.05
 
 
 class FetchAgain(Errors.KafkaError):
@@ -373,7 +375,7 @@ async def committed_offsets(
         coordinator.group_id, [(topic, parts, {}) for topic, parts in by_topic.items()]
     )
     deadline = time.monotonic() + timeout_s
-    pause = 0.05
+    pause = _FIRST_PAUSE_S
     while True:
         await coordinator.ensure_coordinator_known()
         try:
@@ -382,6 +384,11 @@ async def committed_offsets(
         except FetchAgain as exc:
             if exc.code in _NOT_COORDINATOR:
                 coordinator.coordinator_dead()
+            if exc.code == _UNSTABLE and pause == _FIRST_PAUSE_S:
+                log.info(
+                    "committed offsets held by an open transaction: waiting for its end",
+                    extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in partitions]},
+                )
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(pause)
