@@ -52,6 +52,7 @@ RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 MAX_BACKOFF_S = 1.0  # a broker back from an outage is used within a second
 METADATA_PACE_S = 0.5  # a producer's metadata refreshes, at most this often (compat)
 COMMIT_TIMEOUT_S = 30.0
+MARKER_RETRY_S = 0.002  # a record refused while the last commit's markers are written
 
 
 @dataclass(frozen=True)
@@ -309,14 +310,15 @@ class WorkerTransactions:
                 transactional_id=self.settings.transactional_id,
                 transaction_timeout_ms=int(self.settings.transaction_timeout_s * 1000),
                 linger_ms=0,  # a commit sends at once: the batch is made already
-                # Not shorter than aiokafka's 100 ms default retry backoff: aiokafka also
-                # reconnects at this pace, and at 10 ms the producers spun a core while the
-                # broker was down.
+                # aiokafka's 100 ms retry backoff kept, as it also reconnects at this pace
+                # (at 10 ms the producers spun a core while the broker was down); the one
+                # refusal that passes in milliseconds is retried sooner (compat).
                 max_request_size=MAX_DEAD_LETTER_BYTES,
                 max_batch_size=1024 * 1024,
                 request_timeout_ms=15000,
             )
             compat.pace_metadata_updates(producer, METADATA_PACE_S)
+            compat.retry_marker_waits_soon(producer, MARKER_RETRY_S)
             compat.commit_offsets_as_member(producer, self.consumer)
             self._producer = await client.started(producer)
         return self._producer
