@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit faults soak bench-index bench-text bench-video bench-robustness bench-ocr bench-exchange bench-http text-model kafka-stop clean
+.PHONY: setup lock run test test-unit lint typecheck prometheus bench bench-limit bench-transactions faults soak bench-index bench-text bench-video bench-robustness bench-ocr bench-exchange bench-http text-model kafka-stop clean
 
 setup: $(VENV)/.installed
 
@@ -60,6 +60,11 @@ bench: setup
 bench-limit: setup
 	$(BIN)/modstream kafka start
 	$(BIN)/python bench/limit.py
+
+# One transaction's cost, aiokafka as it is against the worker's producer (issue 13).
+bench-transactions: setup
+	$(BIN)/modstream kafka start
+	$(BIN)/python bench/transactions.py
 
 # The fault scenarios alone (they also run in make test); figures appended to the report.
 faults: setup

@@ -162,3 +162,45 @@ async def test_offsets_commit_in_a_transaction_as_a_group_member(kafka, tmp_path
     finally:
         await writer.stop()
         await first.stop()
+
+
+async def test_transactions_back_to_back_retry_the_marker_wait_soon(kafka, tmp_path):
+    """The patched producer's sender methods are aiokafka's, with the handlers swapped: back
+    to back transactions (each refused at first while the last one's markers are written)
+    all commit, and every record is read once."""
+    from aiokafka import TopicPartition
+    from aiokafka.producer import sender as aiokafka_sender
+
+    from modstream.settings import Settings
+    from modstream.stream.client import producer, read_partition, started
+    from modstream.stream.topics import ensure_topics
+
+    sender_class = aiokafka_sender.Sender
+    add_partitions = sender_class._do_add_partitions_to_txn  # noqa: SLF001
+    send_produce = sender_class._send_produce_req  # noqa: SLF001
+    assert list(inspect.signature(add_partitions).parameters) == ["self", "tps"]
+    assert list(inspect.signature(send_produce).parameters) == ["self", "node_id", "batches"]
+    assert aiokafka_sender.BACKOFF_OVERRIDE == 0.02
+
+    settings = Settings(broker=kafka, topic_prefix=f"markers{tmp_path.name[-6:]}.")
+    await ensure_topics(settings)
+    topic = settings.topic("decisions")
+    writer = producer(settings.kafka, transactional_id=f"markers-{tmp_path.name}", linger_ms=0)
+    compat.retry_marker_waits_soon(writer, 0.002)
+    await started(writer)
+    try:
+        assert writer._sender._in_flight == set()  # noqa: SLF001
+        assert writer._sender._muted_partitions == set()  # noqa: SLF001
+        for n in range(30):
+            async with writer.transaction():
+                await (await writer.send(topic, str(n).encode(), key=b"k", partition=n % 2))
+    finally:
+        await writer.stop()
+    values = [
+        value
+        for p in range(2)
+        for _, _, value in [
+            r async for r in read_partition(settings.kafka, TopicPartition(topic, p))
+        ]
+    ]
+    assert sorted(int(v) for v in values) == list(range(30))
