@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -101,9 +102,9 @@ async def test_offsets_commit_in_a_transaction_as_a_group_member(kafka, tmp_path
 
     from modstream.settings import Settings
     from modstream.stream.client import consumer, producer, started
-    from modstream.stream.topics import ensure_topics
+    from modstream.stream.topics import delete_topics, ensure_topics
 
-    settings = Settings(broker=kafka, topic_prefix=f"member{tmp_path.name[-6:]}.")
+    settings = Settings(broker=kafka, topic_prefix=f"member-{uuid.uuid4().hex[:8]}.")
     await ensure_topics(settings)
     topic, group = settings.topic("uploads"), f"member-{tmp_path.name}"
     tp = TopicPartition(topic, 0)
@@ -162,6 +163,7 @@ async def test_offsets_commit_in_a_transaction_as_a_group_member(kafka, tmp_path
     finally:
         await writer.stop()
         await first.stop()
+        await delete_topics(settings)
 
 
 async def test_transactions_back_to_back_retry_the_marker_wait_soon(kafka, tmp_path):
@@ -173,7 +175,7 @@ async def test_transactions_back_to_back_retry_the_marker_wait_soon(kafka, tmp_p
 
     from modstream.settings import Settings
     from modstream.stream.client import producer, read_partition, started
-    from modstream.stream.topics import ensure_topics
+    from modstream.stream.topics import delete_topics, ensure_topics
 
     sender_class = aiokafka_sender.Sender
     add_partitions = sender_class._do_add_partitions_to_txn  # noqa: SLF001
@@ -182,7 +184,7 @@ async def test_transactions_back_to_back_retry_the_marker_wait_soon(kafka, tmp_p
     assert list(inspect.signature(send_produce).parameters) == ["self", "node_id", "batches"]
     assert aiokafka_sender.BACKOFF_OVERRIDE == 0.02
 
-    settings = Settings(broker=kafka, topic_prefix=f"markers{tmp_path.name[-6:]}.")
+    settings = Settings(broker=kafka, topic_prefix=f"markers-{uuid.uuid4().hex[:8]}.")
     await ensure_topics(settings)
     topic = settings.topic("decisions")
     writer = producer(settings.kafka, transactional_id=f"markers-{tmp_path.name}", linger_ms=0)
@@ -194,13 +196,14 @@ async def test_transactions_back_to_back_retry_the_marker_wait_soon(kafka, tmp_p
         for n in range(30):
             async with writer.transaction():
                 await (await writer.send(topic, str(n).encode(), key=b"k", partition=n % 2))
+        values = [
+            value
+            for p in range(2)
+            for _, _, value in [
+                r async for r in read_partition(settings.kafka, TopicPartition(topic, p))
+            ]
+        ]
     finally:
         await writer.stop()
-    values = [
-        value
-        for p in range(2)
-        for _, _, value in [
-            r async for r in read_partition(settings.kafka, TopicPartition(topic, p))
-        ]
-    ]
+        await delete_topics(settings)
     assert sorted(int(v) for v in values) == list(range(30))

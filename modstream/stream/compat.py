@@ -262,6 +262,15 @@ class NoLongerAMember(Errors.KafkaError):
     is no longer current. The transaction is aborted; its partitions are being revoked."""
 
 
+def _abort(txn_manager: Any, error: Exception) -> None:
+    """Put the transaction in aiokafka's abortable-error state with ``error``: the pending
+    ``send_offsets_to_transaction`` raises it. aiokafka also sets it on a future of its own
+    that only ``commit_transaction`` would read; marked read, it is not logged as "never
+    retrieved" when collected."""
+    txn_manager.error_transaction(error)
+    txn_manager._transaction_waiter.exception()  # noqa: SLF001
+
+
 class _MemberTxnOffsetCommitHandler(TxnOffsetCommitHandler):
     """aiokafka's handler, sending v3 with the group membership read when the request is
     made, and treating a lost membership as an abortable error of the transaction (as the
@@ -299,7 +308,7 @@ class _MemberTxnOffsetCommitHandler(TxnOffsetCommitHandler):
             for _, code in partitions:
                 if code in _NOT_A_MEMBER:
                     refused = NoLongerAMember(f"error code {code} from the group coordinator")
-                    self._sender._txn_manager.error_transaction(refused)  # noqa: SLF001
+                    _abort(self._sender._txn_manager, refused)  # noqa: SLF001
                     return None
                 if code == _PRODUCER_FENCED:
                     raise Errors.ProducerFenced()
@@ -333,12 +342,12 @@ def _commit_offsets_as(producer: AIOKafkaProducer, member: Any) -> None:
         try:
             node_id = await find_coordinator(CoordinationType.GROUP, group_id)
         except Errors.GroupAuthorizationFailedError as exc:
-            txn_manager.error_transaction(exc)
+            _abort(txn_manager, exc)
             return
         if member.generation < 0:
             # Between generations (aiokafka resets it to -1 when the group drops the member),
             # and the broker skips its check for generation -1: refuse here instead.
-            txn_manager.error_transaction(NoLongerAMember("not a member of the group now"))
+            _abort(txn_manager, NoLongerAMember("not a member of the group now"))
             return
         # ``do`` makes the request before it awaits anything: the membership sent is the one
         # just checked.

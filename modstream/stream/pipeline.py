@@ -289,7 +289,8 @@ class WorkerTransactions:
         """Whether a commit that failed without saying how far it got landed after all. A
         new producer under the worker's id first settles the old transaction (aborted if
         still open, finished if being committed); the stable fetch of the offset committed
-        in it then says."""
+        in it then says. An offset at or past it committed by the partition's next owner
+        (this worker lost it meanwhile) answers the same: not to be sent again."""
         async with self._busy:
             await self._started()
         committed = (await compat.committed_offsets(self.consumer, [tp])).get(tp)
@@ -529,7 +530,9 @@ class Lane:
                 async with asyncio.timeout(COMMIT_TIMEOUT_S):
                     if uncertain and await self.committer.landed(offset):
                         where = {"topic": self.tp.topic, "partition": self.tp.partition}
-                        log.info("a failed commit had landed: not repeated", extra=where)
+                        # Committed by this lane after all, or by the partition's next owner
+                        # (this worker lost it meanwhile): either way, not to be repeated.
+                        log.info("a failed commit's offset is committed: not repeated", extra=where)
                     else:
                         await self.committer.commit(outputs, offset)
             except ProduceFailed as exc:

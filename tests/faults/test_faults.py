@@ -150,6 +150,42 @@ async def test_a_rolling_restart_of_two_workers(workers):
     assert seen.longest_pause(began, ended) < 5.0
 
 
+async def test_a_paused_worker_cannot_commit_for_partitions_it_lost(workers):
+    """One of two workers is frozen (SIGSTOP) past its session, mid-stream: the other takes
+    its partitions over. Thawed, the frozen one still holds batches and a transaction it
+    began before; the group refuses offsets from its stale generation (KIP-447), so that
+    work is aborted, not committed beside the new owner's: nothing lost, nothing doubled."""
+    await bank_known_text(workers)
+    frozen, _ = workers.start(**FAST, MODSTREAM_INSTANCE_ID="w1")
+    _, other_port = workers.start(**FAST, MODSTREAM_INSTANCE_ID="w2")
+    uploads = workers.settings.topic("uploads")
+    await workers.wait_split(uploads, timeout=60)
+    ids = [f"frozen-{i:05d}" for i in range(4000)]
+    async with Decisions(workers) as seen, running(steady(workers, ids, rate=300)) as load:
+        await seen.until(lambda: len(seen.arrivals) >= 600, 60)
+        frozen.send_signal(signal.SIGSTOP)
+        froze = time.monotonic()
+        try:
+
+            def owned_by_other() -> int:
+                assigned = workers.status(other_port).get("assigned", [])
+                return sum(a.rsplit(":", 1)[0] == uploads for a in assigned)
+
+            while owned_by_other() < workers.settings.partitions:
+                assert time.monotonic() - froze < 60, "the other worker never took over"
+                await asyncio.sleep(0.5)
+            took_over = time.monotonic() - froze
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        await load
+        assert await seen.all_of(ids, 120)
+    figures = seen.figures("a worker frozen past its session, then thawed", ids)
+    figures.extra = {"other_worker_took_over_after_s": round(took_over, 2)}
+    figures.report()
+    assert_exactly_once(seen, ids)
+    await strikes_match_takedowns(workers, seen, ids)
+
+
 async def test_a_record_kafka_refuses_is_dead_lettered_not_skipped(workers):
     """The takedowns topic refuses every record (its size limit is set below any decision):
     each refused record reaches the dead-letter topic whole, with its destination and the
