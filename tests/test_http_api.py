@@ -5,6 +5,7 @@ a real broker: tests/test_http_api_kafka.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 
 import orjson
@@ -286,13 +287,26 @@ def test_exchanges_as_hma_answers_without_taking_secrets(tmp_path) -> None:
 
     assert api.get("/c/exchange/TX_GROUP/status").json()["last_fetch_succeeded"] is None
     state = ExchangeState(api="fb_threatexchange", progress_at=1700000000.5,
-                          last_attempt_at=1700000100.0, last_success_at=1700000100.0,
+                          last_attempt_at=1700000100.0, last_success_at=1700000160.0,
                           fetched=42, published=40)  # fmt: skip
     publisher.exchanges.state_table.apply("exchange/TX_GROUP", orjson.dumps(state))
     status = api.get("/c/exchange/TX_GROUP/status").json()
     assert status["last_fetch_succeeded"] is True and status["up_to_date"] is True
     assert (status["fetched_items"], status["checkpoint_ts"]) == (42, 1700000000)
     assert (status["last_fetch_time"], status["success"]) == (1700000100, True)
+    # A fetch ends when it succeeds, not when it began; the next one running keeps that.
+    assert status["last_fetch_complete_ts"] == 1700000160
+    running = dataclasses.replace(state, last_attempt_at=1700000900.0, syncing=True)
+    publisher.exchanges.state_table.apply("exchange/TX_GROUP", orjson.dumps(running))
+    status = api.get("/c/exchange/TX_GROUP/status").json()
+    assert (status["running_fetch_start_ts"], status["last_fetch_complete_ts"]) == (
+        1700000900,
+        1700000160,
+    )
+    failed = dataclasses.replace(running, syncing=False, error="HTTP 500", failures=1)
+    publisher.exchanges.state_table.apply("exchange/TX_GROUP", orjson.dumps(failed))
+    status = api.get("/c/exchange/TX_GROUP/status").json()
+    assert (status["last_fetch_succeeded"], status["last_fetch_complete_ts"]) == (False, 1700000900)
 
     disabled = api.put("/c/exchange/TX_GROUP", json={"enabled": False}).json()
     assert disabled["enabled"] is False and not publisher.exchanges.configs["TX_GROUP"].enabled

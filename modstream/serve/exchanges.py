@@ -294,7 +294,13 @@ class ExchangeAdmin:
                     "last_fetch_time": 0, "checkpoint_time": 0, "success": False}  # fmt: skip
         attempted = state.last_attempt_at is not None
         succeeded = attempted and not state.error
-        complete = None if state.syncing else (state.last_attempt_at if attempted else None)
+        # When the last fetch ended: a success's end, or a failure's (the sync service
+        # stamps ``last_attempt_at`` when an attempt fails). Once a fetch after a failure
+        # starts, that stamp is its start: then no end is known.
+        if succeeded:
+            complete = state.last_success_at
+        else:
+            complete = None if state.syncing else state.last_attempt_at
         return {
             "checkpoint_ts": _seconds(state.progress_at),
             "running_fetch_start_ts": _seconds(state.last_attempt_at) if state.syncing else None,
