@@ -202,7 +202,7 @@ def latency() -> dict:
             ),
             panel("Per stage", quantiles("modstream_stage_seconds", by="stage"), "s"),
             panel(
-                "Commit (a partition's outputs and offset, one transaction)",
+                "Commit (a partition's outputs and offset, in the worker's transaction)",
                 quantiles("modstream_commit_seconds"),
                 "s",
             ),

@@ -65,7 +65,8 @@ class PipelineMetrics:
         )
         self.commit_seconds = Histogram(
             "modstream_commit_seconds",
-            "Time to write a partition's finished batches and offset (one transaction)",
+            "Time to commit a partition's finished batches and offset (waiting for and running"
+            " the worker's transaction)",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
