@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from modstream.contracts import DLQ_TOPIC, DeadLetter, dumps
@@ -49,6 +50,7 @@ from modstream.stream.topics import MAX_DEAD_LETTER_BYTES
 log = logging.getLogger("modstream.stream")
 #: Errors that are the record's fault, not the broker's: retrying cannot help.
 RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+_PARTITIONER = DefaultPartitioner()  # Kafka's: murmur2 of the key, as ``send`` places it
 MAX_BACKOFF_S = 1.0  # a broker back from an outage is used within a second
 METADATA_PACE_S = 0.5  # a producer's metadata refreshes, at most this often (compat)
 COMMIT_TIMEOUT_S = 30.0
@@ -205,19 +207,62 @@ class Committer:
 async def _send(
     producer: AIOKafkaProducer, outputs: Sequence[Outgoing]
 ) -> list[asyncio.Future[Any]]:
-    """Hand every record to the producer; one refused at once (over the producer's own size
-    limit) gets a future holding its error."""
-    futures: list[asyncio.Future[Any]] = []
-    for out in outputs:
-        try:
-            futures.append(
-                await producer.send(out.topic, out.value, key=out.key, partition=out.partition)
-            )
-        except RECORD_ERRORS as exc:
-            refused = asyncio.get_running_loop().create_future()
-            refused.set_exception(exc)
-            futures.append(refused)
-    return futures
+    """Hand every record to the producer, one batch per partition: aiokafka's per-record
+    ``send`` (metadata wait, partitioner, a future each) was most of a transaction's time on
+    the event loop. A batch's records share its future, as records that aiokafka batched
+    together always did (a broker refusing a batch refuses all of its records). A record
+    whose partition is the producer's choice (no key, no partition) goes through ``send``;
+    one refused at once (over the producer's own size limit) gets a future holding its
+    error. The returned futures are in ``outputs``' order."""
+    futures: list[asyncio.Future[Any] | None] = [None] * len(outputs)
+    by_partition: dict[tuple[str, int], list[int]] = {}
+    partitions: dict[str, list[int]] = {}
+    for index, out in enumerate(outputs):
+        partition = out.partition
+        if partition is None and out.key is not None:
+            if out.topic not in partitions:
+                partitions[out.topic] = sorted(await producer.partitions_for(out.topic))
+            every = partitions[out.topic]
+            partition = int(_PARTITIONER(out.key, every, every))
+        if partition is None:
+            futures[index] = await _send_one(producer, out)
+        else:
+            by_partition.setdefault((out.topic, partition), []).append(index)
+    for (topic, partition), indices in by_partition.items():
+        builder = producer.create_batch()
+        members: list[int] = []
+        for index in indices:
+            out = outputs[index]
+            if builder.append(key=out.key, value=out.value, timestamp=None) is None:
+                if not members:  # larger than a whole batch: alone, as aiokafka would
+                    futures[index] = await _send_one(producer, out)
+                    continue
+                sent = await producer.send_batch(builder, topic, partition=partition)
+                for member in members:
+                    futures[member] = sent
+                builder, members = producer.create_batch(), []
+                if builder.append(key=out.key, value=out.value, timestamp=None) is None:
+                    futures[index] = await _send_one(producer, out)
+                    continue
+            members.append(index)
+        if members:
+            sent = await producer.send_batch(builder, topic, partition=partition)
+            for member in members:
+                futures[member] = sent
+    handed = [future for future in futures if future is not None]
+    assert len(handed) == len(outputs)
+    return handed
+
+
+async def _send_one(producer: AIOKafkaProducer, out: Outgoing) -> asyncio.Future[Any]:
+    try:
+        sent: asyncio.Future[Any] = await producer.send(
+            out.topic, out.value, key=out.key, partition=out.partition
+        )
+    except RECORD_ERRORS as exc:
+        sent = asyncio.get_running_loop().create_future()
+        sent.set_exception(exc)
+    return sent
 
 
 async def _delivered(futures: list[asyncio.Future[Any]]) -> None:
