@@ -155,9 +155,11 @@ def retry_marker_waits_soon(producer: AIOKafkaProducer, first_s: float) -> None:
 
     class Produce(SendProduceReqHandler):
         def handle_response(self, response: Any) -> None:
-            codes = {info[1] for _, partitions in response.topics for info in partitions}
-            if codes - {0} == {_NOT_ENOUGH_REPLICAS}:
+            refused = {info[1] for _, partitions in response.topics for info in partitions} - {0}
+            if refused == {_NOT_ENOUGH_REPLICAS}:
                 self._default_backoff = soon(retry_backoff)
+            elif not refused:
+                streak[0] = 0
             super().handle_response(response)
 
     async def add_partitions_to_txn(tps: Any) -> Any:
