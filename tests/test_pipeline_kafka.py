@@ -392,8 +392,11 @@ async def test_a_commit_whose_answer_was_lost_is_found_landed_or_not_on_the_brok
     committed is found committed (so it is not written again), one it never committed is
     aborted by the next producer under the same id and found not landed. Lanes waiting
     together share one transaction; a record Kafka refuses fails its own lane's commit and
-    aborts its neighbour's, which is sent again."""
+    aborts its neighbour's, which is sent again; a record that makes its partition's batch
+    too large is found and refused alone."""
     from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
     from aiokafka.errors import KafkaError
     from aiokafka.structs import OffsetAndMetadata
 
@@ -444,6 +447,29 @@ async def test_a_commit_whose_answer_was_lost_is_found_landed_or_not_on_the_brok
         assert isinstance(aborted, TransactionAborted)
         assert (await committed(first), await committed(second)) == (5, 2)
 
+        # The topic refuses batches over 2,000 bytes: one large record in a partition's
+        # batch first aborts the transaction, then is found alone; its neighbours go out.
+        admin = AIOKafkaAdminClient(**settings.kafka.options())
+        await admin.start()
+        try:
+            limit = {"max.message.bytes": "2000"}
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, decisions.topic, limit)]
+            )
+        finally:
+            await admin.close()
+        neighbours = [
+            Outgoing(decisions.topic, b"k", b"before", 0),
+            Outgoing(decisions.topic, b"k", b"y" * 3000, 0),
+            Outgoing(decisions.topic, b"k", b"after", 0),
+        ]
+        with pytest.raises(TransactionAborted):
+            await lane.commit(neighbours, OffsetAndMetadata(6, ""))
+        with pytest.raises(ProduceFailed) as found:
+            await lane.commit(neighbours, OffsetAndMetadata(6, ""))
+        assert list(found.value.failed) == [1]
+        await lane.commit([neighbours[0], neighbours[2]], OffsetAndMetadata(6, ""))
+
         # A transaction left without its commit:
         orphan = await transactions._started()  # noqa: SLF001
         await orphan.begin_transaction()
@@ -451,9 +477,9 @@ async def test_a_commit_whose_answer_was_lost_is_found_landed_or_not_on_the_brok
         await orphan.send_offsets_to_transaction({first: OffsetAndMetadata(9, "")}, group)
         transactions._producer = None  # noqa: SLF001 - the connection is gone, the commit unsent
         assert not await lane.landed(OffsetAndMetadata(9, ""))
-        assert await committed(first) == 5
+        assert await committed(first) == 6
         values = [v async for _, _, v in client.read_partition(settings.kafka, decisions)]
-        assert values == [b"landed", b"beside"]
+        assert values == [b"landed", b"beside", b"before", b"after"]
         with pytest.raises(KafkaError):
             await orphan.commit_transaction()  # fenced
     finally:

@@ -28,7 +28,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ _PARTITIONER = DefaultPartitioner()  # Kafka's: murmur2 of the key, as ``send`` 
 MAX_BACKOFF_S = 1.0  # a broker back from an outage is used within a second
 METADATA_PACE_S = 0.5  # a producer's metadata refreshes, at most this often (compat)
 COMMIT_TIMEOUT_S = 30.0
+RESTART_TIMEOUT_S = 5.0  # a failed transaction's producer replaced at once, if it can be
 MARKER_RETRY_S = 0.002  # a record refused while the last commit's markers are written
 
 
@@ -204,17 +205,37 @@ class Committer:
         """Release the lane's resources (its transactional producer)."""
 
 
+@dataclass
+class Handed:
+    """Records handed to a producer: each one's delivery future (in the order given), and
+    where it went, if in a batch shared with others."""
+
+    futures: list[asyncio.Future[Any]]
+    shared_batch: list[tuple[str, int] | None]
+
+    def isolate(self, failed: dict[int, BaseException], alone: set[tuple[str, int]]) -> bool:
+        """After Kafka refused records: whether any of them shared a batch (Kafka judges a
+        batch's size as a whole, so the refusal does not say which record it was). Their
+        partitions are then added to ``alone``, and the caller sends again: one record per
+        batch there, so that each refusal names its own record and sinks no neighbour."""
+        suspects = {self.shared_batch[i] for i in failed} - {None}
+        alone.update(place for place in suspects if place is not None)
+        return bool(suspects)
+
+
 async def _send(
-    producer: AIOKafkaProducer, outputs: Sequence[Outgoing]
-) -> list[asyncio.Future[Any]]:
-    """Hand every record to the producer, one batch per partition: aiokafka's per-record
-    ``send`` (metadata wait, partitioner, a future each) was most of a transaction's time on
-    the event loop. A batch's records share its future, as records that aiokafka batched
-    together always did (a broker refusing a batch refuses all of its records). A record
-    whose partition is the producer's choice (no key, no partition) goes through ``send``;
-    one refused at once (over the producer's own size limit) gets a future holding its
-    error. The returned futures are in ``outputs``' order."""
+    producer: AIOKafkaProducer,
+    outputs: Sequence[Outgoing],
+    alone: Container[tuple[str, int]] = frozenset(),
+) -> Handed:
+    """Hand every record to the producer, one batch per partition (``alone``: one batch per
+    record): aiokafka's per-record ``send`` (metadata wait, partitioner, a future each) was
+    most of a transaction's time on the event loop. A batch's records share its future. A
+    record whose partition is the producer's choice (no key, no partition) goes through
+    ``send``; one refused at once (over the producer's own size limit) gets a future
+    holding its error."""
     futures: list[asyncio.Future[Any] | None] = [None] * len(outputs)
+    shared: list[tuple[str, int] | None] = [None] * len(outputs)
     by_partition: dict[tuple[str, int], list[int]] = {}
     partitions: dict[str, list[int]] = {}
     for index, out in enumerate(outputs):
@@ -228,30 +249,34 @@ async def _send(
             futures[index] = await _send_one(producer, out)
         else:
             by_partition.setdefault((out.topic, partition), []).append(index)
-    for (topic, partition), indices in by_partition.items():
+
+    async def flush(place: tuple[str, int], builder: Any, members: list[int]) -> None:
+        sent = await producer.send_batch(builder, place[0], partition=place[1])
+        for member in members:
+            futures[member] = sent
+            shared[member] = place if len(members) > 1 else None
+
+    for place, indices in by_partition.items():
         builder = producer.create_batch()
         members: list[int] = []
         for index in indices:
             out = outputs[index]
-            if builder.append(key=out.key, value=out.value, timestamp=None) is None:
-                if not members:  # larger than a whole batch: alone, as aiokafka would
-                    futures[index] = await _send_one(producer, out)
-                    continue
-                sent = await producer.send_batch(builder, topic, partition=partition)
-                for member in members:
-                    futures[member] = sent
+            if members and place in alone:
+                await flush(place, builder, members)
                 builder, members = producer.create_batch(), []
+            if builder.append(key=out.key, value=out.value, timestamp=None) is None:
+                if members:  # full: sent, and the record starts the next batch
+                    await flush(place, builder, members)
+                    builder, members = producer.create_batch(), []
                 if builder.append(key=out.key, value=out.value, timestamp=None) is None:
-                    futures[index] = await _send_one(producer, out)
+                    futures[index] = await _send_one(producer, out)  # larger than a batch
                     continue
             members.append(index)
         if members:
-            sent = await producer.send_batch(builder, topic, partition=partition)
-            for member in members:
-                futures[member] = sent
+            await flush(place, builder, members)
     handed = [future for future in futures if future is not None]
     assert len(handed) == len(outputs)
-    return handed
+    return Handed(handed, shared)
 
 
 async def _send_one(producer: AIOKafkaProducer, out: Outgoing) -> asyncio.Future[Any]:
@@ -278,8 +303,9 @@ async def _delivered(futures: list[asyncio.Future[Any]]) -> None:
 
 
 class TransactionAborted(KafkaError):
-    """The transaction a lane's completions were in was aborted, for a neighbour's record
-    Kafka refused (dead-lettered now): sent again in the next, at once."""
+    """What a lane handed over was not written, for nothing of its own known: a neighbour's
+    record Kafka refused (dead-lettered now), or a batch Kafka refused whose records are now
+    sent one by one to find which (``Handed.isolate``). Sent again at once."""
 
 
 @dataclass
@@ -304,6 +330,7 @@ class WorkerTransactions:
         self._wake = asyncio.Event()
         self._busy = asyncio.Lock()  # one transaction, or one settling, at a time
         self._task: asyncio.Task[None] | None = None
+        self._alone: set[tuple[str, int]] = set()  # see ``Handed.isolate``
 
     async def start(self) -> None:
         """Fence this worker's former self (the same instance id): what it left open is
@@ -369,6 +396,16 @@ class WorkerTransactions:
             self._producer = await client.started(producer)
         return self._producer
 
+    async def _abandon(self) -> None:
+        """Drop the producer of a failed transaction and start the next at once: under the
+        same id it aborts what the failed one left open, which would otherwise hold back
+        ``read_committed`` readers and stable offset fetches until the broker's transaction
+        timeout. If the broker does not answer now, the next commit starts it."""
+        await self._stop_producer()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(RESTART_TIMEOUT_S):
+                await self._started()
+
     async def _stop_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
@@ -391,18 +428,24 @@ class WorkerTransactions:
             async with asyncio.timeout(COMMIT_TIMEOUT_S):
                 producer = await self._started()
                 await producer.begin_transaction()
-                futures = await _send(producer, [out for w in batch for out in w.outputs])
+                handed = await _send(
+                    producer, [out for w in batch for out in w.outputs], self._alone
+                )
                 # Every record's delivery is checked before the commit: aiokafka commits a
                 # transaction even when a record in it was refused (measured: the record is
                 # silently missing). The offsets go out meanwhile.
                 offsets = {w.tp: w.offset for w in batch}
                 await asyncio.gather(
-                    _delivered(futures),
+                    _delivered(handed.futures),
                     producer.send_offsets_to_transaction(offsets, self.group_id),
                 )
                 await producer.commit_transaction()
         except ProduceFailed as exc:
-            await self._stop_producer()  # never committed: the next producer aborts it
+            await self._abandon()  # never committed
+            if handed.isolate(exc.failed, self._alone):
+                for waiting in batch:  # sent again at once, record by record
+                    _fail(waiting, TransactionAborted())
+                return
             first = 0
             for waiting in batch:
                 count = len(waiting.outputs)
@@ -412,7 +455,10 @@ class WorkerTransactions:
         except BaseException as exc:
             # Whatever state the transaction is in, the next producer under the same id
             # settles it; the lanes ask whether it landed before they send again.
-            await self._stop_producer()
+            if isinstance(exc, Exception):
+                await self._abandon()
+            else:  # cancelled: the worker stops
+                await self._stop_producer()
             for waiting in batch:
                 _fail(waiting, exc if isinstance(exc, Exception) else KafkaError(repr(exc)))
             if not isinstance(exc, Exception):
@@ -447,13 +493,26 @@ class AtLeastOnceCommitter(Committer):
     """The worker's one producer, flushed before the consumer commits the offset: a crash
     between the two redoes the batch (duplicates, never losses)."""
 
-    def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, tp: TopicPartition):
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        alone: set[tuple[str, int]],
+    ) -> None:
         self.producer = producer
         self.consumer = consumer
         self.tp = tp
+        self.alone = alone  # the worker's partitions sent one record per batch (``Handed``)
 
     async def commit(self, outputs: Sequence[Outgoing], offset: OffsetAndMetadata) -> None:
-        await _delivered(await _send(self.producer, outputs))
+        handed = await _send(self.producer, outputs, self.alone)
+        try:
+            await _delivered(handed.futures)
+        except ProduceFailed as exc:
+            if handed.isolate(exc.failed, self.alone):
+                raise TransactionAborted() from exc  # sent again at once, record by record
+            raise
         await self.consumer.commit({self.tp: offset})
 
 
@@ -637,6 +696,7 @@ class StagePipeline:
         self.lanes: dict[TopicPartition, Lane] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None  # at-least-once only
+        self._alone: set[tuple[str, int]] = set()  # at-least-once: see ``Handed.isolate``
         self._transactions: WorkerTransactions | None = None  # exactly-once only
         self._poller: asyncio.Task[None] | None = None
         self.max_queued = 4 * settings.batch_size
@@ -800,7 +860,7 @@ class StagePipeline:
         if self._transactions is not None:
             return self._transactions.for_partition(tp)
         assert self._producer is not None
-        return AtLeastOnceCommitter(self._producer, self.consumer, tp)
+        return AtLeastOnceCommitter(self._producer, self.consumer, tp, self._alone)
 
 
 class _Listener(ConsumerRebalanceListener):
