@@ -27,6 +27,7 @@ import asyncio
 import collections
 import logging
 import time
+import types
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from typing import Any
@@ -304,13 +305,8 @@ class _MemberTxnOffsetCommitHandler(TxnOffsetCommitHandler):
                     return None
                 if code == _PRODUCER_FENCED:
                     raise Errors.ProducerFenced()
-
-        class V0Shape:
-            pass
-
-        shaped = V0Shape()
-        shaped.errors = errors  # type: ignore[attr-defined]
-        result: float | None = super().handle_response(shaped)
+        # aiokafka's handler reads v0's shape: ``errors`` by topic, (partition, code) pairs
+        result: float | None = super().handle_response(types.SimpleNamespace(errors=errors))
         return result
 
 

@@ -35,7 +35,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from modstream.contracts import DLQ_TOPIC, DeadLetter, dumps
@@ -44,13 +43,13 @@ from modstream.settings import Settings
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.ports import Record, guarded
 from modstream.stream import client, compat
+from modstream.stream.output import partition_of_key
 from modstream.stream.progress import PartitionProgress
 from modstream.stream.topics import MAX_DEAD_LETTER_BYTES
 
 log = logging.getLogger("modstream.stream")
 #: Errors that are the record's fault, not the broker's: retrying cannot help.
 RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
-_PARTITIONER = DefaultPartitioner()  # Kafka's: murmur2 of the key, as ``send`` places it
 MAX_BACKOFF_S = 1.0  # a broker back from an outage is used within a second
 METADATA_PACE_S = 0.5  # a producer's metadata refreshes, at most this often (compat)
 COMMIT_TIMEOUT_S = 30.0
@@ -201,9 +200,6 @@ class Committer:
         after all (at-least-once cannot tell, and redoes it)."""
         return False
 
-    async def close(self) -> None:
-        """Release the lane's resources (its transactional producer)."""
-
 
 @dataclass
 class Handed:
@@ -243,8 +239,7 @@ async def _send(
         if partition is None and out.key is not None:
             if out.topic not in partitions:
                 partitions[out.topic] = sorted(await producer.partitions_for(out.topic))
-            every = partitions[out.topic]
-            partition = int(_PARTITIONER(out.key, every, every))
+            partition = partition_of_key(out.key, partitions[out.topic])
         if partition is None:
             futures[index] = await _send_one(producer, out)
         else:
@@ -452,17 +447,17 @@ class WorkerTransactions:
                 own = {i - first: e for i, e in exc.failed.items() if first <= i < first + count}
                 _fail(waiting, ProduceFailed(own) if own else TransactionAborted())
                 first += count
-        except BaseException as exc:
+        except Exception as exc:
             # Whatever state the transaction is in, the next producer under the same id
             # settles it; the lanes ask whether it landed before they send again.
-            if isinstance(exc, Exception):
-                await self._abandon()
-            else:  # cancelled: the worker stops
-                await self._stop_producer()
+            await self._abandon()
             for waiting in batch:
-                _fail(waiting, exc if isinstance(exc, Exception) else KafkaError(repr(exc)))
-            if not isinstance(exc, Exception):
-                raise
+                _fail(waiting, exc)
+        except BaseException as exc:  # cancelled: the worker stops
+            await self._stop_producer()
+            for waiting in batch:
+                _fail(waiting, KafkaError(repr(exc)))
+            raise
         else:
             for waiting in batch:
                 if not waiting.committed.done():
@@ -576,7 +571,6 @@ class Lane:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.committer.close()
 
     async def _processor(self) -> None:
         while True:
