@@ -412,6 +412,30 @@ async def test_a_commit_whose_answer_was_lost_is_found_landed_or_not_on_the_brok
     first, second = (TopicPartition(settings.topic("uploads"), p) for p in (0, 1))
     decisions = TopicPartition(settings.topic("decisions"), 0)
     group = f"{settings.app_id}-landed"
+    # Set first, and waited for: the broker applies a topic's new config a moment later.
+    admin = AIOKafkaAdminClient(**settings.kafka.options())
+    await admin.start()
+    try:
+        topic_config = ConfigResource(ConfigResourceType.TOPIC, decisions.topic)
+        await admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC, decisions.topic, {"max.message.bytes": "2000"}
+                )
+            ]
+        )
+
+        async def limit() -> str:
+            [described] = await admin.describe_configs([topic_config])
+            entries = described.resources[0][4]
+            return next(value for name, value, *_ in entries if name == "max.message.bytes")
+
+        deadline = time.monotonic() + 10
+        while await limit() != "2000":
+            assert time.monotonic() < deadline, "the topic's new limit never showed"
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
     member = await client.started(
         client.consumer(settings.kafka, group_id=group, enable_auto_commit=False)
     )
@@ -447,17 +471,9 @@ async def test_a_commit_whose_answer_was_lost_is_found_landed_or_not_on_the_brok
         assert isinstance(aborted, TransactionAborted)
         assert (await committed(first), await committed(second)) == (5, 2)
 
-        # The topic refuses batches over 2,000 bytes: one large record in a partition's
-        # batch first aborts the transaction, then is found alone; its neighbours go out.
-        admin = AIOKafkaAdminClient(**settings.kafka.options())
-        await admin.start()
-        try:
-            limit = {"max.message.bytes": "2000"}
-            await admin.alter_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, decisions.topic, limit)]
-            )
-        finally:
-            await admin.close()
+        # The topic refuses batches over 2,000 bytes (set above): one large record in a
+        # partition's batch first aborts the transaction, then is found alone; its
+        # neighbours go out.
         neighbours = [
             Outgoing(decisions.topic, b"k", b"before", 0),
             Outgoing(decisions.topic, b"k", b"y" * 3000, 0),
