@@ -105,11 +105,42 @@ def _loads_object(raw: bytes | str, what: str) -> dict[str, Any]:
         raise ContractError(f"{what}: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise ContractError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    refuse_deep(value, what)
     try:  # orjson keeps the last of duplicate keys silently: parse again to find them
         _DUPLICATE_CHECK.decode(raw.decode() if isinstance(raw, bytes) else raw)
     except _DuplicateKey as exc:
         raise ContractError(f"{what}: duplicate key {exc}") from None
     return value
+
+
+#: No record of ours nests past a few levels. orjson takes 1,024, and Python's own parser
+#: (the duplicate-key check below) and every recursive walk after it would raise
+#: RecursionError well before that: refuse deep records up front, as the record's own error.
+MAX_JSON_DEPTH = 32
+
+
+def refuse_deep(value: Any, what: str) -> None:
+    """ContractError naming where ``value`` (parsed JSON) nests past ``MAX_JSON_DEPTH``."""
+    too_deep = _deeper_than(value, MAX_JSON_DEPTH)
+    if too_deep is not None:
+        raise ContractError(f"{what}: {too_deep}: nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _deeper_than(value: Any, limit: int) -> str | None:
+    """The path (``a.b[0]``) to the first value nested past ``limit`` levels, or None;
+    walked with a stack, since recursion is what a deep record would break."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        pairs = node.items() if isinstance(node, dict) else enumerate(node)
+        for name, child in pairs:
+            if not isinstance(child, dict | list):
+                continue
+            child_path = f"{path}[{name}]" if isinstance(node, list) else f"{path}.{name}"
+            if depth >= limit:
+                return child_path.lstrip(".")[:120]
+            stack.append((child, depth + 1, child_path))
+    return None
 
 
 class _DuplicateKey(ValueError):

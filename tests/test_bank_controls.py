@@ -3,6 +3,7 @@ quarantined entries, flood windows, and a bank file's round trip."""
 
 from __future__ import annotations
 
+import csv
 import io
 import random
 
@@ -163,3 +164,26 @@ def test_an_exported_bank_reads_back_as_the_same_entries(tmp_path):
         write_bank_file(again, counts, second, fmt)
         assert second.getvalue() == out.getvalue()
     assert '"outcomes":{"confirm":3,"overturn":1}' in out.getvalue()
+
+
+def test_exported_cells_a_spreadsheet_would_run_are_quoted_and_read_back(tmp_path):
+    """OWASP's CSV injection: a label or entry id starting with = + - @ is written behind a
+    quote (no spreadsheet runs it), and importing the file gives the entry back as it was."""
+    hostile = [
+        BankEntry("b", "=cmd|' /C calc'!A0", "pdq", PDQ, ("+SUM(1,2)", "tve"), "takedown",
+                  "2026-11-01T00:00:00Z"),
+        BankEntry("b", "@x", "md5", "0" * 32, ("-2+3",), "review", "2026-11-02T00:00:00Z"),
+    ]  # fmt: skip
+    for fmt in ("csv", "threatexchange-csv"):
+        out = io.StringIO()
+        write_bank_file(hostile, {}, out, fmt)
+        cells = [cell for row in csv.reader(io.StringIO(out.getvalue())) for cell in row]
+        assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells
+        assert {"'=cmd|' /C calc'!A0", "'@x"} <= set(cells) or fmt != "csv"
+        assert {"'+SUM(1,2);tve", "'+SUM(1,2) tve"} & set(cells)
+        path = tmp_path / f"bank-{fmt}.csv"
+        path.write_text(out.getvalue())
+        again = sorted(read_bank_file(path, "b"), key=lambda e: e.signal_type, reverse=True)
+        assert [e.labels for e in again] == [e.labels for e in hostile]
+        if fmt == "csv":
+            assert again == hostile

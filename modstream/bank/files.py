@@ -23,10 +23,10 @@ import hashlib
 import io
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -108,12 +108,35 @@ def _default_id(signal_type: str, signal: str) -> str:
     return f"{signal_type}-{hashlib.sha256(signal.encode()).hexdigest()[:16]}"
 
 
+#: A cell starting so is run as a formula by spreadsheets (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    """A text cell a spreadsheet would run is written behind a quote, as OWASP advises."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def _uncell(value: str | None) -> str | None:
+    """The text ``_cell`` wrote, read back as it was."""
+    if value and value.startswith("'") and value[1:].startswith(_FORMULA_START):
+        return value[1:]
+    return value
+
+
+class _SafeWriter(csv.DictWriter):
+    """A ``csv.DictWriter`` whose text cells cannot be formulas."""
+
+    def writerow(self, rowdict: Mapping[str, Any]) -> Any:
+        return super().writerow({k: _cell(v) for k, v in rowdict.items()})
+
+
 def _csv_rows(text: str) -> Iterator[tuple[int, dict]]:
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or not {"signal_type", "signal"} <= set(reader.fieldnames):
         raise ContractError("CSV bank file needs a header with signal_type,signal")
     for row in reader:
-        yield reader.line_num, row
+        yield reader.line_num, {k: _uncell(v) for k, v in row.items()}
 
 
 def _threatexchange_csv_rows(text: str) -> Iterator[tuple[int, dict]]:
@@ -121,7 +144,8 @@ def _threatexchange_csv_rows(text: str) -> Iterator[tuple[int, dict]]:
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or not {"signal_type", "signal_str"} <= set(reader.fieldnames):
         raise ContractError("python-threatexchange CSV needs signal_type,signal_str columns")
-    for row in reader:
+    for raw_row in reader:
+        row = {k: _uncell(v) for k, v in raw_row.items()}
         category = (row.get("category") or "").strip().upper()
         if category == "NEGATIVE_CLASS":
             yield reader.line_num, {"skip": "negative opinion"}
@@ -173,7 +197,7 @@ def write_bank_file(
     rows = sorted(entries, key=lambda e: (e.signal_type, e.entry_id))
     if fmt in ("threatexchange-csv", "local-file"):
         return _write_threatexchange(rows, out, fmt)
-    writer = csv.DictWriter(out, EXPORT_COLUMNS, lineterminator="\n") if fmt == "csv" else None
+    writer = _SafeWriter(out, EXPORT_COLUMNS, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()
     for entry in rows:
@@ -200,9 +224,7 @@ def write_bank_file(
 
 
 def _write_threatexchange(rows: list[BankEntry], out: TextIO, fmt: str) -> int:
-    writer = (
-        csv.DictWriter(out, TX_CSV_COLUMNS, lineterminator="\n") if fmt != "local-file" else None
-    )
+    writer = _SafeWriter(out, TX_CSV_COLUMNS, lineterminator="\n") if fmt != "local-file" else None
     if writer is not None:
         writer.writeheader()
     for entry in rows:

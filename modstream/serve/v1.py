@@ -14,7 +14,7 @@ import orjson
 from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from modstream.contracts import ContractError, ReviewOutcome, UploadEvent
+from modstream.contracts import ContractError, ReviewOutcome, UploadEvent, refuse_deep
 from modstream.serve.access import ApiKey
 from modstream.serve.backend import ApiError
 
@@ -195,8 +195,9 @@ def _accepted(
 ) -> tuple[_R, bytes]:
     """The body as the pipeline's contract reads it (400 naming the field otherwise), for
     a platform the caller holds; with its bytes, as published."""
-    raw = orjson.dumps(body)
     try:
+        refuse_deep(body, "body")  # before serialising it again, which would fail on it
+        raw = orjson.dumps(body)
         record = parse(raw)
     except ContractError as exc:
         raise ApiError(400, str(exc)) from None

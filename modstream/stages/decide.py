@@ -156,8 +156,15 @@ class DecideStage:
             record.normalized_text,
             self.verdicts.find(upload.platform, upload.content_id, record.media),
         )
-        if struck(decision) and not history.has_strike(past, upload.event_id):
-            self.history[key] = history.with_strike(past, upload.event_id, created)
+        if struck(decision):
+            # Written even when remembered already: an attempt at this batch that failed
+            # (``guarded`` retries its records one by one) kept the strike in memory but
+            # dropped its changelog record with the rest of its outputs.
+            self.history[key] = (
+                past
+                if history.has_strike(past, upload.event_id)
+                else history.with_strike(past, upload.event_id, created)
+            )
         return decision
 
 

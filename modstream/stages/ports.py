@@ -59,15 +59,36 @@ async def guarded(
     records: Sequence[Record],
     out: Output,
 ) -> None:
-    """Run a stage on a batch; if it fails unexpectedly (a bug, not bad input), every record
-    of the batch goes to the dead-letter topic with the error, and the stream goes on,
-    instead of the agent crashing with records taken but not processed."""
+    """Run a stage on a batch; if it fails unexpectedly (a bug, not bad input), run it again
+    on each record alone, so that only the records that fail by themselves go to the
+    dead-letter topic with the error and their neighbours are decided as usual; the stream
+    goes on instead of the agent crashing with records taken but not processed.
+
+    ``process`` must be all or nothing: what it produced before it raised is dropped (the
+    lanes' ``_all_or_nothing``), so that a retried record is not written twice."""
     try:
         await process(records)
+        return
     except Exception as exc:
-        log.error("%s stage failed on a batch of %d", stage, len(records), exc_info=exc)
-        for record in records:
-            await out.dead_letter(record, f"internal error: {exc!r}", "internal_error", stage)
+        if len(records) == 1:
+            await _failed(stage, records[0], exc, out)
+            return
+        log.error(
+            "%s stage failed on a batch of %d: retrying its records one by one",
+            stage,
+            len(records),
+            exc_info=exc,
+        )
+    for record in records:
+        try:
+            await process([record])
+        except Exception as exc:
+            await _failed(stage, record, exc, out)
+
+
+async def _failed(stage: str, record: Record, exc: Exception, out: Output) -> None:
+    log.error("%s stage failed on a record", stage, exc_info=exc)
+    await out.dead_letter(record, f"internal error: {exc!r}", "internal_error", stage)
 
 
 def watch(deliveries: Sequence[asyncio.Future[Any]]) -> None:

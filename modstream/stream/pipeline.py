@@ -586,13 +586,15 @@ class Lane:
             self._wake.set()
 
     async def _all_or_nothing(self, records: Sequence[Record]) -> None:
-        """The stage on a batch; if it fails, what it produced before failing is dropped, so
-        that each of its records ends as a dead letter only (``guarded``), not also as a
-        decision."""
+        """The stage on a batch; if it fails, what it produced in this call is dropped, so
+        that a record retried alone (``guarded``) or dead-lettered is not also written by
+        the attempt that failed."""
+        outputs = _CURRENT.get().outputs
+        before = len(outputs)
         try:
             await self.route.process(records)
         except Exception:
-            _CURRENT.get().outputs.clear()
+            del outputs[before:]
             raise
 
     @property

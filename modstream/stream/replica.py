@@ -143,7 +143,8 @@ class StateReplica(TopicReplica):
             if key is None:
                 raise ContractError("record without a key")
             self.store.apply(key.decode(), value)
-        except (ContractError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # a record's failure of any kind is its own: a replica
+            # stopped on one record would serve stale state to every decision after it
             self.metrics.dead_letters.labels(stage="replica", reason="invalid_record").inc()
             log.warning(
                 "replicated record ignored",
