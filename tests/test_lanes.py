@@ -196,3 +196,27 @@ async def test_a_stage_that_fails_midway_leaves_dead_letters_only():
     outputs, offset = committer.commits[0]
     assert [o.topic for o in outputs] == ["uploads.dlq", "uploads.dlq"] and offset.offset == 2
     await lane.close()
+
+
+async def test_a_batch_that_fails_on_one_record_commits_its_neighbours_once():
+    """The stage writes as it goes and raises on offset 2: what the failed attempt wrote is
+    dropped, each record is tried alone, and only offset 2 becomes a dead letter."""
+    committer = MemoryCommitter()
+
+    async def process(records):
+        for record in records:
+            await output.send("decisions", None, b"%d" % record.offset)
+            if record.offset == 2:
+                raise RecursionError("maximum recursion depth exceeded")
+
+    lane, output = lane_with(committer, process)
+    lane.take(consumed(range(5)))
+    assert await lane.drained(5.0)
+    written = [o for outputs, _ in committer.commits for o in outputs]
+    assert sorted(o.value for o in written if o.topic == "decisions") == [
+        b"0", b"1", b"3", b"4"
+    ]  # fmt: skip
+    (letter,) = [orjson.loads(o.value) for o in written if o.topic == "uploads.dlq"]
+    assert letter["offset"] == 2 and "RecursionError" in letter["error"]
+    assert committer.commits[-1][1].offset == 5
+    await lane.close()
