@@ -312,8 +312,15 @@ def _ssl_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SS
     return context
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _parse(name: str, type_name: str, raw: str) -> Any:
     try:
+        if type_name == "bool":  # before this, "false" was kept as a (truthy) string
+            if raw.strip().lower() not in _TRUE + _FALSE:
+                raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE)}")
+            return raw.strip().lower() in _TRUE
         if type_name == "int":
             return int(raw)
         if type_name == "float":
