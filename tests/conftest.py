@@ -289,4 +289,8 @@ def start_server(workers, tmp_path, ssl_context=None, **env: str):
                     break
         except OSError:
             time.sleep(0.3)
+    else:
+        proc.kill()
+        log_text = (tmp_path / f"serve-{port}.log").read_text()
+        raise AssertionError(f"serve not up: {log_text[-3000:]}")
     return url, proc
