@@ -433,12 +433,13 @@ async def test_a_commit_whose_answer_was_lost_is_found_landed_or_not_on_the_brok
             ]
         )
 
-        async def limit() -> str:
+        async def limit_shown() -> bool:
             [described] = await admin.describe_configs([topic_config])
             entries = described.resources[0][4]
-            return next(value for name, value, *_ in entries if name == "max.message.bytes")
+            limit = next(value for name, value, *_ in entries if name == "max.message.bytes")
+            return limit == "2000"
 
-        await eventually(lambda: limit() == "2000", timeout=30, what="the topic's new limit")
+        await eventually(limit_shown, timeout=30, what="the topic's new limit")
     finally:
         await admin.close()
     member = await client.started(
