@@ -45,7 +45,8 @@ prometheus:
 	      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(TOOLS) >/dev/null; }; \
 	  else echo "install the Debian packages $(TOOLS)" >&2; exit 1; fi; }
 
-# The fast group: no broker, no worker processes (tests that need one are marked kafka).
+# The fast group: no broker, no worker processes, no Java. Marked kafka (tests/conftest.py):
+# tests using a broker fixture, everything under tests/faults, *_kafka.py, LocalKafka users.
 test-unit: setup
 	$(BIN)/pytest -q -m "not kafka"
 
@@ -66,7 +67,8 @@ bench-transactions: setup
 	$(BIN)/modstream kafka start
 	$(BIN)/python bench/transactions.py
 
-# The fault scenarios alone (they also run in make test); figures appended to the report.
+# The fault scenarios alone (they also run in make test): they assert counts (lost,
+# duplicated, unexpected); their times are printed and appended to the report.
 faults: setup
 	$(BIN)/modstream kafka start
 	mkdir -p .modstream

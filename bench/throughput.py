@@ -3,6 +3,8 @@
 Publishes a burst of text-only events, then of 640x480 inline JPEG events, and times how fast
 one worker turns them into decisions; then paces events at half the measured image peak and
 reports end-to-end latency (publish to decision read back). Topics are isolated per run.
+Once the worker has stopped, the decisions are read to their committed end and every event
+published must have exactly one (the figures of a run that lost or doubled one are void).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
 import orjson
@@ -24,7 +27,7 @@ from limit import ready
 
 from modstream.demo import encode, sample
 from modstream.settings import Settings
-from modstream.stream.client import end_offsets, publish, read_topic
+from modstream.stream.client import end_offsets, publish, read_topic, scan_table
 from modstream.stream.topics import delete_topics, ensure_topics
 
 RUN = uuid.uuid4().hex[:8]
@@ -69,7 +72,33 @@ async def burst(records: list[tuple[bytes, bytes]]) -> float:
         seen.add(key.decode())
         if ids <= seen:
             break
+    if not ids <= seen:
+        raise SystemExit(f"{len(ids - seen)} of {len(ids)} events not decided in the burst")
     return len(ids) / (time.perf_counter() - started)
+
+
+async def decisions_per_event() -> Counter[str]:
+    """How many decisions each event has, over the whole topic to its committed end."""
+    counts: Counter[str] = Counter()
+
+    def count(_partition: int, _key: bytes, value: bytes | None) -> None:
+        counts[orjson.loads(value or b"{}").get("event_id", "")] += 1
+
+    await scan_table(SETTINGS.kafka, SETTINGS.topic("decisions"), count)
+    return counts
+
+
+def exactly_once(counts: Counter[str], published: set[str]) -> str:
+    """A line saying each event was decided once; exits with the counts if not."""
+    lost = published - set(counts)
+    doubled = {i: n for i, n in counts.items() if n > 1}
+    unexpected = set(counts) - published
+    if lost or doubled or unexpected:
+        raise SystemExit(
+            f"not exactly once: {len(lost)} lost, {len(doubled)} decided more than once, "
+            f"{len(unexpected)} unknown ids (e.g. {sorted(lost)[:3]} {sorted(doubled)[:3]})"
+        )
+    return f"decisions: {len(published):,} events, each decided exactly once (read to the end)"
 
 
 async def paced(records: list[tuple[bytes, bytes]], rate: float) -> list[float]:
@@ -118,18 +147,26 @@ async def main() -> None:
         stdout=log,
         stderr=log,
     )
+    published: set[str] = set()
+
+    async def burst_of(records: list[tuple[bytes, bytes]]) -> float:
+        published.update(key.decode() for key, _ in records)
+        return await burst(records)
+
     try:
         await ready(SETTINGS.web_port)
-        await burst([event(f"warm-{i}", text="warm up") for i in range(500)])
+        await burst_of([event(f"warm-{i}", text="warm up") for i in range(500)])
         texts = [
             "Police said the group claimed responsibility, according to reporters.",
             "join the caravan, glory to the martyrs",
             "what a match last night",
         ]
-        text_rate = await burst([event(f"t{RUN}-{i}", text=texts[i % 3]) for i in range(20000)])
+        text_rate = await burst_of([event(f"t{RUN}-{i}", text=texts[i % 3]) for i in range(20000)])
         # A third to review: each such decision also writes its review case (issue 14).
         texts[1] = "Glory to our martyrs! Rise up, brothers, and join the ranks."
-        review_rate = await burst([event(f"r{RUN}-{i}", text=texts[i % 3]) for i in range(20000)])
+        review_rate = await burst_of(
+            [event(f"r{RUN}-{i}", text=texts[i % 3]) for i in range(20000)]
+        )
         pics = photos(64)
         image_events = [
             event(
@@ -144,15 +181,17 @@ async def main() -> None:
             )
             for i in range(1500)
         ]
-        image_rate = await burst(image_events)
-        latencies = await paced(
-            [
-                event(f"p{RUN}-{i}", media=img)
-                for i, (_, raw) in enumerate(image_events[:600])
-                for img in [orjson.loads(raw)["media"]]
-            ],
-            rate=image_rate / 2,
-        )
+        image_rate = await burst_of(image_events)
+        paced_events = [
+            event(f"p{RUN}-{i}", media=img)
+            for i, (_, raw) in enumerate(image_events[:600])
+            for img in [orjson.loads(raw)["media"]]
+        ]
+        published.update(key.decode() for key, _ in paced_events)
+        latencies = await paced(paced_events, rate=image_rate / 2)
+        worker.terminate()  # it commits or aborts what it holds: nothing more to come
+        worker.wait(timeout=30)
+        once = exactly_once(await decisions_per_event(), published)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -161,6 +200,7 @@ async def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, broker on the same machine"
     )
+    print(once)
     print(f"text-only events/s (one worker): {text_rate:,.0f}")
     print(f"text-only events/s, a third of them to review: {review_rate:,.0f}")
     print(

@@ -22,11 +22,22 @@ from modstream.settings import Settings
 BROKER = os.environ.get("MODSTREAM_BROKER", "127.0.0.1:9092")
 
 
+FAULTS = Path(__file__).parent / "faults"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that needs a broker is in the ``kafka`` group, marked or not, so that
-    ``make test-unit`` (``-m "not kafka"``) never starts one."""
+    ``make test-unit`` (``-m "not kafka"``) never starts one (nor needs Java): by fixture,
+    by folder (the fault suite), by file name (``*_kafka.py``), or by starting a broker of
+    its own (a module that imports ``LocalKafka``)."""
     for item in items:
-        if {"kafka", "workers", "secure_kafka"} & set(getattr(item, "fixturenames", ())):
+        module = getattr(item, "module", None)
+        if (
+            {"kafka", "workers", "secure_kafka"} & set(getattr(item, "fixturenames", ()))
+            or FAULTS in item.path.parents
+            or item.path.name.endswith("_kafka.py")
+            or (module is not None and "LocalKafka" in vars(module))
+        ):
             item.add_marker(pytest.mark.kafka)
 
 
@@ -278,4 +289,8 @@ def start_server(workers, tmp_path, ssl_context=None, **env: str):
                     break
         except OSError:
             time.sleep(0.3)
+    else:
+        proc.kill()
+        log_text = (tmp_path / f"serve-{port}.log").read_text()
+        raise AssertionError(f"serve not up: {log_text[-3000:]}")
     return url, proc

@@ -2,49 +2,193 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from modstream.stream.client import publish, read_topic
+from modstream.stream.client import committed_reader, publish, started, topic_partitions
 from modstream.stream.output import key_partitioner
 
+T = TypeVar("T")
 
-async def collect(
-    workers, topic: str, want: set[str], start=None, timeout=60.0, copies: dict | None = None
-) -> dict[str, list]:
-    """Decisions (or other records keyed by event id) until every id in ``want`` is seen (ids
-    in ``copies`` that many times: one event id used by several platforms)."""
-    copies = copies or {}
-    seen: dict[str, list] = {}
+#: How long a drained reader keeps reading after the committed end with nothing new.
+DRAIN_S = 1.0
+
+
+@dataclass
+class Sightings:
+    """Every record read, by event id: what a reader needs to tell lost, doubled and
+    unexpected records apart (a reader that stops at the first sighting of each id can only
+    ever find losses)."""
+
+    records: dict[str, list[dict]] = field(default_factory=dict)
+
+    def add(self, key: bytes | None, value: bytes | None) -> None:
+        record = orjson.loads(value) if value is not None else {}
+        event_id = record.get("event_id") or (key.decode() if key else "")
+        self.records.setdefault(event_id, []).append(record)
+
+    def count(self, event_id: str) -> int:
+        return len(self.records.get(event_id, ()))
+
+    def complete(self, want: Iterable[str], copies: dict[str, int]) -> bool:
+        return all(self.count(i) >= copies.get(i, 1) for i in want)
+
+    def lost(self, want: Iterable[str], copies: dict[str, int] | None = None) -> list[str]:
+        copies = copies or {}
+        return sorted(i for i in want if self.count(i) < copies.get(i, 1))
+
+    def duplicates(self, want: Iterable[str], copies: dict[str, int] | None = None) -> dict:
+        """Ids of ``want`` seen more often than expected, with how often they were seen."""
+        copies = copies or {}
+        return {i: self.count(i) for i in want if self.count(i) > copies.get(i, 1)}
+
+    def unexpected(self, want: Iterable[str]) -> list[str]:
+        return sorted(set(self.records) - set(want))
+
+
+async def read_to_committed_end(
+    reader: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    take: Callable[[bytes | None, bytes | None], None],
+    drain_s: float = DRAIN_S,
+    timeout: float = 60.0,
+) -> None:
+    """Read on until ``reader`` stands at every partition's committed end as of now (the last
+    stable offset: a ``read_committed`` reader's end offsets), then ``drain_s`` more with
+    nothing new; every record goes to ``take``. Raises if the end is not reached in
+    ``timeout``: a reader that cannot get there cannot say there are no duplicates."""
+    ends = await reader.end_offsets(partitions)
     deadline = time.monotonic() + timeout
-    async for key, value in read_topic(
-        workers.settings.kafka, workers.settings.topic(topic), start=start, timeout_s=timeout
-    ):
-        record = orjson.loads(value)
-        seen.setdefault(record.get("event_id", key.decode() if key else ""), []).append(record)
-        enough = all(len(seen.get(i, ())) >= copies.get(i, 1) for i in want)
-        if enough or time.monotonic() > deadline:
-            break
+    quiet_since = time.monotonic()
+    while True:
+        at_end = all([await reader.position(tp) >= ends[tp] for tp in partitions])
+        if at_end and time.monotonic() - quiet_since >= drain_s:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never reached the committed end {ends} in {timeout:g} s")
+        batches = await reader.getmany(*partitions, timeout_ms=200)
+        for records in batches.values():
+            for record in records:
+                take(record.key, record.value)
+        if any(batches.values()):
+            quiet_since = time.monotonic()
+
+
+async def read_all(
+    workers,
+    topic: str,
+    want: set[str],
+    start: dict[int, int] | None = None,
+    timeout: float = 60.0,
+    copies: dict[str, int] | None = None,
+    drain_s: float = DRAIN_S,
+) -> Sightings:
+    """Every committed record of ``topic`` (from ``start`` offsets, else the beginning) until
+    each id in ``want`` has been seen (ids in ``copies`` that many times), then on to the
+    topic's committed end and ``drain_s`` past it: a duplicate that lands after the last
+    first sighting is counted too. Gives up waiting for ``want`` after ``timeout``."""
+    copies = copies or {}
+    seen = Sightings()
+    reader = await started(committed_reader(workers.settings.kafka))
+    try:
+        partitions = await topic_partitions(reader, workers.settings.topic(topic))
+        reader.assign(partitions)
+        for tp in partitions:
+            if start and tp.partition in start:
+                reader.seek(tp, start[tp.partition])
+            else:
+                await reader.seek_to_beginning(tp)
+        deadline = time.monotonic() + timeout
+        while not seen.complete(want, copies) and time.monotonic() < deadline:
+            for records in (await reader.getmany(*partitions, timeout_ms=200)).values():
+                for record in records:
+                    seen.add(record.key, record.value)
+        await read_to_committed_end(reader, partitions, seen.add, drain_s)
+    finally:
+        await reader.stop()
     return seen
 
 
+async def collect(
+    workers,
+    topic: str,
+    want: set[str],
+    start: dict[int, int] | None = None,
+    timeout: float = 60.0,
+    copies: dict[str, int] | None = None,
+) -> dict[str, list]:
+    """Decisions (or other records keyed by event id) by id, read as ``read_all`` reads them
+    (to the committed end, duplicates included); ids in ``copies`` are awaited that many
+    times (one event id used by several platforms, or decided again by a person)."""
+    return (await read_all(workers, topic, want, start, timeout, copies)).records
+
+
 async def dead_letters(workers, count: int, timeout: float = 30.0) -> list[dict]:
-    """The first ``count`` records of the dead-letter topic (waiting up to ``timeout`` for
-    each)."""
-    return [
-        orjson.loads(value)
-        async for _, value in read_topic(
-            workers.settings.kafka,
-            workers.settings.topic("uploads.dlq"),
-            max_records=count,
-            timeout_s=timeout,
-        )
-    ]
+    """Every record of the dead-letter topic, once at least ``count`` are there (waiting up
+    to ``timeout``), read to its committed end: more than ``count`` shows as more."""
+    letters: list[dict] = []
+    reader = await started(committed_reader(workers.settings.kafka))
+    try:
+        partitions = await topic_partitions(reader, workers.settings.topic("uploads.dlq"))
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+
+        def take(_key: bytes | None, value: bytes | None) -> None:
+            letters.append(orjson.loads(value or b"{}"))
+
+        deadline = time.monotonic() + timeout
+        while len(letters) < count and time.monotonic() < deadline:
+            for records in (await reader.getmany(*partitions, timeout_ms=200)).values():
+                for record in records:
+                    take(record.key, record.value)
+        await read_to_committed_end(reader, partitions, take)
+    finally:
+        await reader.stop()
+    return letters
+
+
+async def eventually(
+    check: Callable[[], T | Awaitable[T]], timeout: float = 30.0, what: str = "the condition"
+) -> T:
+    """The first truthy answer of ``check`` (a function or coroutine function), asked with a
+    backoff from 0.1 s to 1 s: a positive assertion about something that becomes true a
+    moment later, without a fixed sleep. Fails after ``timeout`` with the last answer."""
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while True:
+        answer = check()
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer:
+            return answer  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not true within {timeout:g} s; last: {answer!r}")
+        await asyncio.sleep(pause)
+        pause = min(1.0, pause * 2)
+
+
+def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "the condition") -> T:
+    """``eventually`` for tests without an event loop."""
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while True:
+        answer = check()
+        if answer:
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not true within {timeout:g} s; last: {answer!r}")
+        time.sleep(pause)
+        pause = min(1.0, pause * 2)
 
 
 async def send(workers, topic: str, records) -> None:

@@ -13,7 +13,7 @@ from collections import Counter
 import orjson
 import pytest
 from conftest import add_local_exchange, cli
-from streaming import collect, inline, send, upload
+from streaming import collect, eventually, inline, send, upload
 from tcap_server import TCAPList, TCAPServer
 from test_review_kafka import PDQ, ROCKET, uploaders_on_each_partition
 
@@ -80,12 +80,17 @@ async def test_local_file_and_sample_sync_into_banks_two_workers_match(
         match = next(e for e in decision["evidence"] if e["kind"] == "hash_match")
         assert match["bank"] == "shared" and match["entry_id"].startswith("partner.")
 
+    banked = {port: workers.status(port)["bank_entries"] for _, port in workers.procs}
     signals.write_text(f"video_md5 {other_md5}\n")  # the partner withdrew the photo
     done = cli(workers, "exchange", "sync-now", "partner", "--wait", "60")
     assert "synced 'partner'" in done.stdout
     state = (await states(workers))["partner"]
     assert state.deleted == 1 and state.published == 2
-    await asyncio.sleep(1.0)  # the workers' replicas apply the tombstone within a poll
+    await eventually(
+        lambda: all(workers.status(p).get("bank_entries") == n - 1 for p, n in banked.items()),
+        timeout=60,
+        what="the tombstone on both workers' replicas",
+    )
     for decision in await decide_on_each_worker(workers, "after"):
         assert decision["verdict"] == "allow", decision
 

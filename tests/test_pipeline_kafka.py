@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import os
 import random
 import re
@@ -18,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from streaming import (
     collect,
     dead_letters,
+    eventually,
     http_server,
     inline,
     send,
@@ -67,10 +69,10 @@ async def test_uploads_in_decisions_out_with_dlq_broken_media_and_urls(workers, 
     broken = decisions["e2e-broken-image"][0]
     assert broken["media_errors"][0]["reason"] == "corrupt"
 
-    takedowns = await collect(workers, "takedowns", {"by-url"}, timeout=10)
+    takedowns = await collect(workers, "takedowns", {"by-url"})
     assert all(r["verdict"] == "takedown" for found in takedowns.values() for r in found)
 
-    letters = await dead_letters(workers, 1, timeout=10)
+    letters = await dead_letters(workers, 1)
     assert base64.b64decode(letters[0]["original_b64"]) == malformed
     assert "upload.media: expected list" in letters[0]["error"]
 
@@ -85,7 +87,9 @@ async def test_uploads_in_decisions_out_with_dlq_broken_media_and_urls(workers, 
     assert re.search(r'modstream_records_produced_total\{topic="[^"]*decisions"\} [1-9]', text)
 
 
-async def test_bank_changes_reach_every_worker_within_seconds(workers):
+async def test_bank_changes_reach_every_running_worker(workers):
+    """A hash banked while two workers run is matched by both, and its tombstone removes it
+    from both, without a restart (how soon goes to the log: a shared machine varies)."""
     await send(workers, "hashbank", [])  # topic exists, bank empty
     workers.start()
     workers.start()
@@ -99,22 +103,22 @@ async def test_bank_changes_reach_every_worker_within_seconds(workers):
     # Uploaders on every partition of uploads.hashed, so both workers decide some of these
     # (random ones all fall on one partition once in 128 runs).
     uploaders = uploaders_on_each_partition(workers.settings.partitions, per_partition=4)
-    deadline = time.monotonic() + 20
-    matched_in = 0.0
-    while time.monotonic() < deadline:
-        batch = {f"live-{time.monotonic_ns()}-{u}": u for u in uploaders}
-        ids = set(batch)
+    attempts = itertools.count()
+
+    async def all_taken_down() -> bool:
+        batch = {f"live-{next(attempts)}-{u}": u for u in uploaders}
         start = await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
         await send(
             workers,
             "uploads",
             [upload(i, media=inline(photo), uploader=u) for i, u in sorted(batch.items())],
         )
-        found = await collect(workers, "decisions", ids, start=start, timeout=20)
-        if all(found[i][0]["verdict"] == "takedown" for i in ids):
-            matched_in = time.monotonic() - added
-            break
-    assert 0 < matched_in <= 8, "bank addition was not live in both workers"
+        found = await collect(workers, "decisions", set(batch), start=start)
+        assert {len(found.get(i, ())) for i in batch} == {1}, "one decision per event"
+        return all(found[i][0]["verdict"] == "takedown" for i in batch)
+
+    await eventually(all_taken_down, timeout=120, what="the bank addition live in both workers")
+    print(f"\nbank addition matched by both workers {time.monotonic() - added:.1f} s after")
     per_worker = [
         re.search(
             r'modstream_matches_total\{action="takedown",bank="live",signal_type="pdq"\} (\d+)',
@@ -125,10 +129,11 @@ async def test_bank_changes_reach_every_worker_within_seconds(workers):
     assert all(per_worker), "each worker must have matched the new hash"
 
     await send(workers, "hashbank", [(entry.key.encode(), None)])  # tombstone
-    deadline = time.monotonic() + 20
-    while any(workers.status(port).get("bank_entries") for _, port in workers.procs):
-        assert time.monotonic() < deadline, "the tombstone did not reach every worker"
-        await asyncio.sleep(0.2)
+    await eventually(
+        lambda: not any(workers.status(port).get("bank_entries") for _, port in workers.procs),
+        timeout=60,
+        what="the tombstone on every worker",
+    )
     ids = {f"after-removal-{i}" for i in range(8)}
     start = await end_offsets(workers.settings.kafka, workers.settings.topic("decisions"))
     await send(
@@ -254,7 +259,11 @@ async def test_a_large_replay_runs_in_a_child_and_the_worker_restores_its_snapsh
     added = BankEntry("live", "cat", "pdq", hash_media("m", "image", chelsea, 10**8).signals[
         "pdq"]["value"], (), "takedown", "")  # fmt: skip
     await send(workers, "hashbank", [(added.key.encode(), dumps(added))])
-    await asyncio.sleep(1.0)  # a tailed change is live within a poll
+    await eventually(
+        lambda: workers.status(port).get("bank_entries") == len(banked) + 1,
+        timeout=60,
+        what="the tailed change in the restored bank",
+    )
     await send(workers, "uploads", [upload("child-cat", media=inline(chelsea))])
     cat = (await collect(workers, "decisions", {"child-cat"}))["child-cat"][0]
     assert cat["verdict"] == "takedown"
@@ -268,10 +277,7 @@ async def test_restart_loads_the_bank_snapshot_and_reads_only_newer_changes(work
     entries = bank_entries()
     proc, port = workers.start(MODSTREAM_BANK_SNAPSHOT_INTERVAL_S="1")
     link = workers.settings.data_dir / "bank-snapshot"
-    deadline = time.monotonic() + 30
-    while not (link / "manifest.json").exists() and time.monotonic() < deadline:
-        await asyncio.sleep(0.3)
-    assert (link / "manifest.json").exists(), "no snapshot saved"
+    await eventually((link / "manifest.json").exists, timeout=60, what="a saved snapshot")
     assert workers.status(port)["bank_from_snapshot"] is False
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
@@ -378,11 +384,13 @@ async def test_a_slow_video_does_not_hold_up_images(workers):
              for n, i in enumerate(sorted(others))],
         )  # fmt: skip
         try:
-            found = await collect(workers, "decisions", others | {"slow-video"}, timeout=5)
-            assert set(found) == others, "the video must still be waiting"
+            found = await collect(workers, "decisions", others)
+            # Its download is held until the release below: it cannot have been decided.
+            assert set(found) == others, "the others decided while the video still waits"
         finally:
             release.set()
         video = await collect(workers, "decisions", {"slow-video"})
+    assert {i: len(video[i]) for i in video} == {i: 1 for i in others | {"slow-video"}}
     assert video["slow-video"][0]["media_errors"] == []
     assert video["slow-video"][0]["verdict"] == "allow"
 
@@ -425,15 +433,13 @@ async def test_a_commit_whose_answer_was_lost_is_found_landed_or_not_on_the_brok
             ]
         )
 
-        async def limit() -> str:
+        async def limit_shown() -> bool:
             [described] = await admin.describe_configs([topic_config])
             entries = described.resources[0][4]
-            return next(value for name, value, *_ in entries if name == "max.message.bytes")
+            limit = next(value for name, value, *_ in entries if name == "max.message.bytes")
+            return limit == "2000"
 
-        deadline = time.monotonic() + 10
-        while await limit() != "2000":
-            assert time.monotonic() < deadline, "the topic's new limit never showed"
-            await asyncio.sleep(0.1)
+        await eventually(limit_shown, timeout=30, what="the topic's new limit")
     finally:
         await admin.close()
     member = await client.started(

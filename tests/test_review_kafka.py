@@ -10,7 +10,15 @@ import time
 
 import orjson
 import pytest
-from streaming import collect, dead_letters, inline, send, upload, uploaders_on_each_partition
+from streaming import (
+    collect,
+    dead_letters,
+    eventually,
+    inline,
+    send,
+    upload,
+    uploaders_on_each_partition,
+)
 
 from modstream.contracts import BankEntry, PlatformPolicy, dumps
 from modstream.demo import encode, sample
@@ -79,6 +87,7 @@ async def test_reviewers_verdicts_flow_back_to_every_worker_and_survive_a_restar
     decided = await collect(
         workers, "decisions", {"news", "post-1"}, copies={"news": 2, "post-1": 2}
     )
+    assert {k: len(v) for k, v in decided.items()} == {"news": 2, "post-1": 2}  # once each
     human = {k: v[-1] for k, v in decided.items()}
     assert (human["news"]["source"], human["news"]["verdict"]) == ("human", "allow")
     assert human["news"]["supersedes"] == automated["news"]["decision_id"]
@@ -121,12 +130,14 @@ async def test_reviewers_verdicts_flow_back_to_every_worker_and_survive_a_restar
     workers.stop_all()
     workers.start()
     await send(workers, "uploads", [upload("news", media=inline(NEWS))])
-    latest = (await collect(workers, "decisions", {"news"}, copies={"news": 3}))["news"][-1]
+    news = (await collect(workers, "decisions", {"news"}, copies={"news": 3}))["news"]
+    assert len(news) == 3, "automated, human, and the redelivery's"
+    latest = news[-1]
     assert (latest["source"], latest["verdict"]) == ("automated", "allow")
     assert latest["evidence"][0]["kind"] == "human_verdict"
 
 
-async def _wait_for_replication(workers, since: float, timeout: float = 20.0) -> None:
+async def _wait_for_replication(workers, since: float, timeout: float = 60.0) -> None:
     """Until every worker has applied the review's bank entries (its bank grew)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -189,6 +200,14 @@ async def test_bank_controls_shadow_quarantine_release_and_export_on_two_workers
     await workers.wait_split(workers.settings.topic("uploads.hashed"))
     first, second = uploaders_on_each_partition(workers.settings.partitions)
 
+    def quarantine_shown(port: int) -> bool:
+        """The worker's gauge of entries in quarantine now (refreshed every 5 s)."""
+        gauge = 'modstream_bank_entry_quarantined{bank="shared",'
+        return any(
+            line.startswith(gauge) and line.endswith(" 1.0")
+            for line in workers.metrics(port).splitlines()
+        )
+
     async def decide(prefix: str, uploader: str, count: int) -> list[dict]:
         batch = [upload(f"{prefix}-{n}", media=inline(ROCKET), uploader=uploader)
                  for n in range(count)]  # fmt: skip
@@ -209,7 +228,11 @@ async def test_bank_controls_shadow_quarantine_release_and_export_on_two_workers
         "quarantined"
     }
     # ... and on the second, which never saw it flood (shared state, bank.config).
-    await asyncio.sleep(1.0)
+    await eventually(
+        lambda: all(quarantine_shown(port) for _, port in workers.procs),
+        timeout=60,
+        what="the quarantine on both workers",
+    )
     assert [d["verdict"] for d in await decide("b", second, 3)] == ["review"] * 3
     shown = orjson.loads(cli(workers, "bank", "show", "shared"))
     assert list(shown["quarantined"]) == ["shared/pdq/rocket"]
@@ -217,7 +240,11 @@ async def test_bank_controls_shadow_quarantine_release_and_export_on_two_workers
 
     # A person releases it: it acts again on both workers (and is exempt for a while).
     cli(workers, "bank", "release", "shared/pdq/rocket")
-    await asyncio.sleep(1.0)
+    await eventually(
+        lambda: not any(quarantine_shown(port) for _, port in workers.procs),
+        timeout=60,
+        what="the release on both workers",
+    )
     released = await decide("c", first, 3) + await decide("d", second, 3)
     assert [d["verdict"] for d in released] == ["takedown"] * 6
 

@@ -1,5 +1,6 @@
 """The fault suite's tools: a steady load of upload events, a reader that notes when each
-decision became visible to a ``read_committed`` consumer, and the figures of a scenario."""
+decision became visible to a ``read_committed`` consumer (and, settled, reads on to the
+topic's committed end so that a late duplicate is counted), and the figures of a scenario."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import itertools
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from streaming import send, upload
+from streaming import read_to_committed_end, send, upload
 
 from modstream.stream.client import committed_reader, started, topic_partitions
 
@@ -30,6 +31,8 @@ class Figures:
     decided: int = 0
     lost: int = 0
     duplicate_records: int = 0
+    unexpected_ids: int = 0
+    settled: bool = False
     extra: dict = field(default_factory=dict)
 
     def report(self) -> None:
@@ -71,15 +74,28 @@ class Decisions:
         assert self._client is not None
         while True:
             batches = await self._client.getmany(timeout_ms=100)
-            now = time.monotonic()
             for records in batches.values():
                 for record in records:
-                    body = orjson.loads(record.value)
-                    event_id = body.get("event_id") or record.key.decode()
-                    self.arrivals.setdefault(event_id, []).append(now)
-                    self.records.setdefault(event_id, []).append(body)
+                    self._take(record.key, record.value)
             if batches:
                 self._changed.set()
+
+    def _take(self, key: bytes | None, value: bytes | None) -> None:
+        body = orjson.loads(value or b"{}")
+        event_id = body.get("event_id") or (key.decode() if key else "")
+        self.arrivals.setdefault(event_id, []).append(time.monotonic())
+        self.records.setdefault(event_id, []).append(body)
+
+    async def settle(self) -> None:
+        """Stop following the topic and read it to its committed end as of now, plus a drain:
+        called once the workers have stopped, every record they committed is counted, a
+        duplicate that landed after the last first sighting too."""
+        assert self._task is not None and self._client is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await read_to_committed_end(self._client, list(self._client.assignment()), self._take)
+        self.settled = True
 
     async def until(self, done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -95,7 +111,9 @@ class Decisions:
     async def all_of(self, ids: list[str], timeout: float) -> bool:
         return await self.until(lambda: all(i in self.arrivals for i in ids), timeout)
 
-    def figures(self, scenario: str, ids: list[str]) -> Figures:
+    def figures(self, scenario: str, ids: list[str], others: Sequence[str] = ()) -> Figures:
+        """The counts over ``ids``; ``others`` are ids the scenario also sent (a warm-up),
+        any other id on the topic is unexpected."""
         decided = [i for i in ids if i in self.arrivals]
         return Figures(
             scenario,
@@ -103,6 +121,8 @@ class Decisions:
             decided=len(decided),
             lost=len(ids) - len(decided),
             duplicate_records=sum(len(self.arrivals[i]) - 1 for i in decided),
+            unexpected_ids=len(set(self.arrivals) - set(ids) - set(others)),
+            settled=self.settled,
         )
 
     def longest_pause(self, since: float, until: float) -> float:
