@@ -72,6 +72,10 @@ class HashingShares:
         self.per_caller = per_caller
         self._running: dict[str, int] = {}
 
+    def callers(self) -> int:
+        """How many callers have a job running."""
+        return len(self._running)
+
     @contextmanager
     def slot(self, caller: str) -> Iterator[None]:
         running = self._running.get(caller, 0)
@@ -201,7 +205,7 @@ class Backend:
             if self._comparing.locked():
                 raise ApiError(503, "busy comparing other videos: retry", retry_after=1)
             async with self._comparing:
-                distance = await asyncio.to_thread(_video_distance, left, right)
+                distance = await asyncio.to_thread(video_distance, left, right)
         return [distance <= kind.thresholds.takedown, {"distance": distance}]
 
     def raw_matches(self, signal_type_name: str, signal: str) -> list[Match]:
@@ -408,7 +412,7 @@ def sniff(data: bytes) -> str:
     return "video"
 
 
-def _video_distance(query: str, bank: str) -> int:
+def video_distance(query: str, bank: str) -> int:
     """vPDQ's distance of two (normalized) videos, or a 400 past the time budget."""
     deadline = time.monotonic() + COMPARE_BUDGET_S
     try:

@@ -70,6 +70,10 @@ class RecentDecisions:
             if not waiter.done():
                 waiter.set_result(decision)
 
+    def waiting(self) -> int:
+        """How many requests wait for a decision."""
+        return sum(map(len, self._waiting.values()))
+
     def get(self, platform: str, event_id: str) -> dict[str, Any] | None:
         return self._decisions.get((platform, event_id))
 
