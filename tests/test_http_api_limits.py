@@ -265,7 +265,8 @@ async def test_each_caller_has_a_bounded_share_of_hashing(tmp_path) -> None:
         other = asyncio.create_task(api.post("/h/hash", files=photo, headers={"x-api-key": "k-b"}))
         while started < 2:
             await asyncio.sleep(0.01)
-        again = await api.post("/h/hash", files=photo, headers={"x-api-key": "k-a"})
+        async with asyncio.timeout(30):  # (unbounded, it would wait for the first)
+            again = await api.post("/h/hash", files=photo, headers={"x-api-key": "k-a"})
         assert again.status_code == 429 and again.headers["retry-after"] == "1"
         by_url = await api.get("/h/hash", params={"url": "http://x/r.jpg"},
                                headers={"x-api-key": "k-a"})  # fmt: skip
