@@ -18,6 +18,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -69,6 +70,11 @@ def build_api(
     sites = sites or SitePolicy.for_server("127.0.0.1")
     checks = dict(checks or {})
     metrics = metrics or HttpMetrics()
+    Gauge(
+        "modstream_http_video_compares_running",
+        "vPDQ comparisons of /m/compare running now (in threads, off the event loop)",
+        registry=metrics.registry,
+    ).set_function(lambda: backend.comparing)
     api = FastAPI(
         title="modstream",
         summary="Hash, match and curate banks; HMA-compatible",

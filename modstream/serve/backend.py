@@ -130,6 +130,7 @@ class Backend:
         self.ready = ready
         self.shares = HashingShares(hash_jobs_per_caller)
         self._comparing = asyncio.Semaphore(MAX_COMPARES)
+        self.comparing = 0  # video compares running now (a metric)
 
     # ---- hashing ---------------------------------------------------------------------
 
@@ -205,7 +206,11 @@ class Backend:
             if self._comparing.locked():
                 raise ApiError(503, "busy comparing other videos: retry", retry_after=1)
             async with self._comparing:
-                distance = await asyncio.to_thread(video_distance, left, right)
+                self.comparing += 1
+                try:
+                    distance = await asyncio.to_thread(video_distance, left, right)
+                finally:
+                    self.comparing -= 1
         return [distance <= kind.thresholds.takedown, {"distance": distance}]
 
     def raw_matches(self, signal_type_name: str, signal: str) -> list[Match]:
