@@ -110,6 +110,10 @@ class Settings:
     api_exchange_files_dir: Path | None = None  # where local_file exchanges made over HTTP live
     api_tls_certfile: Path | None = None  # HTTPS with this certificate chain (PEM) and key
     api_tls_keyfile: Path | None = None
+    api_allowed_hosts: tuple[
+        str, ...
+    ] = ()  # host names served besides loopback and the bind address
+    api_hash_jobs_per_caller: int = 2  # fetch-and-hash jobs one key (or address) runs at once
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -158,6 +162,8 @@ class Settings:
             raise ValueError(
                 "MODSTREAM_EXCHANGE_RETRY_S and _PAGE_TIMEOUT_S must be > 0, _CONCURRENCY 1..16"
             )
+        if not 1 <= self.api_hash_jobs_per_caller <= 64:
+            raise ValueError("MODSTREAM_API_HASH_JOBS_PER_CALLER must be 1..64")
         if (self.api_tls_certfile is None) != (self.api_tls_keyfile is None):
             raise ValueError("MODSTREAM_API_TLS_CERTFILE and _KEYFILE go together")
         if not 800_000 <= self.max_record_bytes <= 16 * 1024 * 1024:

@@ -64,7 +64,7 @@ def api() -> TestClient:
         raise AssertionError("no fetching in memory")
 
     backend = Backend(bank, controls, AppliedAtOnce(bank, controls), hasher, fetch)
-    return TestClient(build_api(backend))
+    return TestClient(build_api(backend), base_url="http://localhost")
 
 
 def test_banks_signals_lookup_disable_and_delete_as_hma_answers(api: TestClient) -> None:
@@ -151,7 +151,7 @@ def test_api_keys_roles_rotation_and_rate_limits(tmp_path, monkeypatch) -> None:
 
     backend = Backend(bank, controls, AppliedAtOnce(bank, controls), nothing, nothing)
     gate = Gate(KeyRing(keys), RateLimit(rate=1.0, burst=3))
-    api = TestClient(build_api(backend, gate))
+    api = TestClient(build_api(backend, gate), base_url="http://localhost")
     lookup = {"signal_type": "pdq", "signal": PDQ}
     assert api.get("/m/lookup", params=lookup).status_code == 401
     assert api.get("/m/lookup", params=lookup, headers={"X-API-Key": "nope"}).json() == {
@@ -216,7 +216,9 @@ def test_v1_keys_act_only_for_their_platforms(tmp_path) -> None:
     bank = Bank(controls=controls)
     backend = Backend(bank, controls, AppliedAtOnce(bank, controls), None, None)  # type: ignore[arg-type]
     gate = Gate(KeyRing(keys), RateLimit(rate=100.0, burst=100))
-    api = TestClient(build_api(backend, gate, v1=(Recorder(), RecentDecisions())))
+    api = TestClient(
+        build_api(backend, gate, v1=(Recorder(), RecentDecisions())), base_url="http://localhost"
+    )
     event = {"schema": 1, "event_id": "e1", "platform": "forum", "content_id": "c1",
              "uploader_id": "u1", "created_at": "2026-11-30T00:00Z", "text": "hi"}  # fmt: skip
     key = {"X-API-Key": "k-forum"}
@@ -243,7 +245,7 @@ def test_exchanges_as_hma_answers_without_taking_secrets(tmp_path) -> None:
     publisher = AppliedAtOnce(bank, controls)
     backend = Backend(bank, controls, publisher, None, None)  # type: ignore[arg-type]
     admin = ExchangeAdmin(backend, publisher.exchanges, tmp_path)
-    api = TestClient(build_api(backend, exchanges=admin))
+    api = TestClient(build_api(backend, exchanges=admin), base_url="http://localhost")
 
     assert api.get("/c/exchanges/apis").json() == [
         "fb_threatexchange", "tat", "ncmec", "stop_ncii", "local_file", "sample"

@@ -15,6 +15,7 @@ thresholds read as percentages: takedown at <= 20 is "80% of the bank video's fr
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +43,15 @@ class VideoComparison:
 
 
 def compare(
-    query: Sequence[FrameHash], bank: Sequence[FrameHash], frame_distance: int = FRAME_DISTANCE
+    query: Sequence[FrameHash],
+    bank: Sequence[FrameHash],
+    frame_distance: int = FRAME_DISTANCE,
+    deadline: float | None = None,
 ) -> VideoComparison:
     """Both shares and the matching stretches of two videos: every query frame against every
     unique bank frame, in numpy, a block of query frames at a time (for evidence and tests;
-    the index finds the candidates among many videos)."""
+    the index finds the candidates among many videos). Past ``deadline`` (``time.monotonic``)
+    it raises TimeoutError between blocks: the cost is the product of the frame counts."""
     bank_frames = unique_frames(bank)
     if not query or not bank_frames:
         return VideoComparison(0.0, 0.0, ())
@@ -55,6 +60,8 @@ def compare(
     matched_bank = np.zeros(len(bank_frames), dtype=bool)
     pairs: list[tuple[float, float]] = []
     for start in range(0, len(query), 256):
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError("video comparison over its time budget")
         block = query[start : start + 256]
         codes = hex_to_codes([f.pdq_hex for f in block], 256)
         distances = np.bitwise_count(codes[:, None, :] ^ bank_codes[None, :, :]).sum(axis=2)

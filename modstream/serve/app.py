@@ -9,7 +9,7 @@ models that validate a call are the OpenAPI document, and a call that does not f
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +18,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -28,10 +29,10 @@ from modstream.serve.access import AccessError, Gate, RateLimit
 from modstream.serve.backend import ApiError, Backend
 from modstream.serve.exchanges import ExchangeAdmin, add_exchange_routes
 from modstream.serve.hma import add_hma_routes
+from modstream.serve.limits import BodyLimit, declared_too_large
+from modstream.serve.sites import SitePolicy
 from modstream.serve.v1 import RecentDecisions, Submitter, add_v1_routes
 
-#: Largest request body: an upload (64 MiB) and its multipart framing.
-MAX_BODY_BYTES = 65 * 1024 * 1024
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -59,10 +60,21 @@ def build_api(
     metrics: HttpMetrics | None = None,
     v1: tuple[Submitter, RecentDecisions] | None = None,
     exchanges: ExchangeAdmin | None = None,
+    sites: SitePolicy | None = None,
+    checks: Mapping[str, Callable[[], bool]] | None = None,
 ) -> FastAPI:
-    """``gate`` None: no keys, a generous rate limit per client address (tests, loopback)."""
+    """``gate`` None: no keys, a generous rate limit per client address (tests, loopback).
+    ``sites`` None: only loopback names; ``checks``: what ``/ready`` reports besides the
+    bank, each by name."""
     gate = gate or Gate(None, RateLimit(rate=1000.0, burst=2000.0))
+    sites = sites or SitePolicy.for_server("127.0.0.1")
+    checks = dict(checks or {})
     metrics = metrics or HttpMetrics()
+    Gauge(
+        "modstream_http_video_compares_running",
+        "vPDQ comparisons of /m/compare running now (in threads, off the event loop)",
+        registry=metrics.registry,
+    ).set_function(lambda: backend.comparing)
     api = FastAPI(
         title="modstream",
         summary="Hash, match and curate banks; HMA-compatible",
@@ -73,7 +85,8 @@ def build_api(
 
     @api.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"message": exc.message}, status_code=exc.status)
+        extra = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse({"message": exc.message}, status_code=exc.status, headers=extra)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,23 +99,37 @@ def build_api(
 
     @api.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse(
+            {"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    api.add_middleware(BodyLimit)  # inside the guard: its refusals are counted too
 
     @api.middleware("http")
     async def guard(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        """Size, key, role and rate before anything else; every answer counted."""
+        """Site, size, key, role and rate before anything else; every answer counted."""
         started = time.perf_counter()
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            if int(headers.get("content-length") or 0) > MAX_BODY_BYTES:
-                raise AccessError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+            refused = sites.refusal(request.method, headers)
+            if refused is not None:
+                raise AccessError(*refused)
+            limit = declared_too_large(
+                request.method, request.url.path, headers.get("content-length")
+            )
+            if limit is not None:
+                raise AccessError(413, f"request body larger than {limit} bytes")
             client = request.client.host if request.client else "unknown"
-            request.state.api_key = gate.check(request.url.path, headers, client)
+            key = gate.check(request.url.path, headers, client)
+            request.state.api_key = key
+            request.state.caller = f"key:{key.name}" if key else f"ip:{client}"
             response = await call_next(request)
         except AccessError as exc:
-            extra = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+            extra = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+            if exc.status == 413:  # the body is left unread: the connection cannot go on
+                extra["Connection"] = "close"
             response = JSONResponse({"message": exc.message}, exc.status, headers=extra)
         route = _template(request)
         metrics.requests.labels(route, str(response.status_code)).inc()
@@ -119,8 +146,11 @@ def build_api(
 
     @api.get("/ready", tags=["health"])
     async def ready() -> JSONResponse:
-        is_ready = backend.ready()
-        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+        """Ready when the bank is loaded and every other check (the decisions tail) holds;
+        each named, so a 503 says which."""
+        found = {"bank": backend.ready()} | {name: check() for name, check in checks.items()}
+        is_ready = all(found.values())
+        return JSONResponse({"ready": is_ready, **found}, status_code=200 if is_ready else 503)
 
     add_hma_routes(api, backend)
     if exchanges is not None:

@@ -7,12 +7,15 @@ give it an in-memory publisher.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import math
 import random
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,12 +27,14 @@ from modstream.contracts import (
     HASHBANK_TOPIC,
     BankConfig,
     BankEntry,
+    ContractError,
     EntryControl,
     MediaSignals,
     bank_key,
     dumps,
 )
 from modstream.formats.vpdq import format_vpdq_json, parse_vpdq
+from modstream.matching.video import compare as compare_videos
 from modstream.signals import for_exchange_name, registry
 
 #: HMA's content types, and the media kind each is.
@@ -39,15 +44,54 @@ BANKED = {"image": ("pdq", "md5", "sha256"), "video": ("md5", "sha256", "vpdq")}
 #: HMA's names for modstream's signal types where they differ, by media kind.
 HMA_NAMES = {("video", "md5"): "video_md5"}
 BANK_NAME = re.compile(r"^[A-Z0-9_]+$")
+#: Most frames a vPDQ signal given to the API may have: over an hour at HMA's one frame a
+#: second. Comparing two videos costs the product of their frames (8k x 8k: 1.5 s of CPU).
+MAX_VPDQ_FRAMES = 4096
+#: CPU time one ``/m/compare`` of videos may take (off the event loop), and how many may
+#: run at once; beyond that the server is busy (503).
+COMPARE_BUDGET_S = 5.0
+MAX_COMPARES = 2
 
 
 class ApiError(Exception):
     """An error the API answers with ``{"message": ...}`` and ``status``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
+
+
+class HashingShares:
+    """Each caller's share of the hashing pool: at most ``per_caller`` fetch-and-hash jobs
+    at once, so one key (or one anonymous address) cannot queue the pool up for everyone.
+    Holds only callers with a job running."""
+
+    def __init__(self, per_caller: int) -> None:
+        self.per_caller = per_caller
+        self._running: dict[str, int] = {}
+
+    def callers(self) -> int:
+        """How many callers have a job running."""
+        return len(self._running)
+
+    @contextmanager
+    def slot(self, caller: str) -> Iterator[None]:
+        running = self._running.get(caller, 0)
+        if running >= self.per_caller:
+            raise ApiError(
+                429, f"{running} hashing jobs of this caller are running already", retry_after=1
+            )
+        self._running[caller] = running + 1
+        try:
+            yield
+        finally:
+            left = self._running[caller] - 1
+            if left:
+                self._running[caller] = left
+            else:
+                del self._running[caller]
 
 
 class Publisher(Protocol):
@@ -76,6 +120,7 @@ class Backend:
         hasher: Callable[[str, bytes], Awaitable[MediaSignals]],
         fetch: Callable[[str], Awaitable[bytes]],
         ready: Callable[[], bool] = lambda: True,
+        hash_jobs_per_caller: int = 2,
     ) -> None:
         self.bank = bank
         self.controls = controls
@@ -83,12 +128,20 @@ class Backend:
         self.hasher = hasher
         self.fetch = fetch
         self.ready = ready
+        self.shares = HashingShares(hash_jobs_per_caller)
+        self._comparing = asyncio.Semaphore(MAX_COMPARES)
+        self.comparing = 0  # video compares running now (a metric)
 
     # ---- hashing ---------------------------------------------------------------------
 
-    async def hash(self, content_type: str, data: bytes) -> dict[str, str]:
+    async def hash(self, content_type: str, data: bytes, caller: str) -> dict[str, str]:
         """The signals HMA would give (``pdq`` of a photo, ``video_md5`` of a video) and
-        modstream's others (``md5``/``sha256``/``phash``, ``vpdq`` in its JSON form)."""
+        modstream's others (``md5``/``sha256``/``phash``, ``vpdq`` in its JSON form), in
+        one of ``caller``'s hashing slots."""
+        with self.shares.slot(caller):
+            return await self._hash(content_type, data)
+
+    async def _hash(self, content_type: str, data: bytes) -> dict[str, str]:
         kind = CONTENT_TYPES.get(content_type)
         if kind is None:
             raise ApiError(400, f"no such content_type: {content_type!r}")
@@ -108,9 +161,15 @@ class Backend:
             hashes[HMA_NAMES.get((kind, name), name)] = value
         return hashes
 
-    async def fetch_and_hash(self, url: str, content_type: str | None) -> dict[str, str]:
-        data = await self.fetch(url)
-        return await self.hash(content_type or sniff(data), data)
+    async def fetch_and_hash(
+        self, url: str, content_type: str | None, caller: str
+    ) -> tuple[str, dict[str, str]]:
+        """The content type and signals of the media at ``url``, fetched and hashed in one
+        of ``caller``'s slots."""
+        with self.shares.slot(caller):
+            data = await self.fetch(url)
+            kind = content_type or sniff(data)
+            return kind, await self._hash(kind, data)
 
     # ---- matching --------------------------------------------------------------------
 
@@ -124,10 +183,35 @@ class Backend:
         kind = registry()[signal_type]
         if signal_type == "pdq" and not re.fullmatch(r"[0-9a-f]{64}", signal):
             raise ApiError(400, "invalid signal: invalid PDQ hash")
+        # Three commas a frame in either vPDQ form: too many frames is refused unparsed.
+        if signal_type == "vpdq" and signal.count(",") > 3 * MAX_VPDQ_FRAMES:
+            raise ApiError(400, f"invalid signal: vpdq has over {MAX_VPDQ_FRAMES} frames")
         try:
-            return kind.normalize(signal)
+            normalized = kind.normalize(signal)
         except ValueError as exc:
             raise ApiError(400, f"invalid signal: {exc}") from None
+        if signal_type == "vpdq" and normalized.count("\n") > MAX_VPDQ_FRAMES:
+            raise ApiError(400, f"invalid signal: vpdq has over {MAX_VPDQ_FRAMES} frames")
+        return normalized
+
+    async def compare(self, signal_type_name: str, pair: list[str]) -> list[Any]:
+        """``/m/compare``: whether two signals match, and their distance. Videos are
+        compared in a thread, within ``COMPARE_BUDGET_S``, ``MAX_COMPARES`` at a time."""
+        signal_type = self.signal_type(signal_type_name)
+        left, right = (self.normalized(signal_type, s) for s in pair)
+        kind = registry()[signal_type]
+        if signal_type != "vpdq":
+            distance = kind.distance(left, right)
+        else:
+            if self._comparing.locked():
+                raise ApiError(503, "busy comparing other videos: retry", retry_after=1)
+            async with self._comparing:
+                self.comparing += 1
+                try:
+                    distance = await asyncio.to_thread(video_distance, left, right)
+                finally:
+                    self.comparing -= 1
+        return [distance <= kind.thresholds.takedown, {"distance": distance}]
 
     def raw_matches(self, signal_type_name: str, signal: str) -> list[Match]:
         """Every entry within its bank's takedown distance (HMA's threshold: PDQ 31)."""
@@ -202,7 +286,7 @@ class Backend:
             raise ApiError(400, "Bank names must be UPPER_WITH_UNDERSCORE")
         if name in self.banks():
             raise ApiError(403, "Bank already exists")
-        await self._configure(name, BankConfig(enabled_ratio=ratio))
+        await self._configure(name, BankConfig(enabled_ratio=_ratio(ratio)))
         return self.bank_json(name)
 
     async def update_bank(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +296,9 @@ class Backend:
         config = self.controls.bank(name)
         ratio = config.enabled_ratio
         if "enabled" in changes:
-            ratio = 1.0 if bool(changes["enabled"]) else 0.0
+            if not isinstance(changes["enabled"], bool):
+                raise ApiError(400, "enabled must be true or false")
+            ratio = 1.0 if changes["enabled"] else 0.0
         if "enabled_ratio" in changes:
             ratio = _ratio(changes["enabled_ratio"])
         await self._configure(name, dataclasses.replace(config, enabled=True, enabled_ratio=ratio))
@@ -226,9 +312,14 @@ class Backend:
             await self.publisher.publish(BANK_CONFIG_TOPIC, [(f"bank/{name}".encode(), None)])
 
     async def _configure(self, name: str, config: BankConfig) -> None:
-        await self.publisher.publish(
-            BANK_CONFIG_TOPIC, [(f"bank/{name}".encode(), config.to_json())]
-        )
+        """Publish the config, once it is one every replica accepts (what they refuse
+        would leave the bank as it was everywhere, after a 201 here)."""
+        record = config.to_json()
+        try:
+            BankConfig.parse(record)
+        except ContractError as exc:
+            raise ApiError(400, str(exc)) from None
+        await self.publisher.publish(BANK_CONFIG_TOPIC, [(f"bank/{name}".encode(), record)])
 
     # ---- content ---------------------------------------------------------------------
 
@@ -326,13 +417,14 @@ def sniff(data: bytes) -> str:
     return "video"
 
 
-def compare(signal_type_name: str, pair: list[str], backend: Backend) -> list[Any]:
-    """``/m/compare``: whether two signals match, and their distance."""
-    signal_type = backend.signal_type(signal_type_name)
-    left, right = (backend.normalized(signal_type, s) for s in pair)
-    kind = registry()[signal_type]
-    distance = kind.distance(left, right)
-    return [distance <= kind.thresholds.takedown, {"distance": distance}]
+def video_distance(query: str, bank: str) -> int:
+    """vPDQ's distance of two (normalized) videos, or a 400 past the time budget."""
+    deadline = time.monotonic() + COMPARE_BUDGET_S
+    try:
+        found = compare_videos(parse_vpdq(query), parse_vpdq(bank), deadline=deadline)
+    except TimeoutError:
+        raise ApiError(400, f"comparing these videos takes over {COMPARE_BUDGET_S:g} s") from None
+    return found.distance
 
 
 def _hma_name(entry: BankEntry) -> str:
@@ -352,7 +444,7 @@ def _ratio(value: Any) -> float:
         ratio = float(value)
     except (TypeError, ValueError):
         raise ApiError(400, "enabled_ratio must be a number between 0 and 1") from None
-    if not 0.0 <= ratio <= 1.0:
+    if isinstance(value, bool) or not math.isfinite(ratio) or not 0.0 <= ratio <= 1.0:
         raise ApiError(400, "enabled_ratio must be a number between 0 and 1")
     return ratio
 

@@ -13,11 +13,9 @@ from fastapi import Body, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
-from modstream.serve.backend import CONTENT_TYPES, ApiError, Backend, compare, sniff
+from modstream.serve.backend import CONTENT_TYPES, ApiError, Backend
+from modstream.serve.limits import MAX_UPLOAD_BYTES, bounded_form
 from modstream.signals import registry
-
-#: Largest upload accepted by multipart endpoints (HMA has no limit; a limit is a choice).
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 def add_hma_routes(api: FastAPI, backend: Backend) -> None:
@@ -43,21 +41,23 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
 
     @api.get("/h/hash", tags=["hma"])
     async def hash_url(
-        url: str, content_type: str | None = None, types: str | None = None
+        request: Request, url: str, content_type: str | None = None, types: str | None = None
     ) -> dict[str, str]:
         """The signals of the media at ``url`` (fetched SSRF-safely)."""
-        return _only(await backend.fetch_and_hash(url, content_type), types)
+        _, hashes = await backend.fetch_and_hash(url, content_type, _caller(request))
+        return _only(hashes, types)
 
     @api.post("/h/hash", tags=["hma"])
     async def hash_upload(request: Request, types: str | None = None) -> dict[str, str]:
         """The signals of an uploaded ``photo`` or ``video`` (multipart)."""
         content_type, data = await _one_upload(request)
-        return _only(await backend.hash(content_type, data), types)
+        return _only(await backend.hash(content_type, data, _caller(request)), types)
 
     # ---- matching ------------------------------------------------------------------------
 
     @api.get("/m/lookup", tags=["hma"])
     async def lookup_get(
+        request: Request,
         signal: str | None = None,
         signal_type: str | None = None,
         url: str | None = None,
@@ -69,7 +69,7 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
         As in HMA, ``bypass_coinflip`` is honoured only by ``POST``."""
         wanted = _names(banks)
         if url:
-            hashes = await backend.fetch_and_hash(url, content_type)
+            _, hashes = await backend.fetch_and_hash(url, content_type, _caller(request))
             found = _lookup_all(backend, hashes, wanted, seed, False)
             return found.get(signal_type or "", found)
         if not signal or not signal_type:
@@ -85,7 +85,7 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
     ) -> dict[str, Any]:
         """Hash an uploaded ``photo`` or ``video`` and look each signal up."""
         content_type, data = await _one_upload(request)
-        hashes = await backend.hash(content_type, data)
+        hashes = await backend.hash(content_type, data, _caller(request))
         return _lookup_all(backend, hashes, _names(banks), seed, bypass_coinflip)
 
     @api.get("/m/raw_lookup", tags=["hma"])
@@ -111,7 +111,7 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
         for name, pair in pairs.items():
             if len(pair) != 2:
                 raise ApiError(400, f"{name}: expected two signals to compare")
-            found[name] = compare(name, pair, backend)
+            found[name] = await backend.compare(name, pair)
         return found
 
     @api.get("/m/index/status", tags=["hma"])
@@ -171,13 +171,12 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
         """Add media by ``?url=`` or a multipart ``photo``/``video`` upload."""
         backend.require_bank(bank_name)
         if url:
-            data = await backend.fetch(url)
-            kind = content_type or sniff(data)
+            kind, hashes = await backend.fetch_and_hash(url, content_type, _caller(request))
         elif request.headers.get("content-type", "").startswith("multipart/form-data"):
             kind, data = await _one_upload(request)
+            hashes = await backend.hash(kind, data, _caller(request))
         else:
             raise ApiError(400, "Neither `url` nor multipart file upload was received")
-        hashes = await backend.hash(kind, data)
         return await backend.add_media(bank_name, kind, hashes)
 
     @api.get("/c/bank/{bank_name}/content/{content_id}", tags=["hma"])
@@ -209,6 +208,11 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
         return [{"name": name, "enabled": True} for name in CONTENT_TYPES]
 
 
+def _caller(request: Request) -> str:
+    """Whom the request's hashing counts against (set by the app's guard)."""
+    return str(getattr(request.state, "caller", "unknown"))
+
+
 def _names(text: str | None) -> list[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
@@ -231,16 +235,13 @@ async def _one_upload(request: Request) -> tuple[str, bytes]:
     """HMA's multipart convention: one file, its field name the content type."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(400, "Missing multipart/form-data file upload")
-    form = await request.form(max_files=2, max_fields=8, max_part_size=MAX_UPLOAD_BYTES)
-    files = [(name, value) for name, value in form.multi_items() if isinstance(value, UploadFile)]
-    if not files:
-        raise ApiError(400, "Missing multipart/form-data file upload")
-    if len(files) > 1:
-        raise ApiError(400, "Only one file allowed per request")
-    name, upload = files[0]
-    if name not in CONTENT_TYPES:
-        raise ApiError(400, f"no such content_type: {name!r}")
-    data = await upload.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise ApiError(413, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
-    return name, data
+    async with bounded_form(request, 2, 8, MAX_UPLOAD_BYTES) as form:
+        files = [(n, value) for n, value in form.multi_items() if isinstance(value, UploadFile)]
+        if not files:
+            raise ApiError(400, "Missing multipart/form-data file upload")
+        if len(files) > 1:
+            raise ApiError(400, "Only one file allowed per request")
+        name, upload = files[0]
+        if name not in CONTENT_TYPES:
+            raise ApiError(400, f"no such content_type: {name!r}")
+        return name, await upload.read()

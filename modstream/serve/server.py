@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 import uvicorn
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 
 from modstream.bank.bank import Bank
@@ -37,6 +38,7 @@ from modstream.serve.access import Gate, KeyRing, RateLimit
 from modstream.serve.app import build_api
 from modstream.serve.backend import ApiError, Backend
 from modstream.serve.exchanges import ExchangeAdmin, ExchangeBook
+from modstream.serve.sites import SitePolicy
 from modstream.serve.v1 import RecentDecisions
 from modstream.settings import Settings
 from modstream.stages.metrics import PipelineMetrics
@@ -113,25 +115,82 @@ class KafkaSubmitter:
         await self.publisher.send(REVIEW_OUTCOMES_TOPIC, outcome.decision_id.encode(), raw)
 
 
-async def tail_decisions(settings: Settings, decisions: RecentDecisions) -> None:
-    """Every committed decision from the moment the server started, into ``decisions``."""
-    reader = await client.started(client.committed_reader(settings.kafka))
+def decision_of(value: bytes | None) -> dict[str, Any] | None:
+    """A record of ``decisions`` as a decision, or None for what is not a JSON object."""
     try:
-        topic = settings.topic(DECISIONS_TOPIC)
-        partitions = await client.topic_partitions(reader, topic)
-        reader.assign(partitions)
-        await reader.seek_to_end(*partitions)
+        found = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+class DecisionTail:
+    """Every committed decision from the moment the server started, into ``decisions``;
+    supervised: a failure (a Kafka error) is logged, ``running`` turns false (``/ready``
+    says so) and the tail starts again after a backoff (doubling up to ``max_backoff_s``),
+    from where it was. Records that are not decisions are skipped and counted."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[AIOKafkaConsumer]],
+        topic: str,
+        decisions: RecentDecisions,
+        first_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.connect, self.topic, self.decisions = connect, topic, decisions
+        self.first_backoff_s, self.max_backoff_s = first_backoff_s, max_backoff_s
+        self.running = False
+        self.restarts = 0
+        self.skipped = 0
+        self._next: dict[TopicPartition, int] = {}  # the next offset to read, once read
+        self._polls = 0  # since the last start: a tail that ran resets the backoff
+
+    async def run(self) -> None:
+        backoff = self.first_backoff_s
         while True:
-            for records in (await reader.getmany(timeout_ms=500)).values():
-                for record in records:
-                    with contextlib.suppress(ValueError):
-                        decisions.add(orjson.loads(record.value or b"{}"))
-    finally:
-        await reader.stop()
+            self._polls = 0
+            try:
+                await self._tail()
+            except Exception:  # a cancellation is not one: it ends the tail
+                self.restarts += 1
+                if self._polls:
+                    backoff = self.first_backoff_s
+                log.exception("the decisions tail failed; restarting in %.1f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _tail(self) -> None:
+        reader = await self.connect()
+        try:
+            partitions = await client.topic_partitions(reader, self.topic)
+            reader.assign(partitions)
+            new = [p for p in partitions if p not in self._next]
+            if new:  # (with none, aiokafka would seek every partition to its end)
+                await reader.seek_to_end(*new)
+            for partition in partitions:
+                if partition in self._next:
+                    reader.seek(partition, self._next[partition])
+            self.running = True
+            while True:
+                batches = await reader.getmany(timeout_ms=500)
+                self._polls += 1
+                for partition, records in batches.items():
+                    for record in records:
+                        decision = decision_of(record.value)
+                        if decision is None:
+                            self.skipped += 1
+                        else:
+                            self.decisions.add(decision)
+                        self._next[partition] = record.offset + 1
+        finally:
+            self.running = False
+            await reader.stop()
 
 
-def build_server_app(settings: Settings) -> FastAPI:
-    """The application with its Kafka-backed backend, started and stopped with the server."""
+def build_server_app(settings: Settings, host: str = "127.0.0.1") -> FastAPI:
+    """The application with its Kafka-backed backend, started and stopped with the server
+    (bound to ``host``: the names it answers for, ``sites``)."""
     controls = BankControls()
     bank = Bank(settings.thresholds, settings.index_layout, controls)
     metrics = PipelineMetrics()
@@ -157,7 +216,9 @@ def build_server_app(settings: Settings) -> FastAPI:
         return bool(replicas) and all(r.ready.is_set() for r in replicas.values())
 
     publisher = KafkaPublisher(settings, replicas)
-    backend = Backend(bank, controls, publisher, hasher, fetch, ready)
+    backend = Backend(
+        bank, controls, publisher, hasher, fetch, ready, settings.api_hash_jobs_per_caller
+    )
     exchanges = ExchangeBook()
 
     @contextlib.asynccontextmanager
@@ -178,7 +239,7 @@ def build_server_app(settings: Settings) -> FastAPI:
             )
         await publisher.start()
         await asyncio.gather(*(r.start() for r in replicas.values()), pool.start())
-        tail = asyncio.create_task(tail_decisions(settings, recent), name="decisions")
+        tail = asyncio.create_task(decisions_tail.run(), name="decisions")
         log.info("serving", extra={"entries": len(bank)})
         try:
             yield
@@ -196,11 +257,18 @@ def build_server_app(settings: Settings) -> FastAPI:
         raise ValueError(keys.error)
     gate = Gate(keys, RateLimit(settings.api_rate_per_s, settings.api_burst))
     recent = RecentDecisions()
+    decisions_tail = DecisionTail(
+        lambda: client.started(client.committed_reader(settings.kafka)),
+        settings.topic(DECISIONS_TOPIC),
+        recent,
+    )
     api = build_api(
         backend,
         gate,
         v1=(KafkaSubmitter(settings, publisher), recent),
         exchanges=ExchangeAdmin(backend, exchanges, settings.api_exchange_files_dir),
+        sites=SitePolicy.for_server(host, settings.api_allowed_hosts),
+        checks={"decisions": lambda: decisions_tail.running},
     )
     api.router.lifespan_context = lifespan
     return api
@@ -219,7 +287,7 @@ def run_server(settings: Settings, host: str, port: int, allow_anonymous: bool =
             extra={"host": host},
         )
     config = uvicorn.Config(
-        build_server_app(settings),
+        build_server_app(settings, host),
         host=host,
         port=port,
         log_config=None,  # modstream's logging (JSON lines)

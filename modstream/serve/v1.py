@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from modstream.contracts import ContractError, ReviewOutcome, UploadEvent, refuse_deep
 from modstream.serve.access import ApiKey
 from modstream.serve.backend import ApiError
+from modstream.serve.limits import bounded_form
 
 MAX_WAIT_S = 30.0
 #: An event is one Kafka record on ``uploads`` (the broker's default limit is 1 MiB).
@@ -69,6 +70,10 @@ class RecentDecisions:
             if not waiter.done():
                 waiter.set_result(decision)
 
+    def waiting(self) -> int:
+        """How many requests wait for a decision."""
+        return sum(map(len, self._waiting.values()))
+
     def get(self, platform: str, event_id: str) -> dict[str, Any] | None:
         return self._decisions.get((platform, event_id))
 
@@ -117,7 +122,13 @@ def add_v1_routes(api: FastAPI, submitter: Submitter, decisions: RecentDecisions
             if wait
             else None
         )
-        await submitter.upload(upload, raw)
+        try:
+            await submitter.upload(upload, raw)
+        except BaseException:
+            if waiting is not None:  # nobody will read it: stop waiting now
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+            raise
         if waiting is not None:
             decision = await waiting
             if decision is not None:
@@ -145,23 +156,23 @@ def add_v1_routes(api: FastAPI, submitter: Submitter, decisions: RecentDecisions
 
 
 async def _multipart_event(request: Request) -> dict[str, Any]:
-    form = await request.form(max_files=64, max_fields=80, max_part_size=MAX_EVENT_BYTES)
     event: dict[str, Any] | None = None
     media: list[dict[str, Any]] = []
-    for name, value in form.multi_items():
-        if isinstance(value, str):
-            if name == "event":
-                event = _json_object(value.encode())
-            continue
-        if name not in MEDIA_FIELDS:
-            raise ApiError(400, f"file field {name!r}: one of {', '.join(MEDIA_FIELDS)}")
-        data = await value.read(MAX_EVENT_BYTES + 1)
-        media.append({
-            "media_id": value.filename or f"m{len(media) + 1}",
-            "kind": MEDIA_FIELDS[name],
-            "data_b64": base64.b64encode(data).decode(),
-            **({"mime": value.content_type} if value.content_type else {}),
-        })  # fmt: skip
+    async with bounded_form(request, 64, 80, MAX_EVENT_BYTES) as form:
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                if name == "event":
+                    event = _json_object(value.encode())
+                continue
+            if name not in MEDIA_FIELDS:
+                raise ApiError(400, f"file field {name!r}: one of {', '.join(MEDIA_FIELDS)}")
+            data = await value.read()
+            media.append({
+                "media_id": value.filename or f"m{len(media) + 1}",
+                "kind": MEDIA_FIELDS[name],
+                "data_b64": base64.b64encode(data).decode(),
+                **({"mime": value.content_type} if value.content_type else {}),
+            })  # fmt: skip
     if event is None:
         raise ApiError(400, "multipart upload without its `event` field (the UploadEvent JSON)")
     given = event.get("media") or []
