@@ -92,7 +92,7 @@ class Settings:
     on_media_error: Verdict = "review"
     repeat_window_s: int = 24 * 3600
     repeat_strikes: int = 3
-    max_remembered_strikes: int = 500_000  # per worker: the strike histories' memory bound
+    max_remembered_strikes: int = 200_000  # per worker: the strike histories' memory bound
     # Flood quarantine (decide/flood.py): per worker
     flood_window_s: float = 60.0
     flood_min_matches: int = 50

@@ -10,6 +10,7 @@ from modstream.decide import history
 from modstream.settings import Settings
 from modstream.stream.case_store import CaseTable
 from modstream.stream.history_store import UploaderHistory
+from modstream.stream.output import PARTITION_CACHE_SIZE, key_partitioner
 
 DAY = 24 * 3600
 
@@ -122,3 +123,10 @@ def test_a_case_table_finds_every_case_with_a_small_page_cache(tmp_path: Path):
     table.drop(0)
     assert table.get(0, "d0") is None and table.count() == 5000 - 1250 - 1
     table.close()
+
+
+def test_the_partition_cache_holds_a_few_thousand_keys_however_many_it_sees():
+    partition = key_partitioner(8)
+    for n in range(50_000):
+        partition(f"decision-{n}")
+    assert partition.cache_info().currsize == PARTITION_CACHE_SIZE <= 4096  # type: ignore[attr-defined]
