@@ -40,24 +40,24 @@ def struck(event_id: str, at: float) -> dict:
     return history.with_strike(history.empty(), event_id, at)
 
 
-def test_a_history_expires_once_its_newest_strike_leaves_the_window():
+def test_a_history_expires_a_window_after_it_was_last_written():
     recent = history.RecentStrikes(window_s=DAY, max_strikes=100)
-    recent.put(b"old", 0, struck("e1", 1000.0))
-    recent.put(b"new", 1, struck("e2", 5000.0))
+    recent.put(b"old", 0, struck("e1", 1000.0), at=1000.0)
+    recent.put(b"backlog", 1, struck("e2", 5.0), at=5000.0)  # an event created long ago
     assert recent.expire(1000.0 + DAY) == []  # still in the window
     assert recent.expire(1000.0 + DAY + 1) == [(b"old", 0)]
-    assert recent.get(b"old") is None and recent.get(b"new") is not None
+    assert recent.get(b"old") is None and recent.get(b"backlog") is not None
     assert (len(recent), recent.strikes) == (1, 1)
 
 
 def test_strikes_over_the_cap_forget_the_least_recently_struck_first():
     recent = history.RecentStrikes(window_s=DAY, max_strikes=3)
     for n in range(3):
-        assert recent.put(b"u%d" % n, n % 2, struck(f"e{n}", 100.0 + n)) == []
-    recent.put(b"u0", 0, history.with_strike(recent.get(b"u0"), "e9", 200.0))  # u0 again
-    assert recent.strikes == 3  # u1 went: u0 (2 strikes) and u2 (1) remain
-    assert recent.get(b"u1") is None
-    assert recent.put(b"big", 1, {"strikes": [[f"x{n}", 300.0] for n in range(5)]}) == [
+        assert recent.put(b"u%d" % n, n % 2, struck(f"e{n}", 100.0 + n), 100.0 + n) == []
+    u0 = history.with_strike(recent.get(b"u0"), "e9", 200.0)
+    assert recent.put(b"u0", 0, u0, 200.0) == [(b"u1", 1)]  # u0 again: 2 strikes, u2 1
+    assert recent.strikes == 3
+    assert recent.put(b"big", 1, {"strikes": [[f"x{n}", 300.0] for n in range(5)]}, 300.0) == [
         (b"u2", 0),
         (b"u0", 0),
     ]
@@ -66,8 +66,8 @@ def test_strikes_over_the_cap_forget_the_least_recently_struck_first():
 
 def test_dropping_a_partition_forgets_only_its_histories():
     recent = history.RecentStrikes(window_s=DAY, max_strikes=100)
-    recent.put(b"a", 0, struck("e1", 1.0))
-    recent.put(b"b", 1, struck("e2", 1.0))
+    recent.put(b"a", 0, struck("e1", 1.0), 1.0)
+    recent.put(b"b", 1, struck("e2", 1.0), 1.0)
     recent.drop_partition(0)
     assert (recent.get(b"a"), len(recent), recent.strikes) == (None, 1, 1)
 
@@ -90,7 +90,7 @@ def test_a_million_uploaders_never_struck_cost_nothing():
     assert grown < 64 * 1024  # nothing per uploader
 
 
-def test_struck_uploaders_are_tombstoned_once_their_strikes_leave_the_window():
+def test_struck_uploaders_are_tombstoned_a_window_after_their_last_strike():
     clock = Clock(10_000.0)
     store, out = _store(clock)
     for n in range(1000):

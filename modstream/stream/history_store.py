@@ -31,8 +31,8 @@ def changelog_topic(settings: Settings) -> str:
 class UploaderHistory:
     """``stages.decide.Strikes``, partitioned like ``uploads.hashed``: each owned partition
     is restored when it is assigned, and forgotten when it moves away. Only uploaders with a
-    strike in the repeat window are held (``history.RecentStrikes``): one never struck, or
-    whose strikes have all aged out, costs nothing, and the histories held never exceed
+    strike written in the last repeat window are held (``history.RecentStrikes``): one never
+    struck, or not struck again for a window, costs nothing, and the histories held never exceed
     ``Settings.max_remembered_strikes`` strikes."""
 
     def __init__(
@@ -63,26 +63,28 @@ class UploaderHistory:
     def __setitem__(self, key: bytes, value: dict[str, Any]) -> None:
         partition = self.partition_of(key.decode())
         self.output.append(self.topic, key, orjson.dumps(value), partition)
-        self._tombstones(self._recent.put(key, partition, value))
+        self._tombstones(self._recent.put(key, partition, value, self.clock()))
 
     async def restore(self, partition: int) -> None:
-        """Read the partition's committed changelog to its end; keep what is recent."""
+        """Read the partition's committed changelog to its end; keep what is recent (by
+        the time each history was written)."""
         tp = TopicPartition(self.topic, partition)
-        restored: dict[bytes, dict[str, Any]] = {}
-        async for _, key, value in client.read_partition(
+        restored: dict[bytes, tuple[dict[str, Any], float]] = {}
+        async for record in client.partition_records(
             self.settings.kafka, tp, timeout_s=RESTORE_TIMEOUT_S
         ):
-            if value is None:
-                restored.pop(key, None)
+            assert record.key is not None
+            if record.value is None:
+                restored.pop(record.key, None)
             else:
-                restored[key] = orjson.loads(value)
+                restored[record.key] = (orjson.loads(record.value), record.timestamp / 1000)
         self.forget(partition)
         horizon = self.clock() - self.settings.repeat_window_s
-        for key, past in sorted(restored.items(), key=lambda kv: history.newest_strike(kv[1])):
-            if history.newest_strike(past) < horizon:
+        for key, (past, at) in sorted(restored.items(), key=lambda item: item[1][1]):
+            if at < horizon:
                 self._stale.append((key, partition))
             else:
-                self._stale += self._recent.put(key, partition, past)
+                self._stale += self._recent.put(key, partition, past, at)
 
     def forget(self, partition: int) -> None:
         self._recent.drop_partition(partition)
@@ -90,7 +92,7 @@ class UploaderHistory:
 
     def _sweep(self) -> None:
         """At most once a second, in the batch being decided (its tombstones commit with
-        it): histories whose strikes all left the window are forgotten."""
+        it): histories not struck again for the repeat window are forgotten."""
         now = self.clock()
         if now < self._next_sweep:
             return
