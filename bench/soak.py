@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,6 +118,15 @@ async def decided_once(settings: Settings, sent: int) -> tuple[int, int, int]:
         await asyncio.sleep(5)
 
 
+def verdicts(port: int) -> str:
+    """The worker's decisions by verdict (how many struck), from its metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+        lines = page.read().decode().splitlines()
+    wanted = "modstream_decisions_total{"
+    counted = [line[len(wanted) :] for line in lines if line.startswith(wanted)]
+    return "decisions: " + ", ".join(counted)
+
+
 async def main(args: argparse.Namespace) -> None:
     env = {**os.environ, **ENV, "MODSTREAM_REPEAT_WINDOW_S": str(args.repeat_window)}
     settings = Settings.from_env(env)
@@ -138,6 +148,7 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.wait([sender], timeout=30)
         sent = sender.result()
         decided, doubled, missing = await decided_once(settings, sent)
+        print(verdicts(settings.web_port))
     finally:
         worker.terminate()
         worker.wait(timeout=30)
