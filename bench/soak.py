@@ -7,7 +7,8 @@ every event was decided exactly once.
 
 Usage: ``python bench/soak.py [minutes] [events/s] [--uploaders N] [--warm-up S]
 [--repeat-window S]``; ``--uploaders 0`` (the default) gives every event a new uploader, as
-a platform with millions of them would; the strike texts make one event in three a strike.
+a platform with millions of them would. One event in three is a takedown of a banked text
+(a strike for its uploader, a case on ``review.cases``); flood quarantine is off.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from limit import ready
 from throughput import photos
 
-from modstream.contracts import DECISIONS_TOPIC
+from modstream.contracts import DECISIONS_TOPIC, HASHBANK_TOPIC, BankEntry, dumps
 from modstream.settings import Settings
 from modstream.stream import client
 from modstream.stream.topics import delete_topics, ensure_topics
@@ -44,7 +45,10 @@ ENV = {
     "MODSTREAM_APP_ID": f"modstream-soak-{RUN}",
     "MODSTREAM_LOG_LEVEL": "WARNING",
     "MODSTREAM_DATA_DIR": f"/tmp/modstream-soak-{RUN}",
+    "MODSTREAM_FLOOD_MIN_MATCHES": "0",  # one entry matching 100 times a second, on purpose
 }
+#: In the bank as a takedown: one event in three strikes its uploader (and opens a case).
+KNOWN = "the soldiers of the caliphate will remain and expand"
 DRAIN_S = 180.0  # after the load: every event decided within this
 
 
@@ -74,7 +78,7 @@ def hashing_mb(pid: int) -> float:
 
 async def load(settings: Settings, rate: float, until: float, uploaders: int) -> int:
     pics = [base64.b64encode(p).decode() for p in photos(16)]
-    texts = ["a quiet day at the lake", "join the caravan, glory to the martyrs", "news at ten"]
+    texts = ["a quiet day at the lake", KNOWN, "news at ten"]
     producer = AIOKafkaProducer(**settings.kafka.options(), linger_ms=5)
     await producer.start()
     sent, started = 0, time.monotonic()
@@ -131,6 +135,9 @@ async def main(args: argparse.Namespace) -> None:
     env = {**os.environ, **ENV, "MODSTREAM_REPEAT_WINDOW_S": str(args.repeat_window)}
     settings = Settings.from_env(env)
     await ensure_topics(settings)
+    entry = BankEntry("tve", "statement-1", "text", KNOWN, (), "takedown", "")
+    banked = [(entry.key.encode(), dumps(entry))]
+    await client.publish(settings.kafka, settings.topic(HASHBANK_TOPIC), banked)
     log = Path(f"/tmp/modstream-soak-{RUN}.log").open("ab")  # noqa: SIM115
     worker = subprocess.Popen(
         [sys.executable, "-m", "modstream.cli", "worker"], env=env, stdout=log, stderr=log
