@@ -58,7 +58,7 @@ class CaseTable:
             self._db.execute(f"PRAGMA {pragma}")
         self._db.execute(
             "CREATE TABLE cases (partition INTEGER, key TEXT, value BLOB,"
-            " PRIMARY KEY (partition, key)) WITHOUT ROWID"
+            " PRIMARY KEY (partition, key))"
         )
 
     def get(self, partition: int, key: str) -> bytes | None:
