@@ -1,5 +1,6 @@
-"""The review-case store on a real broker: one reader for the worker's life, however many
-outcomes name no case, and cases found on disk rather than held in memory (issue 24)."""
+"""Bounded state on a real broker (issue 24): the review-case store has one reader for the
+worker's life, however many outcomes name no case, and finds cases on disk rather than in
+memory; strike histories restored from the changelog are kept only if recent."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from prometheus_client import CollectorRegistry
 from streaming import collect, dead_letters, send, upload
 
 from modstream.contracts import REVIEW_CASES_TOPIC
+from modstream.decide import history
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stream import client
 from modstream.stream.case_store import CaseStore
+from modstream.stream.history_store import UploaderHistory, changelog_topic
 from modstream.stream.pipeline import PipelineOutput
 
 pytestmark = pytest.mark.kafka
@@ -89,6 +92,35 @@ async def test_bogus_outcomes_start_no_consumer_and_a_real_one_still_applies(wor
             line for line in lines if line.startswith("modstream_case_readers_started_total")
         ]
         assert started == ["modstream_case_readers_started_total 1.0"]
+
+
+class Appended:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None, int | None]] = []
+
+    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None):
+        self.records.append((key, value, partition))
+
+
+async def test_a_restore_keeps_recent_histories_and_tombstones_the_rest(workers):
+    settings = workers.settings
+    now = time.time()
+    writer = await client.started(client.producer(settings.kafka))
+    try:
+        for key, written in ((b"p/old", now - 2 * 86400), (b"p/new", now - 600)):
+            value = orjson.dumps(history.with_strike(history.empty(), "e", written))
+            await writer.send_and_wait(
+                changelog_topic(settings), value, key=key, partition=0,
+                timestamp_ms=int(written * 1000),
+            )  # fmt: skip
+    finally:
+        await writer.stop()
+    out = Appended()
+    store = UploaderHistory(settings, out, lambda key: 0)  # type: ignore[arg-type]
+    await store.restore(0)
+    assert len(store) == 1 and store[b"p/new"]["strikes"]
+    assert store[b"p/old"] == history.empty()
+    assert out.records == [(b"p/old", None, 0)]  # its tombstone, in the first batch after
 
 
 def _outcome(decision: dict) -> dict:
