@@ -92,6 +92,7 @@ class Settings:
     on_media_error: Verdict = "review"
     repeat_window_s: int = 24 * 3600
     repeat_strikes: int = 3
+    max_remembered_strikes: int = 200_000  # per worker: the strike histories' memory bound
     # Flood quarantine (decide/flood.py): per worker
     flood_window_s: float = 60.0
     flood_min_matches: int = 50
@@ -155,6 +156,8 @@ class Settings:
             raise ValueError("MODSTREAM_VIDEO_MAX_FRAMES and _MAX_CPU_S must be > 0")
         if self.flood_window_s <= 0 or self.flood_baseline_s < 0 or self.flood_factor < 0:
             raise ValueError("MODSTREAM_FLOOD_WINDOW_S must be > 0, _BASELINE_S, _FACTOR >= 0")
+        if self.max_remembered_strikes < 1:
+            raise ValueError("MODSTREAM_MAX_REMEMBERED_STRIKES must be >= 1")
         if self.flood_min_matches < 0:
             raise ValueError("MODSTREAM_FLOOD_MIN_MATCHES must be >= 1, or 0 for no detection")
         if not (self.exchange_retry_s > 0 and self.exchange_page_timeout_s > 0

@@ -95,6 +95,16 @@ class PipelineMetrics:
         )
         for change in ("assigned", "revoked"):
             self.partition_changes.labels(change=change)
+        self.case_readers_started = Counter(
+            "modstream_case_readers_started_total",
+            "Consumers the review-case store started (one per worker: it tails its partitions)",
+            registry=registry,
+        )
+        self.case_catch_ups = Counter(
+            "modstream_case_catch_ups_total",
+            "Outcomes whose case was not on disk yet: the store asked where review.cases ends",
+            registry=registry,
+        )
         self.end_to_end_seconds = Histogram(
             "modstream_end_to_end_seconds",
             "From the upload's Kafka timestamp to its decision being sent",

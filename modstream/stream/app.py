@@ -131,7 +131,7 @@ def build_app(settings: Settings) -> faust.App:
         case_partition=partition_of,
         flood=flood_watch(settings),
     )
-    cases = CaseStore(settings, out)
+    cases = CaseStore(settings, out, datadir / "review-cases.sqlite", metrics)
     review_stage = ReviewStage(
         cases=cases,
         controls=controls,
@@ -196,6 +196,7 @@ def build_app(settings: Settings) -> faust.App:
 
         async def on_stop(self) -> None:
             await pipeline.stop()  # finishes and commits what is in flight first
+            await cases.close()
             for each in replicas:
                 await each.stop()
             await fetcher.close()

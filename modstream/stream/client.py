@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from modstream.settings import KafkaAccess
 from modstream.stream.compat import refresh_metadata
@@ -105,6 +105,15 @@ async def read_partition(
     has when called, as ``(offset, key, value)`` (None for a tombstone): how a worker restores the
     state it keeps for a partition. Raises TimeoutError after ``timeout_s`` (keep it within
     the group's rebalance timeout)."""
+    async for record in partition_records(kafka, tp, start, timeout_s):
+        assert record.key is not None
+        yield record.offset, record.key, record.value
+
+
+async def partition_records(
+    kafka: KafkaAccess, tp: TopicPartition, start: int = 0, timeout_s: float = 50.0
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """``read_partition``'s records whole (their timestamps too)."""
     reader = await started(committed_reader(kafka))
     try:
         reader.assign([tp])
@@ -116,7 +125,7 @@ async def read_partition(
                 raise TimeoutError(f"reading {tp.topic}:{tp.partition} took over {timeout_s:g} s")
             for record in (await reader.getmany(tp, timeout_ms=200)).get(tp, ()):
                 if record.key is not None:
-                    yield record.offset, record.key, record.value
+                    yield record
             await asyncio.sleep(0)
     finally:
         await reader.stop()

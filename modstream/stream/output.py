@@ -12,6 +12,7 @@ log = logging.getLogger("modstream.stream")
 
 
 _KAFKA_PARTITIONER = DefaultPartitioner()
+PARTITION_CACHE_SIZE = 4096
 
 
 def partition_of_key(key: bytes, partitions: list[int]) -> int:
@@ -23,10 +24,12 @@ def partition_of_key(key: bytes, partitions: list[int]) -> int:
 def key_partitioner(partitions: int) -> Callable[[str], int]:
     """``partition_of_key`` for a topic of ``partitions``: an uploader key's in
     ``uploads.hashed`` and the strikes changelog, a decision id's in ``review.cases`` and
-    ``review.outcomes.routed`` (cached: keys repeat)."""
+    ``review.outcomes.routed``. Cached, small: an uploader posting in bursts repeats, but a
+    decision id never does, and 65,536 cached keys (~150 B each) were most of the worker's
+    growth over a soak (issue 24)."""
     all_partitions = list(range(partitions))
 
-    @functools.lru_cache(maxsize=65536)
+    @functools.lru_cache(maxsize=PARTITION_CACHE_SIZE)
     def partition(uploader_key: str) -> int:
         return partition_of_key(uploader_key.encode(), all_partitions)
 

@@ -93,7 +93,7 @@ class KafkaRecord:
 class Outgoing:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (a compacted changelog's forgotten key)
     partition: int | None
 
 
@@ -139,7 +139,7 @@ class PipelineOutput:
         return self.append(self.settings.topic(topic), key, value, partition)
 
     def append(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
     ) -> asyncio.Future[None]:
         """Add a record (``topic`` is the full name) to the batch being processed."""
         completion = _CURRENT.get()
@@ -168,7 +168,7 @@ class PipelineOutput:
     def refused(self, out: Outgoing, error: BaseException, stage: str) -> Outgoing:
         """A dead letter for a record Kafka refused to take (too large for its topic)."""
         dlq = self.settings.topic(DLQ_TOPIC)
-        if out.topic == dlq and orjson.loads(out.value)["original_b64"] == "":
+        if out.topic == dlq and orjson.loads(out.value or b"{}").get("original_b64") == "":
             # Not even a bare dead letter fits: stop here (the lane reports itself broken)
             # rather than commit past an event that is neither written nor dead-lettered.
             raise RuntimeError(f"the dead-letter topic refuses a bare dead letter: {error!r}")
