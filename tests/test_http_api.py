@@ -168,7 +168,7 @@ def test_api_keys_roles_rotation_and_rate_limits(tmp_path, monkeypatch) -> None:
     assert limited[-1].status_code == 429 and int(limited[-1].headers["Retry-After"]) >= 1
 
     time.sleep(1.1)  # rotation: the file changes, the old key stops working, no restart
-    keys.write_bytes(key_record("coop", "k-new", ["lookup", "bank_admin"], []) + b"\n")
+    keys.write_bytes(key_record("coop", "k-new", ["lookup", "shared_bank_admin"], []) + b"\n")
     time.sleep(1.1)
     assert api.get("/c/banks", headers={"X-API-Key": "k-lookup"}).status_code == 401
     assert api.get("/c/banks", headers={"X-API-Key": "k-new"}).json() == []

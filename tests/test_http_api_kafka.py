@@ -259,7 +259,7 @@ def test_https_with_a_certificate_and_keys(workers, tmp_path):
     subprocess.run([str(DEPLOY_DIR / "make-certs.sh"), str(certs)], check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     keys = tmp_path / "keys.jsonl"
-    keys.write_bytes(key_record("coop", "k-admin", ["bank_admin"], []) + b"\n")
+    keys.write_bytes(key_record("coop", "k-admin", ["shared_bank_admin"], []) + b"\n")
     trust = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     url, proc = start_server(
         workers, tmp_path, trust,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, Request
 from threatexchange.utils.dataclass_json import dataclass_dump_dict
 
 from modstream.contracts import (
@@ -45,6 +45,7 @@ from modstream.exchanges.catalog import (
     collab_config,
     needs_credentials,
 )
+from modstream.serve.access import require_bank_access, require_shared_admin
 from modstream.serve.backend import BANK_NAME, ApiError, Backend
 
 #: Collaboration fields HMA fills itself (``api_json`` need not carry them).
@@ -331,12 +332,13 @@ def add_exchange_routes(api: FastAPI, admin: ExchangeAdmin) -> None:
 
     @api.post("/c/exchanges/api/{api_name}", tags=["hma"])
     async def exchange_api_credentials(
-        api_name: str, payload: Annotated[dict[str, Any], Body()]
+        request: Request, api_name: str, payload: Annotated[dict[str, Any], Body()]
     ) -> dict[str, bool]:
         """``{"credential_json": {"file": PATH} | {"env": VARIABLE}}``: where the sync
         service finds the API's credentials (``{}`` forgets it). Never the secret itself."""
         if "credential_json" not in payload:
             return admin.api_info(api_name)
+        require_shared_admin(request)
         return await admin.set_api_credentials(api_name, payload["credential_json"])
 
     @api.get("/c/exchanges/api/{api_name}/schema", tags=["hma"])
@@ -349,6 +351,7 @@ def add_exchange_routes(api: FastAPI, admin: ExchangeAdmin) -> None:
 
     @api.post("/c/exchanges", status_code=201, tags=["hma"])
     async def create_exchange(
+        request: Request,
         bank: Annotated[str, Body()],
         api_type: Annotated[str | None, Body(alias="api")] = None,
         api_json: Annotated[dict[str, Any] | None, Body()] = None,
@@ -357,26 +360,36 @@ def add_exchange_routes(api: FastAPI, admin: ExchangeAdmin) -> None:
     ) -> dict[str, str]:
         """An exchange and its bank, both named ``bank``; ``interval_s`` and
         ``action_hint`` are modstream's (docs/exchanges.md)."""
+        require_bank_access(request, admin.backend.controls, bank)
         await admin.create(bank, api_type, api_json or {}, interval_s, action_hint)
         return {"message": "Created successfully"}
 
     @api.get("/c/exchange/{exchange_name}", tags=["hma"])
-    async def exchange(exchange_name: str) -> dict[str, Any]:
-        return admin.show(admin.exchange(exchange_name))
+    async def exchange(request: Request, exchange_name: str) -> dict[str, Any]:
+        config = admin.exchange(exchange_name)
+        require_bank_access(request, admin.backend.controls, config.bank, change=False)
+        return admin.show(config)
 
     @api.get("/c/exchange/{exchange_name}/status", tags=["hma"])
-    async def exchange_status(exchange_name: str) -> dict[str, Any]:
+    async def exchange_status(request: Request, exchange_name: str) -> dict[str, Any]:
+        config = admin.exchange(exchange_name)
+        require_bank_access(request, admin.backend.controls, config.bank, change=False)
         return admin.status(exchange_name)
 
     @api.put("/c/exchange/{exchange_name}", tags=["hma"])
     async def update_exchange(
-        exchange_name: str, changes: Annotated[dict[str, Any], Body()]
+        request: Request, exchange_name: str, changes: Annotated[dict[str, Any], Body()]
     ) -> dict[str, Any]:
         """``{"enabled": bool}`` as HMA; ``{"sync_now": true}`` syncs out of turn."""
+        config = admin.exchange(exchange_name)
+        require_bank_access(request, admin.backend.controls, config.bank)
         return await admin.update(exchange_name, changes)
 
     @api.delete("/c/exchange/{exchange_name}", tags=["hma"])
-    async def delete_exchange(exchange_name: str) -> dict[str, str]:
+    async def delete_exchange(request: Request, exchange_name: str) -> dict[str, str]:
+        config = admin.book.configs.get(exchange_name)
+        if config is not None:
+            require_bank_access(request, admin.backend.controls, config.bank)
         await admin.delete(exchange_name)
         return {"message": "Exchange deleted"}
 
