@@ -552,6 +552,7 @@ def cmd_review_submit(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
     from modstream.contracts import REVIEW_OUTCOMES_TOPIC, ReviewOutcome
+    from modstream.ingest.trust import OUTCOMES_TOPIC_PREFIX, topic_for
 
     ids = {}
     if args.decision is not None:
@@ -575,7 +576,10 @@ def cmd_review_submit(args: argparse.Namespace, settings: Settings) -> int:
     }
     record = dumps(outcome)
     ReviewOutcome.parse(record)  # a bad outcome is an error here, not a dead letter later
-    _publish(settings, REVIEW_OUTCOMES_TOPIC, [(ids["decision_id"].encode(), record)])
+    topic = topic_for(
+        ids["platform"], REVIEW_OUTCOMES_TOPIC, settings.platforms, OUTCOMES_TOPIC_PREFIX
+    )
+    _publish(settings, topic, [(ids["decision_id"].encode(), record)])
     print(f"{args.outcome} of decision {ids['decision_id']} submitted")
     return 0
 

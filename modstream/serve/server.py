@@ -32,7 +32,7 @@ from modstream.contracts import (
 )
 from modstream.engine import hash_media
 from modstream.ingest.fetch import Fetcher
-from modstream.ingest.trust import platform_topic
+from modstream.ingest.trust import OUTCOMES_TOPIC_PREFIX, platform_topic, topic_for
 from modstream.serve.access import Gate, KeyRing, RateLimit
 from modstream.serve.app import build_api
 from modstream.serve.backend import ApiError, Backend
@@ -110,7 +110,10 @@ class KafkaSubmitter:
         await self.publisher.send(topic, event.content_id.encode(), raw)
 
     async def review_outcome(self, outcome: ReviewOutcome, raw: bytes) -> None:
-        await self.publisher.send(REVIEW_OUTCOMES_TOPIC, outcome.decision_id.encode(), raw)
+        topic = topic_for(
+            outcome.platform, REVIEW_OUTCOMES_TOPIC, self.settings.platforms, OUTCOMES_TOPIC_PREFIX
+        )
+        await self.publisher.send(topic, outcome.decision_id.encode(), raw)
 
 
 async def tail_decisions(settings: Settings, decisions: RecentDecisions) -> None:
