@@ -98,7 +98,7 @@ def test_shared_banks_need_their_own_role(platforms_api) -> None:
     # Exchanges create and feed shared banks, and credentials serve all of an API's.
     exchange = {"bank": "TX", "api": "fb_threatexchange", "api_json": {"privacy_group": 1}}
     assert api.post("/c/exchanges", json=exchange, headers=alpha).status_code == 403
-    credentials = {"credential_json": {"env": "MODSTREAM_EXCHANGE_TX"}}
+    credentials = {"credential_json": {"env": "EXCHANGE_CREDENTIALS_TX"}}
     assert (
         api.post("/c/exchanges/api/fb_threatexchange", json=credentials, headers=alpha)
     ).status_code == 403
@@ -138,3 +138,46 @@ def test_wrong_keys_and_open_routes_are_rate_limited_by_client(tmp_path) -> None
     assert int(wrong[-1].headers["Retry-After"]) >= 1
     assert api.get("/status").status_code == 429  # open routes too
     assert api.get("/m/lookup", params=lookup, headers=good).status_code == 429
+
+
+def test_credential_references_over_http_are_confined_and_sync_errors_generic(
+    tmp_path, caplog
+) -> None:
+    from modstream.contracts import ExchangeConfig
+    from modstream.exchanges.catalog import ExchangeSetupError, open_exchange
+    from modstream.serve.exchanges import ExchangeBook
+
+    controls = BankControls()
+    bank = Bank(controls=controls)
+    publisher = AppliedAtOnce(bank, controls)
+    backend = Backend(bank, controls, publisher, None, None)  # type: ignore[arg-type]
+    vault = tmp_path / "vault"
+    admin = ExchangeAdmin(backend, ExchangeBook(), tmp_path / "files", vault)
+    api = TestClient(build_api(backend, exchanges=admin))
+    path = "/c/exchanges/api/fb_threatexchange"
+    for outside in ({"file": "/etc/shadow"}, {"file": "../keys.jsonl"},
+                    {"env": "MODSTREAM_KAFKA_PASSWORD"}, {"env": "HOME"}):  # fmt: skip
+        refused = api.post(path, json={"credential_json": outside})
+        assert refused.status_code == 403, outside
+        assert "MODSTREAM_API_CREDENTIALS_DIR" in refused.json()["message"]
+    assert api.post(path, json={"credential_json": {"file": "tx/token"}}).status_code == 200
+    # Without a credentials directory no file may be named over HTTP.
+    closed = ExchangeAdmin(backend, ExchangeBook(), None)
+    api = TestClient(build_api(backend, exchanges=closed))
+    assert api.post(path, json={"credential_json": {"file": "x"}}).status_code == 403
+
+    # What the status shows of a failed sync: the same for a missing file and a bad one.
+    vault.mkdir()
+    (vault / "bad").write_text("not a token")
+    messages = []
+    for where in ("/etc/no-such-file", str(vault / "bad"), str(vault)):
+        config = ExchangeConfig(
+            name="te", api="fb_threatexchange", bank="b",
+            settings={"privacy_group": "1"}, credentials={"file": where},
+        )  # fmt: skip
+        with pytest.raises(ExchangeSetupError) as error:
+            open_exchange(config)
+        messages.append(str(error.value))
+    assert len(set(messages)) == 1 and "no-such-file" not in messages[0]
+    reasons = [getattr(r, "reason", "") for r in caplog.records]
+    assert "No such file" in reasons[0] and "not a regular file" in reasons[2]  # the log says why

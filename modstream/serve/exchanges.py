@@ -7,7 +7,11 @@ Two things HMA does are refused on purpose, because the API is reachable by ever
 
 - **Credentials are never taken over HTTP** (nor kept in Kafka). ``POST
   /c/exchanges/api/<api>`` takes a *reference* to where they are on the sync service's
-  machine, ``{"file": PATH}`` or ``{"env": VARIABLE}``; a secret is a 400.
+  machine, ``{"file": PATH}`` or ``{"env": VARIABLE}``; a secret is a 400. A reference
+  reaches only what is meant for it (``confined_reference``): a file inside
+  ``MODSTREAM_API_CREDENTIALS_DIR``, a variable named ``EXCHANGE_CREDENTIALS_*``; and the
+  sync error shown by the status says no more than "missing or not valid", so neither is a
+  probe of the sync service's files and environment.
 - **Settings that choose where credentials are sent or which local file is read and
   written** are an operator's (``modstream exchange add``): ``base_url`` of TCAP is refused,
   and a ``local_file`` path must lie inside ``MODSTREAM_API_EXCHANGE_FILES_DIR``.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import posixpath
+import re
 import time
 import typing
 from pathlib import Path
@@ -50,6 +55,10 @@ from modstream.serve.backend import BANK_NAME, ApiError, Backend
 
 #: Collaboration fields HMA fills itself (``api_json`` need not carry them).
 _IMPLIED = ("name", "api", "enabled")
+#: The variables a credential reference made over HTTP may name: none of modstream's own
+#: (``MODSTREAM_KAFKA_PASSWORD``) nor any other secret of the sync service's environment.
+CREDENTIALS_ENV_PREFIX = "EXCHANGE_CREDENTIALS_"
+_CREDENTIALS_ENV = re.compile(rf"^{CREDENTIALS_ENV_PREFIX}[A-Z0-9_]{{1,100}}$")
 #: Settings only an operator sets (they choose where credentials go).
 _OPERATOR_ONLY = {"tat": {"base_url"}}
 #: HMA's field names (python-threatexchange's) for modstream's settings where they differ.
@@ -105,10 +114,17 @@ class _Table:
 
 
 class ExchangeAdmin:
-    def __init__(self, backend: Backend, book: ExchangeBook, files_dir: Path | None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        book: ExchangeBook,
+        files_dir: Path | None,
+        credentials_dir: Path | None = None,
+    ) -> None:
         self.backend = backend
         self.book = book
         self.files_dir = files_dir
+        self.credentials_dir = credentials_dir
 
     def api_name(self, api: str, unknown: str = "no such Exchange API '{}'") -> str:
         """python-threatexchange's name of ``api`` (aliases accepted); a 400 with HMA's
@@ -143,6 +159,9 @@ class ExchangeAdmin:
             reference = credential_reference(credential_json)
             if reference is None:
                 raise ApiError(400, NO_SECRETS)
+            reference = confined_reference(reference, self.credentials_dir)
+            if reference is None:
+                raise ApiError(403, CONFINED)
         value = orjson.dumps({"api": name, "credentials": reference}) if reference else None
         records: list[tuple[bytes, bytes | None]] = [(f"api/{name}".encode(), value)]
         for config in self.book.configs.values():
@@ -399,6 +418,25 @@ NO_SECRETS = (
     "environment variable on the machine of modstream exchange-sync and send "
     '{"credential_json": {"file": PATH}} or {"credential_json": {"env": VARIABLE}}'
 )
+
+
+CONFINED = (
+    "a credential reference made over HTTP names a file inside MODSTREAM_API_CREDENTIALS_DIR "
+    f'({{"file": NAME}}) or a variable {CREDENTIALS_ENV_PREFIX}<NAME> ({{"env": ...}})'
+)
+
+
+def confined_reference(reference: dict[str, str], directory: Path | None) -> dict[str, str] | None:
+    """The reference if it names only what credentials may be in: a variable with the
+    prefix, or a file inside ``directory`` (as a full path; judged by its name alone, the
+    file being on the sync service's machine). None otherwise."""
+    if "env" in reference:
+        return reference if _CREDENTIALS_ENV.match(reference["env"]) else None
+    if directory is None:
+        return None
+    root = posixpath.normpath(str(directory))
+    full = posixpath.normpath(posixpath.join(root, reference["file"]))
+    return {"file": full} if full.startswith(root.rstrip("/") + "/") else None
 
 
 def _setting_text(value: Any) -> str:

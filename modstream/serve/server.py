@@ -203,7 +203,9 @@ def build_server_app(settings: Settings) -> FastAPI:
         backend,
         gate,
         v1=(KafkaSubmitter(settings, publisher), recent),
-        exchanges=ExchangeAdmin(backend, exchanges, settings.api_exchange_files_dir),
+        exchanges=ExchangeAdmin(
+            backend, exchanges, settings.api_exchange_files_dir, settings.api_credentials_dir
+        ),
     )
     api.router.lifespan_context = lifespan
     return api
