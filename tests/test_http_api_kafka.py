@@ -207,7 +207,7 @@ async def test_exchanges_created_through_the_api_are_synced_into_banks(
         auth = ("supports_authentification", "has_set_authentification")
         status, local = await call(s, "GET", "/c/exchanges/api/local_file")
         assert (status, local) == (200, dict.fromkeys(auth, False))
-        reference = {"credential_json": {"env": "NCMEC_CREDENTIALS"}}
+        reference = {"credential_json": {"env": "EXCHANGE_CREDENTIALS_NCMEC"}}
         status, ncmec = await call(s, "POST", "/c/exchanges/api/ncmec", json=reference)
         assert (status, ncmec) == (200, dict.fromkeys(auth, True))
         secret = {"credential_json": {"user": "u", "password": "p"}}

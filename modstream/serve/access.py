@@ -1,13 +1,12 @@
 """Who may call the HTTP API: API keys, each bound to roles and platforms, kept hashed in a
 file that is re-read when it changes (keys rotate without a restart); and a rate limit per
-key.
+client address and per key.
 
 The file holds one JSON object a line: ``{"name": "coop", "sha256": "<hex of the key>",
-"roles": ["lookup", "bank_admin"], "platforms": ["forum"]}``. A bank belongs to platforms
-(``bank_owners``) or is shared: ``bank_admin`` curates its platforms' banks,
-``shared_bank_admin`` the shared ones. ``modstream api-key create``
-writes them and prints the key once. A request presents its key as ``Authorization: Bearer
-KEY`` or ``X-API-Key: KEY``.
+"roles": ["lookup", "bank_admin"], "platforms": ["forum"]}``. ``modstream api-key create``
+writes them and prints the key once. A bank belongs to platforms (``bank_owners``) or is
+shared: ``bank_admin`` curates its platforms' banks, ``shared_bank_admin`` the shared ones.
+A request presents its key as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
 """
 
 from __future__ import annotations
@@ -62,9 +61,9 @@ def roles_for(path: str) -> frozenset[str] | None:
 
 def bank_owners(bank: str, controls: BankControls) -> frozenset[str]:
     """The platforms a bank belongs to: those its config names (a negative bank's, the
-    false-positive banks review creates), the platform whose name its own (``fp-<p>``,
-    before review first writes its config) and those whose confirmed reviews feed it
-    (``auto_bank``). None: a shared bank."""
+    false-positive banks review creates), the platform it is named for (``fp-<p>``, before
+    review first writes its config) and those whose confirmed reviews feed it
+    (``auto_bank``). Empty: a shared bank."""
     owners = set(controls.bank(bank).platforms)
     prefix = false_positive_bank("")
     if bank.startswith(prefix) and len(bank) > len(prefix):
