@@ -6,6 +6,10 @@ aiokafka only, as any tool in any language would use its Kafka client: nothing o
 is imported.
 
     python examples/review_console.py --reviewer alice [--topic reviews] [--prefix P]
+    python examples/review_console.py --reviewer alice --platform forum   # bound platforms
+
+With ``MODSTREAM_PLATFORMS`` set, platform ``forum``'s tool reads ``reviews.platform.forum``
+and writes ``review.outcomes.platform.forum``: its Kafka principal may touch no other.
     python examples/review_console.py --reviewer bot --decide confirm --max 1   # unattended
 """
 
@@ -49,8 +53,14 @@ def outcome_for(decision: dict, outcome: str, reviewer: str, reason: str) -> byt
 
 async def main(args: argparse.Namespace) -> None:
     broker = os.environ.get("MODSTREAM_BROKER", "127.0.0.1:9092")
+    reviews, outcomes = args.topic, "review.outcomes"
+    if args.platform:
+        reviews, outcomes = (
+            f"reviews.platform.{args.platform}",
+            (f"review.outcomes.platform.{args.platform}"),
+        )
     consumer = AIOKafkaConsumer(
-        args.prefix + args.topic,
+        args.prefix + reviews,
         bootstrap_servers=broker,
         group_id=f"{args.prefix}review-console",  # each decision to one reviewer of the group
         isolation_level="read_committed",  # modstream writes in transactions
@@ -73,7 +83,7 @@ async def main(args: argparse.Namespace) -> None:
             reason = args.reason if args.decide else input("reason: ")
             key = decision["decision_id"].encode()
             await producer.send_and_wait(
-                args.prefix + "review.outcomes",
+                args.prefix + outcomes,
                 outcome_for(decision, answer, args.reviewer, reason),
                 key=key,
             )
@@ -90,6 +100,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reviewer", required=True)
     parser.add_argument("--topic", default="reviews")
+    parser.add_argument("--platform", help="a bound platform: its own review topics")
     parser.add_argument("--prefix", default=os.environ.get("MODSTREAM_TOPIC_PREFIX", ""))
     parser.add_argument("--decide", choices=sorted(CHOICES.values()), help="answer every one")
     parser.add_argument("--reason", default="")

@@ -246,9 +246,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("name")
     create.add_argument("--role", action="append", required=True,
-                        choices=["submit", "lookup", "bank_admin", "review"])  # fmt: skip
+                        choices=["submit", "lookup", "bank_admin", "shared_bank_admin",
+                                 "review"])  # fmt: skip
     create.add_argument("--platform", action="append", default=[],
-                        help="a platform the key may submit for (repeat)")  # fmt: skip
+                        help="a platform the key acts for: submits, reviews, curates the "
+                             "banks of (repeat)")  # fmt: skip
     create.add_argument("--file", type=Path, help="keys file (default: MODSTREAM_API_KEYS_FILE)")
     create.set_defaults(run=cmd_api_key_create)
 
@@ -550,6 +552,7 @@ def cmd_review_submit(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
     from modstream.contracts import REVIEW_OUTCOMES_TOPIC, ReviewOutcome
+    from modstream.ingest.trust import OUTCOMES_TOPIC_PREFIX, topic_for
 
     ids = {}
     if args.decision is not None:
@@ -573,7 +576,10 @@ def cmd_review_submit(args: argparse.Namespace, settings: Settings) -> int:
     }
     record = dumps(outcome)
     ReviewOutcome.parse(record)  # a bad outcome is an error here, not a dead letter later
-    _publish(settings, REVIEW_OUTCOMES_TOPIC, [(ids["decision_id"].encode(), record)])
+    topic = topic_for(
+        ids["platform"], REVIEW_OUTCOMES_TOPIC, settings.platforms, OUTCOMES_TOPIC_PREFIX
+    )
+    _publish(settings, topic, [(ids["decision_id"].encode(), record)])
     print(f"{args.outcome} of decision {ids['decision_id']} submitted")
     return 0
 
@@ -795,7 +801,10 @@ def cmd_api_key_create(args: argparse.Namespace, settings: Settings) -> int:
     if path is None:
         raise UserError("--file FILE or MODSTREAM_API_KEYS_FILE names the keys file")
     key = new_key()
-    record = key_record(args.name, key, args.role, args.platform)
+    try:
+        record = key_record(args.name, key, args.role, args.platform)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(descriptor, "ab") as out:
         out.write(record + b"\n")

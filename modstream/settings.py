@@ -109,6 +109,7 @@ class Settings:
     api_rate_per_s: float = 50.0
     api_burst: int = 100
     api_exchange_files_dir: Path | None = None  # where local_file exchanges made over HTTP live
+    api_credentials_dir: Path | None = None  # where credential files named over HTTP live
     api_tls_certfile: Path | None = None  # HTTPS with this certificate chain (PEM) and key
     api_tls_keyfile: Path | None = None
     api_allowed_hosts: tuple[

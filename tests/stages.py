@@ -26,7 +26,7 @@ from modstream.decide import history
 from modstream.decide.review import HumanVerdicts
 from modstream.engine import Engine
 from modstream.ingest.fetch import Fetcher, FetchPolicy
-from modstream.ingest.trust import PlatformBinding
+from modstream.ingest.trust import OUTCOMES_TOPIC_PREFIX, PlatformBinding
 from modstream.settings import Settings
 from modstream.stages.decide import DecideStage, flood_watch
 from modstream.stages.hash import HashingLimits, HashStage, MediaSource
@@ -122,10 +122,11 @@ class Loop:
     verdicts: HumanVerdicts
     cases: MemoryCases
 
-    async def outcomes(self, outcomes: list[bytes]) -> None:
-        """Outcomes through both review stages, then their effects replicated."""
+    async def outcomes(self, outcomes: list[bytes], topic: str = "review.outcomes") -> None:
+        """Outcomes (from ``topic``) through both review stages, then their effects
+        replicated."""
         routed_before = len(self.out.sent[REVIEW_ROUTED_TOPIC])
-        await self.route.process(records("review.outcomes", [(None, o) for o in outcomes]))
+        await self.route.process(records(topic, [(None, o) for o in outcomes]))
         await self.review.process(self.out.as_records(REVIEW_ROUTED_TOPIC)[routed_before:])
         self.replicate()
 
@@ -145,8 +146,10 @@ def loop(
     hash_stage, decide_stage, out, strikes, metrics = pipeline(tmp, entries, platforms, **settings)
     engine = decide_stage.engine
     cases = MemoryCases(out)
-    review = ReviewStage(cases=cases, controls=engine.controls, out=out, metrics=metrics)
-    route = ReviewRouteStage(out, metrics, lambda key: 0)
+    review = ReviewStage(cases=cases, controls=engine.controls, out=out, metrics=metrics,
+                         bound_platforms=frozenset(platforms))  # fmt: skip
+    outcomes = PlatformBinding.of(platforms, prefix=OUTCOMES_TOPIC_PREFIX)
+    route = ReviewRouteStage(out, metrics, lambda key: 0, outcomes)
     return Loop(
         hash_stage, decide_stage, route, review, out, strikes, metrics, engine.bank,
         engine.controls, decide_stage.verdicts, cases,
@@ -165,7 +168,7 @@ def pipeline(
     hash_stage = HashStage(
         name="hash",
         runner=InlineRunner(),
-        media=MediaSource(Fetcher(FetchPolicy()), None, tmp),
+        media=MediaSource(Fetcher(FetchPolicy()), config.media_root, tmp, bool(platforms)),
         out=out,
         metrics=metrics,
         limits=HashingLimits.from_settings(config),
@@ -183,5 +186,6 @@ def pipeline(
         verdicts=HumanVerdicts(),
         case_partition=lambda key: 0,
         flood=flood_watch(config),
+        bound_platforms=frozenset(platforms),
     )
     return hash_stage, decide_stage, out, strikes, metrics

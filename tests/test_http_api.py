@@ -168,7 +168,7 @@ def test_api_keys_roles_rotation_and_rate_limits(tmp_path, monkeypatch) -> None:
 
     # Rotation: the file changes, the old key stops working, no restart (the file is re-read
     # at most once a second; the rate limit still holds while the new key waits).
-    keys.write_bytes(key_record("coop", "k-new", ["lookup", "bank_admin"], []) + b"\n")
+    keys.write_bytes(key_record("coop", "k-new", ["lookup", "shared_bank_admin"], []) + b"\n")
     wait_until(
         lambda: api.get("/c/banks", headers={"X-API-Key": "k-lookup"}).status_code == 401,
         timeout=30,
@@ -259,7 +259,7 @@ def test_exchanges_as_hma_answers_without_taking_secrets(tmp_path) -> None:
     assert secret.status_code == 400 and "s3cr3t" not in secret.text
     assert "never sent over HTTP" in secret.json()["message"]
     set_ = api.post("/c/exchanges/api/fb_threatexchange",
-                    json={"credential_json": {"env": "TX_TOKEN"}})  # fmt: skip
+                    json={"credential_json": {"env": "EXCHANGE_CREDENTIALS_TX"}})  # fmt: skip
     assert set_.json()["has_set_authentification"] is True
     schema = api.get("/c/exchanges/api/ncmec/schema").json()
     environment = schema["config_schema"]["fields"][0]
@@ -277,7 +277,7 @@ def test_exchanges_as_hma_answers_without_taking_secrets(tmp_path) -> None:
     shown = api.get("/c/exchange/TX_GROUP").json()
     assert shown["privacy_group"] == 1234 and shown["api"] == "fb_threatexchange"
     assert shown["enabled"] is True and shown["bank"] == "TX_GROUP"
-    assert publisher.exchanges.configs["TX_GROUP"].credentials == {"env": "TX_TOKEN"}
+    assert publisher.exchanges.configs["TX_GROUP"].credentials == {"env": "EXCHANGE_CREDENTIALS_TX"}
     assert api.post("/c/exchanges", json={"bank": "lower", "api": "sample"}).status_code == 400
     assert api.post("/c/exchanges", json={"bank": "X", "api": "nope"}).json() == {
         "message": "No such exchange type 'nope'"

@@ -207,7 +207,7 @@ async def test_exchanges_created_through_the_api_are_synced_into_banks(
         auth = ("supports_authentification", "has_set_authentification")
         status, local = await call(s, "GET", "/c/exchanges/api/local_file")
         assert (status, local) == (200, dict.fromkeys(auth, False))
-        reference = {"credential_json": {"env": "NCMEC_CREDENTIALS"}}
+        reference = {"credential_json": {"env": "EXCHANGE_CREDENTIALS_NCMEC"}}
         status, ncmec = await call(s, "POST", "/c/exchanges/api/ncmec", json=reference)
         assert (status, ncmec) == (200, dict.fromkeys(auth, True))
         secret = {"credential_json": {"user": "u", "password": "p"}}
@@ -259,7 +259,7 @@ def test_https_with_a_certificate_and_keys(workers, tmp_path):
     subprocess.run([str(DEPLOY_DIR / "make-certs.sh"), str(certs)], check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     keys = tmp_path / "keys.jsonl"
-    keys.write_bytes(key_record("coop", "k-admin", ["bank_admin"], []) + b"\n")
+    keys.write_bytes(key_record("coop", "k-admin", ["shared_bank_admin"], []) + b"\n")
     trust = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     url, proc = start_server(
         workers, tmp_path, trust,

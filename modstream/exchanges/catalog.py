@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
+import logging
 import os
 import typing
 from pathlib import Path
@@ -34,6 +35,7 @@ from modstream.formats.vpdq import parse_vpdq
 
 #: Credential files are a line or two; anything larger is not one.
 MAX_CREDENTIALS_BYTES = 64 * 1024
+log = logging.getLogger("modstream.exchanges")
 
 
 class VPDQSignalName(SimpleSignalType):
@@ -181,33 +183,47 @@ def open_exchange(config: ExchangeConfig) -> AnySignalExchangeAPI:
 
 
 def _credentials(config: ExchangeConfig, cls: Any) -> Any:
-    """Read from the file or variable the config names, never from Kafka; the value never
-    appears in an error."""
+    """Read from the file or variable the config names, never from Kafka. The error says
+    only that they could not be used: it reaches ``/c/exchange/<name>/status``, where
+    "no such file" against "not valid" would tell an API caller which files and variables
+    exist on this machine. Why, without the value, goes to this service's own log."""
     source = config.credentials or {}
-    if "file" in source:
-        path = Path(source["file"]).expanduser()
-        try:
-            if path.stat().st_size > MAX_CREDENTIALS_BYTES:
-                raise ExchangeSetupError(f"credentials file {path} is too large to be one")
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ExchangeSetupError(
-                f"credentials file {path}: {exc.strerror or exc.__class__.__name__}"
-            ) from None
-        where = f"file {path}"
-    elif "env" in source:
-        text = os.environ.get(source["env"], "")
-        if not text:
-            raise ExchangeSetupError(f"credentials variable {source['env']} is not set")
-        where = f"variable {source['env']}"
-    else:
+    if "file" not in source and "env" not in source:
         raise ExchangeSetupError(
             f"{config.api} needs credentials: --credentials FILE or --credentials-env NAME"
         )
     try:
+        text = _credential_text(source)
         return parse_credentials(cls.get_credential_cls(), text)
-    except Exception:  # the library's parse errors may quote the secret: never shown
-        raise ExchangeSetupError(f"credentials in {where} are not valid for {config.api}") from None
+    except Exception as exc:  # the library's parse errors may quote the secret: not kept
+        why = str(exc) if isinstance(exc, ExchangeSetupError) else "not valid for the API"
+        log.warning(
+            "exchange credentials unusable",
+            extra={"exchange": config.name, "api": config.api, "reason": why},
+        )
+        raise ExchangeSetupError(
+            f"the credentials referenced for {config.api} are missing or not valid "
+            "(the sync service's log says which)"
+        ) from None
+
+
+def _credential_text(source: dict[str, str]) -> str:
+    if "file" in source:
+        path = Path(source["file"]).expanduser()
+        try:
+            stat = path.stat()
+            if not path.is_file():  # a FIFO or a device would block or never end
+                raise ExchangeSetupError(f"credentials file {path} is not a regular file")
+            if stat.st_size > MAX_CREDENTIALS_BYTES:
+                raise ExchangeSetupError(f"credentials file {path} is too large to be one")
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+            raise ExchangeSetupError(f"credentials file {path}: {reason}") from None
+    text = os.environ.get(source["env"], "")
+    if not text:
+        raise ExchangeSetupError(f"credentials variable {source['env']} is not set")
+    return text
 
 
 def _base_url(url: str | None) -> str | None:

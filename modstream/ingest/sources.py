@@ -1,4 +1,5 @@
-"""Get a media reference's content: inline base64, a URL, or a file under the media root.
+"""Get a media reference's content: inline base64, a URL, or a file under the media root
+(with bound platforms, under the platform's own sub-root: ``platform_root``).
 
 Images come as bytes. Videos come as a file (too big for memory): the media-root file
 itself, or a download or inline copy in a scratch folder that is removed once hashed.
@@ -16,6 +17,17 @@ from pathlib import Path
 
 from modstream.contracts import MediaError, MediaRef
 from modstream.ingest.fetch import Fetcher
+from modstream.ingest.trust import is_platform_name
+
+
+def platform_root(root: Path | None, platform: str, per_platform: bool) -> Path | None:
+    """Where ``platform``'s path media are: ``root/<platform>`` when platforms are bound
+    (``MODSTREAM_PLATFORMS``), so one platform's events cannot read, or probe for, another's
+    files; the whole root otherwise (every producer is trusted for every platform then). A
+    platform name that cannot be a directory of its own has no root (``..``, ``a/b``)."""
+    if root is None or not per_platform:
+        return root
+    return root / platform if is_platform_name(platform) else None
 
 
 def read_local(path: str, root: Path | None, max_bytes: int) -> bytes:
@@ -41,13 +53,15 @@ def local_path(path: str, root: Path | None, max_bytes: int) -> Path:
     try:
         size = target.stat().st_size
     except FileNotFoundError:
-        raise MediaError("not_found", f"no such file under the media root: {path!r}") from None
+        raise MediaError(
+            "not_found", f"no such file under the media root: {path[:300]!r}"
+        ) from None
     except OSError as exc:  # a name too long, a loop below the root, ...
         raise MediaError("bad_path", f"{path[:300]!r}: {exc.strerror}") from None
     if not target.is_file():
-        raise MediaError("not_found", f"{path!r} is not a file")
-    if size > max_bytes:
-        raise MediaError("too_large", f"file is {size} bytes, over {max_bytes}")
+        raise MediaError("not_found", f"no such file under the media root: {path[:300]!r}")
+    if size > max_bytes:  # not its size: the decision goes back to the platform
+        raise MediaError("too_large", f"file is over {max_bytes} bytes")
     return target
 
 

@@ -1,11 +1,12 @@
 """Who may call the HTTP API: API keys, each bound to roles and platforms, kept hashed in a
 file that is re-read when it changes (keys rotate without a restart); and a rate limit per
-key.
+client address and per key.
 
 The file holds one JSON object a line: ``{"name": "coop", "sha256": "<hex of the key>",
 "roles": ["lookup", "bank_admin"], "platforms": ["forum"]}``. ``modstream api-key create``
-writes them and prints the key once. A request presents its key as ``Authorization: Bearer
-KEY`` or ``X-API-Key: KEY``.
+writes them and prints the key once. A bank belongs to platforms (``bank_owners``) or is
+shared: ``bank_admin`` curates its platforms' banks, ``shared_bank_admin`` the shared ones.
+A request presents its key as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+from starlette.requests import Request
 
-ROLES = ("submit", "lookup", "bank_admin", "review")
-#: The role each path needs (by prefix); other paths (health, status, docs) need none.
-PATH_ROLES = (("/h/", "lookup"), ("/m/", "lookup"), ("/c/", "bank_admin"),
-              ("/v1/uploads", "submit"), ("/v1/decisions", "submit"),
-              ("/v1/review-outcomes", "review"))  # fmt: skip
+from modstream.bank.controls import BankControls
+from modstream.decide.review import false_positive_bank
+from modstream.serve.backend import ApiError
+
+ROLES = ("submit", "lookup", "bank_admin", "shared_bank_admin", "review")
+#: ``bank_admin`` curates the banks its platforms own (``bank_owners``);
+#: ``shared_bank_admin`` the shared ones, which act on every platform's content.
+BANK_ROLES = frozenset({"bank_admin", "shared_bank_admin"})
+#: The roles each path accepts (by prefix, any one of them); other paths (health, status,
+#: docs) need none.
+PATH_ROLES = (("/h/", frozenset({"lookup"})), ("/m/", frozenset({"lookup"})),
+              ("/c/", BANK_ROLES), ("/v1/uploads", frozenset({"submit"})),
+              ("/v1/decisions", frozenset({"submit"})),
+              ("/v1/review-outcomes", frozenset({"review"})))  # fmt: skip
 MAX_KEYS_FILE_BYTES = 1024 * 1024
 
 
@@ -44,8 +55,60 @@ class AccessError(Exception):
         self.status, self.message, self.retry_after = status, message, retry_after
 
 
-def role_for(path: str) -> str | None:
-    return next((role for prefix, role in PATH_ROLES if path.startswith(prefix)), None)
+def roles_for(path: str) -> frozenset[str] | None:
+    return next((roles for prefix, roles in PATH_ROLES if path.startswith(prefix)), None)
+
+
+def bank_owners(bank: str, controls: BankControls) -> frozenset[str]:
+    """The platforms a bank belongs to: those its config names (a negative bank's, the
+    false-positive banks review creates), the platform it is named for (``fp-<p>``, before
+    review first writes its config) and those whose confirmed reviews feed it
+    (``auto_bank``). Empty: a shared bank."""
+    owners = set(controls.bank(bank).platforms)
+    prefix = false_positive_bank("")
+    if bank.startswith(prefix) and len(bank) > len(prefix):
+        owners.add(bank[len(prefix) :])
+    owners.update(p for p, policy in controls.platforms.items() if policy.auto_bank == bank)
+    return frozenset(owners)
+
+
+def may_curate(key: ApiKey | None, owners: frozenset[str]) -> bool:
+    """Whether ``key`` may change a bank with these owners: a platform's bank by a
+    ``bank_admin`` key holding every platform it belongs to, a shared bank by a
+    ``shared_bank_admin`` key. No key (no keys file): anyone may."""
+    if key is None:
+        return True
+    if owners:
+        return "bank_admin" in key.roles and owners <= key.platforms
+    return "shared_bank_admin" in key.roles
+
+
+def may_see(key: ApiKey | None, owners: frozenset[str]) -> bool:
+    """Whether ``key`` may read a bank: a shared one with either bank role, a platform's
+    only as ``may_curate`` says (its entries are that platform's content)."""
+    return not owners or may_curate(key, owners)
+
+
+def request_key(request: Request) -> ApiKey | None:
+    """The key the gate admitted the request with (None without a keys file)."""
+    return getattr(request.state, "api_key", None)
+
+
+def require_bank_access(
+    request: Request, controls: BankControls, bank: str, change: bool = True
+) -> None:
+    """A 403 unless the request's key may change (or, ``change`` False, read) ``bank``."""
+    key = request_key(request)
+    owners = bank_owners(bank, controls)
+    if not (may_curate(key, owners) if change else may_see(key, owners)):
+        raise ApiError(403, f"this API key may not {'change' if change else 'read'} {bank!r}")
+
+
+def require_shared_admin(request: Request) -> None:
+    """A 403 unless the request's key curates the shared banks (what changes every shared
+    bank at once: an exchange API's credentials)."""
+    if not may_curate(request_key(request), frozenset()):
+        raise ApiError(403, "this API key lacks the role 'shared_bank_admin'")
 
 
 def digest(key: str) -> str:
@@ -58,9 +121,15 @@ def new_key() -> str:
 
 
 def key_record(name: str, key: str, roles: Iterable[str], platforms: Iterable[str]) -> bytes:
-    unknown = set(roles) - set(ROLES)
+    roles, platforms = set(roles), set(platforms)
+    unknown = roles - set(ROLES)
     if unknown or not roles:
         raise ValueError(f"roles: one or more of {', '.join(ROLES)}")
+    if "bank_admin" in roles and not platforms:
+        raise ValueError(
+            "bank_admin curates its platforms' banks: give --platform, or use "
+            "shared_bank_admin for the shared banks"
+        )
     record = {"name": name, "sha256": digest(key), "roles": sorted(set(roles)),
               "platforms": sorted(set(platforms))}  # fmt: skip
     return orjson.dumps(record)
@@ -115,13 +184,23 @@ class KeyRing:
                     roles = frozenset(row["roles"])
                     if not roles or not roles <= set(ROLES):
                         raise ValueError(f"line {number}: roles must be some of {ROLES}")
+                    platforms = frozenset(row.get("platforms") or ())
                     keys[str(row["sha256"])] = ApiKey(
-                        str(row["name"]), roles, frozenset(row.get("platforms") or ())
+                        str(row["name"]), legacy_roles(roles, platforms), platforms
                     )
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 self.error = f"API keys file {self.path}: {exc}"
                 return
             self._keys, self._seen, self.error = keys, seen, None
+
+
+def legacy_roles(roles: frozenset[str], platforms: frozenset[str]) -> frozenset[str]:
+    """A ``bank_admin`` key without platforms, written before banks had owners, curated
+    every bank: it keeps the shared ones (``shared_bank_admin``) and, holding no platform,
+    loses the platforms' own (``api-key create`` no longer writes such a key)."""
+    if "bank_admin" in roles and not platforms:
+        return roles | {"shared_bank_admin"}
+    return roles
 
 
 @dataclass
@@ -154,33 +233,50 @@ class RateLimit:
             return None
         return (1.0 - bucket.tokens) / self.rate
 
+    def give_back(self, caller: str) -> None:
+        """Return the token ``take`` just took (the request turned out to be counted
+        elsewhere)."""
+        bucket = self._buckets.get(caller)
+        if bucket is not None:
+            bucket.tokens = min(self.burst, bucket.tokens + 1.0)
+
 
 class Gate:
     """The decision for one request: which key, whether its role allows the path, whether
-    its rate allows it now."""
+    its rate allows it now.
+
+    Every request first takes a token from its client address's bucket, before any key is
+    looked up: requests with no key, a wrong key or for an open route (``/status``) are
+    limited like any other, so guessing keys costs time. A request whose key is found
+    gives that token back and is counted against its key instead (many keys may share one
+    address, a proxy's)."""
 
     def __init__(self, keys: KeyRing | None, limit: RateLimit) -> None:
         self.keys = keys
         self.limit = limit
 
     def check(self, path: str, headers: dict[str, str], client: str) -> ApiKey | None:
-        role = role_for(path)
-        if role is None:
+        by_client = f"ip:{client}"
+        _admit(self.limit.take(by_client))
+        roles = roles_for(path)
+        if roles is None or self.keys is None:
             return None
-        key = None
-        if self.keys is not None:
-            presented = _presented(headers)
-            if not presented:
-                raise AccessError(401, "an API key is required (Authorization: Bearer KEY)")
-            key = self.keys.find(presented)
-            if key is None:
-                raise AccessError(401, "unknown API key")
-            if role not in key.roles:
-                raise AccessError(403, f"this API key lacks the role {role!r}")
-        wait = self.limit.take(key.name if key else f"ip:{client}")
-        if wait is not None:
-            raise AccessError(429, "too many requests", retry_after=math.ceil(wait))
+        presented = _presented(headers)
+        if not presented:
+            raise AccessError(401, "an API key is required (Authorization: Bearer KEY)")
+        key = self.keys.find(presented)
+        if key is None:
+            raise AccessError(401, "unknown API key")
+        self.limit.give_back(by_client)
+        if not roles & key.roles:
+            raise AccessError(403, f"this API key lacks the role {min(roles)!r}")
+        _admit(self.limit.take(key.name))
         return key
+
+
+def _admit(wait: float | None) -> None:
+    if wait is not None:
+        raise AccessError(429, "too many requests", retry_after=math.ceil(wait))
 
 
 def _presented(headers: dict[str, str]) -> str:

@@ -7,7 +7,11 @@ Two things HMA does are refused on purpose, because the API is reachable by ever
 
 - **Credentials are never taken over HTTP** (nor kept in Kafka). ``POST
   /c/exchanges/api/<api>`` takes a *reference* to where they are on the sync service's
-  machine, ``{"file": PATH}`` or ``{"env": VARIABLE}``; a secret is a 400.
+  machine, ``{"file": PATH}`` or ``{"env": VARIABLE}``; a secret is a 400. A reference
+  reaches only what is meant for it (``confined_reference``): a file inside
+  ``MODSTREAM_API_CREDENTIALS_DIR``, a variable named ``EXCHANGE_CREDENTIALS_*``; and the
+  sync error shown by the status says no more than "missing or not valid", so neither is a
+  probe of the sync service's files and environment.
 - **Settings that choose where credentials are sent or which local file is read and
   written** are an operator's (``modstream exchange add``): ``base_url`` of TCAP is refused,
   and a ``local_file`` path must lie inside ``MODSTREAM_API_EXCHANGE_FILES_DIR``.
@@ -18,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import posixpath
+import re
 import time
 import typing
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, Request
 from threatexchange.utils.dataclass_json import dataclass_dump_dict
 
 from modstream.contracts import (
@@ -45,10 +50,15 @@ from modstream.exchanges.catalog import (
     collab_config,
     needs_credentials,
 )
+from modstream.serve.access import require_bank_access, require_shared_admin
 from modstream.serve.backend import BANK_NAME, ApiError, Backend
 
 #: Collaboration fields HMA fills itself (``api_json`` need not carry them).
 _IMPLIED = ("name", "api", "enabled")
+#: The variables a credential reference made over HTTP may name: none of modstream's own
+#: (``MODSTREAM_KAFKA_PASSWORD``) nor any other secret of the sync service's environment.
+CREDENTIALS_ENV_PREFIX = "EXCHANGE_CREDENTIALS_"
+_CREDENTIALS_ENV = re.compile(rf"^{CREDENTIALS_ENV_PREFIX}[A-Z0-9_]{{1,100}}$")
 #: Settings only an operator sets (they choose where credentials go).
 _OPERATOR_ONLY = {"tat": {"base_url"}}
 #: HMA's field names (python-threatexchange's) for modstream's settings where they differ.
@@ -104,10 +114,17 @@ class _Table:
 
 
 class ExchangeAdmin:
-    def __init__(self, backend: Backend, book: ExchangeBook, files_dir: Path | None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        book: ExchangeBook,
+        files_dir: Path | None,
+        credentials_dir: Path | None = None,
+    ) -> None:
         self.backend = backend
         self.book = book
         self.files_dir = files_dir
+        self.credentials_dir = credentials_dir
 
     def api_name(self, api: str, unknown: str = "no such Exchange API '{}'") -> str:
         """python-threatexchange's name of ``api`` (aliases accepted); a 400 with HMA's
@@ -142,6 +159,9 @@ class ExchangeAdmin:
             reference = credential_reference(credential_json)
             if reference is None:
                 raise ApiError(400, NO_SECRETS)
+            reference = confined_reference(reference, self.credentials_dir)
+            if reference is None:
+                raise ApiError(403, CONFINED)
         value = orjson.dumps({"api": name, "credentials": reference}) if reference else None
         records: list[tuple[bytes, bytes | None]] = [(f"api/{name}".encode(), value)]
         for config in self.book.configs.values():
@@ -331,12 +351,13 @@ def add_exchange_routes(api: FastAPI, admin: ExchangeAdmin) -> None:
 
     @api.post("/c/exchanges/api/{api_name}", tags=["hma"])
     async def exchange_api_credentials(
-        api_name: str, payload: Annotated[dict[str, Any], Body()]
+        request: Request, api_name: str, payload: Annotated[dict[str, Any], Body()]
     ) -> dict[str, bool]:
         """``{"credential_json": {"file": PATH} | {"env": VARIABLE}}``: where the sync
         service finds the API's credentials (``{}`` forgets it). Never the secret itself."""
         if "credential_json" not in payload:
             return admin.api_info(api_name)
+        require_shared_admin(request)
         return await admin.set_api_credentials(api_name, payload["credential_json"])
 
     @api.get("/c/exchanges/api/{api_name}/schema", tags=["hma"])
@@ -349,6 +370,7 @@ def add_exchange_routes(api: FastAPI, admin: ExchangeAdmin) -> None:
 
     @api.post("/c/exchanges", status_code=201, tags=["hma"])
     async def create_exchange(
+        request: Request,
         bank: Annotated[str, Body()],
         api_type: Annotated[str | None, Body(alias="api")] = None,
         api_json: Annotated[dict[str, Any] | None, Body()] = None,
@@ -357,26 +379,36 @@ def add_exchange_routes(api: FastAPI, admin: ExchangeAdmin) -> None:
     ) -> dict[str, str]:
         """An exchange and its bank, both named ``bank``; ``interval_s`` and
         ``action_hint`` are modstream's (docs/exchanges.md)."""
+        require_bank_access(request, admin.backend.controls, bank)
         await admin.create(bank, api_type, api_json or {}, interval_s, action_hint)
         return {"message": "Created successfully"}
 
     @api.get("/c/exchange/{exchange_name}", tags=["hma"])
-    async def exchange(exchange_name: str) -> dict[str, Any]:
-        return admin.show(admin.exchange(exchange_name))
+    async def exchange(request: Request, exchange_name: str) -> dict[str, Any]:
+        config = admin.exchange(exchange_name)
+        require_bank_access(request, admin.backend.controls, config.bank, change=False)
+        return admin.show(config)
 
     @api.get("/c/exchange/{exchange_name}/status", tags=["hma"])
-    async def exchange_status(exchange_name: str) -> dict[str, Any]:
+    async def exchange_status(request: Request, exchange_name: str) -> dict[str, Any]:
+        config = admin.exchange(exchange_name)
+        require_bank_access(request, admin.backend.controls, config.bank, change=False)
         return admin.status(exchange_name)
 
     @api.put("/c/exchange/{exchange_name}", tags=["hma"])
     async def update_exchange(
-        exchange_name: str, changes: Annotated[dict[str, Any], Body()]
+        request: Request, exchange_name: str, changes: Annotated[dict[str, Any], Body()]
     ) -> dict[str, Any]:
         """``{"enabled": bool}`` as HMA; ``{"sync_now": true}`` syncs out of turn."""
+        config = admin.exchange(exchange_name)
+        require_bank_access(request, admin.backend.controls, config.bank)
         return await admin.update(exchange_name, changes)
 
     @api.delete("/c/exchange/{exchange_name}", tags=["hma"])
-    async def delete_exchange(exchange_name: str) -> dict[str, str]:
+    async def delete_exchange(request: Request, exchange_name: str) -> dict[str, str]:
+        config = admin.book.configs.get(exchange_name)
+        if config is not None:
+            require_bank_access(request, admin.backend.controls, config.bank)
         await admin.delete(exchange_name)
         return {"message": "Exchange deleted"}
 
@@ -386,6 +418,25 @@ NO_SECRETS = (
     "environment variable on the machine of modstream exchange-sync and send "
     '{"credential_json": {"file": PATH}} or {"credential_json": {"env": VARIABLE}}'
 )
+
+
+CONFINED = (
+    "a credential reference made over HTTP names a file inside MODSTREAM_API_CREDENTIALS_DIR "
+    f'({{"file": NAME}}) or a variable {CREDENTIALS_ENV_PREFIX}<NAME> ({{"env": ...}})'
+)
+
+
+def confined_reference(reference: dict[str, str], directory: Path | None) -> dict[str, str] | None:
+    """The reference if it names only what credentials may be in: a variable with the
+    prefix, or a file inside ``directory`` (as a full path; judged by its name alone, the
+    file being on the sync service's machine). None otherwise."""
+    if "env" in reference:
+        return reference if _CREDENTIALS_ENV.match(reference["env"]) else None
+    if directory is None:
+        return None
+    root = posixpath.normpath(str(directory))
+    full = posixpath.normpath(posixpath.join(root, reference["file"]))
+    return {"file": full} if full.startswith(root.rstrip("/") + "/") else None
 
 
 def _setting_text(value: Any) -> str:

@@ -13,6 +13,7 @@ from fastapi import Body, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
+from modstream.serve.access import bank_owners, may_see, request_key, require_bank_access
 from modstream.serve.backend import CONTENT_TYPES, ApiError, Backend
 from modstream.serve.limits import MAX_UPLOAD_BYTES, bounded_form
 from modstream.signals import registry
@@ -125,39 +126,51 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
     # ---- curation ------------------------------------------------------------------------
 
     @api.get("/c/banks", tags=["hma"])
-    async def banks() -> list[dict[str, Any]]:
-        return [backend.bank_json(name) for name in backend.banks()]
+    async def banks(request: Request) -> list[dict[str, Any]]:
+        """The banks the key may read: the shared ones and its platforms' own."""
+        key, controls = request_key(request), backend.controls
+        return [
+            backend.bank_json(name)
+            for name in backend.banks()
+            if may_see(key, bank_owners(name, controls))
+        ]
 
     @api.post("/c/banks", status_code=201, tags=["hma"])
     async def create_bank(
+        request: Request,
         name: Annotated[str, Body()],
         enabled_ratio: Annotated[float | None, Body()] = None,
         enabled: Annotated[bool | None, Body()] = None,
     ) -> dict[str, Any]:
+        require_bank_access(request, backend.controls, name)
         ratio = enabled_ratio if enabled_ratio is not None else (0.0 if enabled is False else 1.0)
         return await backend.create_bank(name, ratio)
 
     @api.get("/c/bank/{bank_name}", tags=["hma"])
-    async def bank(bank_name: str) -> dict[str, Any]:
+    async def bank(request: Request, bank_name: str) -> dict[str, Any]:
+        require_bank_access(request, backend.controls, bank_name, change=False)
         backend.require_bank(bank_name)
         return backend.bank_json(bank_name)
 
     @api.put("/c/bank/{bank_name}", tags=["hma"])
     async def update_bank(
-        bank_name: str, changes: Annotated[dict[str, Any], Body()]
+        request: Request, bank_name: str, changes: Annotated[dict[str, Any], Body()]
     ) -> dict[str, Any]:
+        require_bank_access(request, backend.controls, bank_name)
         return await backend.update_bank(bank_name, changes)
 
     @api.delete("/c/bank/{bank_name}", tags=["hma"])
-    async def delete_bank(bank_name: str) -> dict[str, str]:
+    async def delete_bank(request: Request, bank_name: str) -> dict[str, str]:
+        require_bank_access(request, backend.controls, bank_name)
         await backend.delete_bank(bank_name)
         return {"message": "Done"}
 
     @api.post("/c/bank/{bank_name}/signal", tags=["hma"])
     async def add_signal(
-        bank_name: str, signals: Annotated[dict[str, str], Body()]
+        request: Request, bank_name: str, signals: Annotated[dict[str, str], Body()]
     ) -> dict[str, Any]:
         """Add signals directly: ``{"pdq": "<hex>", ...}`` is one new content id."""
+        require_bank_access(request, backend.controls, bank_name)
         note = str(signals.pop("note", "") or "")
         return await backend.add_signals(bank_name, signals, note)
 
@@ -169,6 +182,7 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
         content_type: str | None = None,
     ) -> dict[str, Any]:
         """Add media by ``?url=`` or a multipart ``photo``/``video`` upload."""
+        require_bank_access(request, backend.controls, bank_name)
         backend.require_bank(bank_name)
         if url:
             kind, hashes = await backend.fetch_and_hash(url, content_type, _caller(request))
@@ -181,20 +195,26 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
 
     @api.get("/c/bank/{bank_name}/content/{content_id}", tags=["hma"])
     async def content(
-        bank_name: str, content_id: str, include_signals: bool = False
+        request: Request, bank_name: str, content_id: str, include_signals: bool = False
     ) -> dict[str, Any]:
+        require_bank_access(request, backend.controls, bank_name, change=False)
         return backend.content_json(bank_name, content_id, include_signals)
 
     @api.put("/c/bank/{bank_name}/content/{content_id}", tags=["hma"])
     async def update_content(
-        bank_name: str, content_id: str, changes: Annotated[dict[str, Any], Body()]
+        request: Request,
+        bank_name: str,
+        content_id: str,
+        changes: Annotated[dict[str, Any], Body()],
     ) -> dict[str, Any]:
         """``{"disable_until_ts": epoch seconds}`` disables the content until then (a time
         in the past, or 1, enables it again), at once on every worker."""
+        require_bank_access(request, backend.controls, bank_name)
         return await backend.update_content(bank_name, content_id, changes)
 
     @api.delete("/c/bank/{bank_name}/content/{content_id}", tags=["hma"])
-    async def delete_content(bank_name: str, content_id: str) -> dict[str, int]:
+    async def delete_content(request: Request, bank_name: str, content_id: str) -> dict[str, int]:
+        require_bank_access(request, backend.controls, bank_name)
         return {"deleted": await backend.delete_content(bank_name, content_id)}
 
     @api.get("/c/signal_type", tags=["hma"])

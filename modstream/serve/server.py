@@ -33,7 +33,7 @@ from modstream.contracts import (
 )
 from modstream.engine import hash_media
 from modstream.ingest.fetch import Fetcher
-from modstream.ingest.trust import platform_topic
+from modstream.ingest.trust import OUTCOMES_TOPIC_PREFIX, platform_topic, topic_for
 from modstream.serve.access import Gate, KeyRing, RateLimit
 from modstream.serve.app import build_api
 from modstream.serve.backend import ApiError, Backend
@@ -112,7 +112,10 @@ class KafkaSubmitter:
         await self.publisher.send(topic, event.content_id.encode(), raw)
 
     async def review_outcome(self, outcome: ReviewOutcome, raw: bytes) -> None:
-        await self.publisher.send(REVIEW_OUTCOMES_TOPIC, outcome.decision_id.encode(), raw)
+        topic = topic_for(
+            outcome.platform, REVIEW_OUTCOMES_TOPIC, self.settings.platforms, OUTCOMES_TOPIC_PREFIX
+        )
+        await self.publisher.send(topic, outcome.decision_id.encode(), raw)
 
 
 def decision_of(value: bytes | None) -> dict[str, Any] | None:
@@ -266,7 +269,9 @@ def build_server_app(settings: Settings, host: str = "127.0.0.1") -> FastAPI:
         backend,
         gate,
         v1=(KafkaSubmitter(settings, publisher), recent),
-        exchanges=ExchangeAdmin(backend, exchanges, settings.api_exchange_files_dir),
+        exchanges=ExchangeAdmin(
+            backend, exchanges, settings.api_exchange_files_dir, settings.api_credentials_dir
+        ),
         sites=SitePolicy.for_server(host, settings.api_allowed_hosts),
         checks={"decisions": lambda: decisions_tail.running},
     )

@@ -28,6 +28,7 @@ from modstream.decide import history
 from modstream.decide.flood import FloodPolicy, FloodWatch
 from modstream.decide.review import HumanVerdicts, ReviewCase
 from modstream.engine import Engine, Lookups, struck
+from modstream.ingest.trust import REVIEWS_TOPIC_PREFIX, topic_for
 from modstream.settings import Settings
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.ports import Output, Record, watch
@@ -64,6 +65,7 @@ class DecideStage:
         case_partition: Callable[[str], int],
         flood: FloodWatch,
         offload: Offload = asyncio.to_thread,
+        bound_platforms: frozenset[str] = frozenset(),
     ) -> None:
         self.engine = engine
         self.history = history
@@ -74,6 +76,7 @@ class DecideStage:
         self.case_partition = case_partition  # partition of ``review.cases`` by decision id
         self.flood = flood
         self.offload = offload
+        self.bound_platforms = bound_platforms  # their reviews go to their own topics
 
     async def process(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()
@@ -95,6 +98,10 @@ class DecideStage:
             event_key = decision.event_id.encode()
             deliveries.append(await self.out.send(DECISIONS_TOPIC, event_key, payload))
             actionable = ACTIONABLE.get(decision.verdict)
+            if actionable == REVIEWS_TOPIC:
+                actionable = topic_for(
+                    decision.platform, REVIEWS_TOPIC, self.bound_platforms, REVIEWS_TOPIC_PREFIX
+                )
             if actionable is not None:
                 deliveries.append(await self.out.send(actionable, event_key, payload))
                 deliveries.append(await self._open_case(decision, upload))

@@ -35,7 +35,7 @@ from modstream.engine import failed_media, hash_media, media_failure, score_text
 from modstream.hashing.ocr import OcrPolicy
 from modstream.hashing.video import VideoSampling
 from modstream.ingest.fetch import Fetcher
-from modstream.ingest.sources import load_media, video_file
+from modstream.ingest.sources import load_media, platform_root, video_file
 from modstream.ingest.trust import PlatformBinding
 from modstream.settings import Settings
 from modstream.stages.metrics import PipelineMetrics
@@ -70,19 +70,25 @@ class HashingLimits:
 
 
 class MediaSource:
-    """Where media come from: inline bytes, URLs (SSRF-safe), files under the media root. A
-    video comes as a file: downloads stream to ``scratch`` and are removed once hashed."""
+    """Where media come from: inline bytes, URLs (SSRF-safe), files under the media root
+    (``per_platform``: each platform's under its own sub-root). A video comes as a file:
+    downloads stream to ``scratch`` and are removed once hashed."""
 
-    def __init__(self, fetcher: Fetcher, media_root: Path | None, scratch: Path) -> None:
+    def __init__(
+        self, fetcher: Fetcher, media_root: Path | None, scratch: Path, per_platform: bool = False
+    ) -> None:
         self.fetcher = fetcher
         self.media_root = media_root
         self.scratch = scratch
+        self.per_platform = per_platform
 
-    async def image(self, ref: MediaRef) -> bytes:
-        return await load_media(ref, self.fetcher, self.media_root)
+    async def image(self, ref: MediaRef, platform: str) -> bytes:
+        root = platform_root(self.media_root, platform, self.per_platform)
+        return await load_media(ref, self.fetcher, root)
 
-    def video(self, ref: MediaRef) -> contextlib.AbstractAsyncContextManager[Path]:
-        return video_file(ref, self.fetcher, self.media_root, self.scratch)
+    def video(self, ref: MediaRef, platform: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        root = platform_root(self.media_root, platform, self.per_platform)
+        return video_file(ref, self.fetcher, root, self.scratch)
 
 
 class HashStage:
@@ -173,17 +179,18 @@ class HashStage:
         await self.out.dead_letter(record, error, reason, "ingest")
 
     async def _signals(self, upload: UploadEvent) -> list[MediaSignals]:
-        return list(await asyncio.gather(*(self._item(ref) for ref in upload.media)))
+        items = (self._item(ref, upload.platform) for ref in upload.media)
+        return list(await asyncio.gather(*items))
 
-    async def _item(self, ref: MediaRef) -> MediaSignals:
+    async def _item(self, ref: MediaRef, platform: str) -> MediaSignals:
         """One media item's signals, or its error: never an exception."""
         try:
             if ref.kind == "video":
                 # Downloads wait for no slot; hashing does (the slot is taken second).
-                async with self.media.video(ref) as path, self.video_slots:
+                async with self.media.video(ref, platform) as path, self.video_slots:
                     result = await self._hash(ref, path)
             else:
-                result = await self._hash(ref, await self.media.image(ref))
+                result = await self._hash(ref, await self.media.image(ref, platform))
         except Exception as exc:
             error = media_failure(exc)
             if error.reason == "internal_error":

@@ -1,9 +1,10 @@
 """The review stages: reviewers' outcomes in, human decisions and bank feedback out.
 
 ``review.outcomes`` is public and its producers may key it any way, so a first stage checks
-each outcome and moves it to ``review.outcomes.routed``, partitioned by decision id like the
-cases the decide stage writes on ``review.cases`` (Kafka Streams' repartition step). The
-second stage then finds each outcome's case in its own partition and applies
+each outcome (with ``MODSTREAM_PLATFORMS``: that it comes from its own platform's
+``review.outcomes.platform.<p>``) and moves it to ``review.outcomes.routed``, partitioned
+by decision id like the cases the decide stage writes on ``review.cases`` (Kafka Streams'
+repartition step). The second stage then finds each outcome's case in its own partition and applies
 ``decide.review.apply_outcome``: the human decision, the standing verdict every worker
 follows, the bank entries it feeds, the per-entry outcome counts and, on
 ``review.entry_outcomes``, the outcome for each matched entry (what the exchange sync
@@ -36,6 +37,12 @@ from modstream.contracts import (
     dumps,
 )
 from modstream.decide.review import ReviewCase, apply_outcome, entry_outcome_counts
+from modstream.ingest.trust import (
+    OUTCOMES_TOPIC_PREFIX,
+    REVIEWS_TOPIC_PREFIX,
+    PlatformBinding,
+    topic_for,
+)
 from modstream.stages.metrics import PipelineMetrics
 from modstream.stages.ports import Output, Record, watch
 
@@ -58,14 +65,22 @@ class Cases(Protocol):
 
 class ReviewRouteStage:
     """``review.outcomes`` -> ``review.outcomes.routed``: malformed outcomes are dead letters
-    (with the field at fault), the rest move beside their case."""
+    (with the field at fault), so are outcomes from a topic that may not speak for their
+    platform (``binding``); the rest move beside their case. The review stage then refuses
+    an outcome whose platform is not its decision's: an outcome acts only on decisions of
+    the platform whose topic it came from."""
 
     def __init__(
-        self, out: Output, metrics: PipelineMetrics, case_partition: Callable[[str], int]
+        self,
+        out: Output,
+        metrics: PipelineMetrics,
+        case_partition: Callable[[str], int],
+        binding: PlatformBinding | None = None,
     ) -> None:
         self.out = out
         self.metrics = metrics
         self.case_partition = case_partition
+        self.binding = binding or PlatformBinding({}, OUTCOMES_TOPIC_PREFIX)
 
     async def process(self, records: Sequence[Record]) -> None:
         deliveries = []
@@ -75,6 +90,12 @@ class ReviewRouteStage:
             except ContractError as exc:
                 self.metrics.review_outcomes.labels(outcome="none", result="invalid").inc()
                 await self.out.dead_letter(record, str(exc), "invalid_outcome", "review")
+                continue
+            refused = self.binding.refusal(record.topic, outcome.platform)
+            if refused is not None:
+                reason, message = refused
+                self.metrics.review_outcomes.labels(outcome=outcome.outcome, result=reason).inc()
+                await self.out.dead_letter(record, message, reason, "review")
                 continue
             key = outcome.decision_id
             deliveries.append(
@@ -97,6 +118,7 @@ class ReviewStage:
         metrics: PipelineMetrics,
         pdq_min_quality: int = 50,
         bank_entry: Callable[[str], BankEntry | None] = lambda key: None,
+        bound_platforms: frozenset[str] = frozenset(),
     ) -> None:
         self.cases = cases
         self.controls = controls
@@ -104,6 +126,7 @@ class ReviewStage:
         self.metrics = metrics
         self.pdq_min_quality = pdq_min_quality
         self.bank_entry = bank_entry  # the worker's bank: the judged entry's signal
+        self.bound_platforms = bound_platforms  # their escalations go to their own topics
 
     async def process(self, records: Sequence[Record]) -> None:
         deliveries: list[asyncio.Future[Any]] = []
@@ -144,7 +167,13 @@ class ReviewStage:
         decision = effects.decision
         event_key, payload = decision.event_id.encode(), decision.to_json()
         sent = [await out.send(DECISIONS_TOPIC, event_key, payload)]
-        sent += [await out.send(TOPICS[t], event_key, payload) for t in effects.also_to]
+        for name in effects.also_to:
+            topic = TOPICS[name]
+            if topic == REVIEWS_TOPIC:
+                topic = topic_for(
+                    decision.platform, topic, self.bound_platforms, REVIEWS_TOPIC_PREFIX
+                )
+            sent.append(await out.send(topic, event_key, payload))
         for key, verdict in effects.verdicts:
             sent.append(await out.send(HUMAN_VERDICTS_TOPIC, key.encode(), verdict.to_json()))
         for name, config in effects.bank_configs:

@@ -41,7 +41,12 @@ from modstream.decide.review import HumanVerdicts
 from modstream.engine import Engine, score_texts
 from modstream.ingest.fetch import Fetcher
 from modstream.ingest.sources import clear_scratch
-from modstream.ingest.trust import PlatformBinding, platform_topic
+from modstream.ingest.trust import (
+    OUTCOMES_TOPIC_PREFIX,
+    PlatformBinding,
+    outcomes_topic,
+    platform_topic,
+)
 from modstream.matching import hamming
 from modstream.settings import Settings
 from modstream.stages.decide import DecideStage, flood_watch
@@ -111,7 +116,7 @@ def build_app(settings: Settings) -> faust.App:
     shared = HashStage(
         name="hash",
         runner=pool,
-        media=MediaSource(fetcher, settings.media_root, scratch),
+        media=MediaSource(fetcher, settings.media_root, scratch, bool(settings.platforms)),
         out=out,
         metrics=metrics,
         limits=HashingLimits.from_settings(settings),
@@ -130,6 +135,7 @@ def build_app(settings: Settings) -> faust.App:
         verdicts=verdicts,
         case_partition=partition_of,
         flood=flood_watch(settings),
+        bound_platforms=frozenset(settings.platforms),
     )
     cases = CaseStore(settings, out, datadir / "review-cases.sqlite", metrics)
     review_stage = ReviewStage(
@@ -139,8 +145,15 @@ def build_app(settings: Settings) -> faust.App:
         metrics=metrics,
         pdq_min_quality=settings.pdq_min_quality,
         bank_entry=bank.entry,
+        bound_platforms=frozenset(settings.platforms),
     )
     platform_topics = [platform_topic(p) for p in settings.platforms]
+    outcomes_binding = PlatformBinding.of(settings.platforms, settings.topic, OUTCOMES_TOPIC_PREFIX)
+    review_route = Route(
+        "review-route",
+        ReviewRouteStage(out, metrics, partition_of, outcomes_binding).process,
+        concurrency=1,
+    )
     hashing = Route("hash", hash_stage.process, concurrency=32, alone=fetched)
     routes = {
         **{settings.topic(t): hashing for t in (UPLOADS_TOPIC, *platform_topics)},
@@ -155,9 +168,10 @@ def build_app(settings: Settings) -> faust.App:
             assigned=uploader_history.restore,
             revoked=uploader_history.forget,
         ),
-        settings.topic(REVIEW_OUTCOMES_TOPIC): Route(
-            "review-route", ReviewRouteStage(out, metrics, partition_of).process, concurrency=1
-        ),
+        **{
+            settings.topic(t): review_route
+            for t in (REVIEW_OUTCOMES_TOPIC, *(outcomes_topic(p) for p in settings.platforms))
+        },
         settings.topic(REVIEW_ROUTED_TOPIC): Route(
             "review",
             review_stage.process,

@@ -27,7 +27,7 @@ from modstream.contracts import (
     UPLOADS_TOPIC,
     VIDEO_TOPIC,
 )
-from modstream.ingest.trust import platform_topic
+from modstream.ingest.trust import outcomes_topic, platform_topic, reviews_topic
 from modstream.settings import Settings
 
 # A dead letter holds a refused record (up to Kafka's 1 MB default) in base64, and its reason.
@@ -66,6 +66,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(DECISIONS_TOPIC), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(settings.topic(TAKEDOWNS_TOPIC), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(settings.topic(REVIEWS_TOPIC), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        *(
+            TopicSpec(settings.topic(reviews_topic(p)), n, {"retention.ms": month})
+            for p in settings.platforms
+        ),
         TopicSpec(
             settings.topic(DLQ_TOPIC),
             1,
@@ -89,6 +93,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(EXCHANGE_STATE_TOPIC), 1, compacted),
         # Review: outcomes in (public), moved beside their cases (both by decision id).
         TopicSpec(settings.topic(REVIEW_OUTCOMES_TOPIC), n, {"retention.ms": month}),
+        *(
+            TopicSpec(settings.topic(outcomes_topic(p)), n, {"retention.ms": month})
+            for p in settings.platforms
+        ),
         TopicSpec(settings.topic(REVIEW_ROUTED_TOPIC), n, {"retention.ms": week}),
         TopicSpec(
             settings.topic(REVIEW_CASES_TOPIC),
