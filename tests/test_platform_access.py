@@ -8,6 +8,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from test_http_api import PDQ, AppliedAtOnce
 
 from modstream.bank.bank import Bank
 from modstream.bank.controls import BankControls
@@ -16,7 +17,9 @@ from modstream.serve.access import Gate, KeyRing, RateLimit, bank_owners, digest
 from modstream.serve.app import build_api
 from modstream.serve.backend import Backend
 from modstream.serve.exchanges import ExchangeAdmin
-from tests.test_http_api import PDQ, AppliedAtOnce
+
+#: The in-memory client's host: one this server answers for (not Starlette's "testserver").
+LOCAL = "http://localhost"
 
 
 def _keys(path, *records: bytes) -> KeyRing:
@@ -43,7 +46,9 @@ def platforms_api(tmp_path):
     controls.apply("platform/alpha", PlatformPolicy(auto_bank="ALPHA_CONFIRMED").to_json())
     backend = Backend(bank, controls, publisher, None, None)  # type: ignore[arg-type]
     admin = ExchangeAdmin(backend, publisher.exchanges, tmp_path)
-    api = TestClient(build_api(backend, Gate(ring, RateLimit(1000, 1000)), exchanges=admin))
+    api = TestClient(
+        build_api(backend, Gate(ring, RateLimit(1000, 1000)), exchanges=admin), base_url=LOCAL
+    )
     as_beta = {"X-API-Key": "k-beta"}
     added = api.post("/c/bank/fp-beta/signal", json={"pdq": PDQ}, headers=as_beta)
     assert added.status_code == 200
@@ -123,7 +128,7 @@ def test_wrong_keys_and_open_routes_are_rate_limited_by_client(tmp_path) -> None
     controls = BankControls()
     bank = Bank(controls=controls)
     backend = Backend(bank, controls, AppliedAtOnce(bank, controls), None, None)  # type: ignore[arg-type]
-    api = TestClient(build_api(backend, Gate(ring, RateLimit(rate=0.5, burst=5))))
+    api = TestClient(build_api(backend, Gate(ring, RateLimit(rate=0.5, burst=5))), base_url=LOCAL)
     lookup = {"signal_type": "pdq", "signal": PDQ}
     good = {"X-API-Key": "k-lookup"}
     # A found key is counted against itself, not against its client address.
@@ -153,7 +158,7 @@ def test_credential_references_over_http_are_confined_and_sync_errors_generic(
     backend = Backend(bank, controls, publisher, None, None)  # type: ignore[arg-type]
     vault = tmp_path / "vault"
     admin = ExchangeAdmin(backend, ExchangeBook(), tmp_path / "files", vault)
-    api = TestClient(build_api(backend, exchanges=admin))
+    api = TestClient(build_api(backend, exchanges=admin), base_url=LOCAL)
     path = "/c/exchanges/api/fb_threatexchange"
     for outside in ({"file": "/etc/shadow"}, {"file": "../keys.jsonl"},
                     {"env": "MODSTREAM_KAFKA_PASSWORD"}, {"env": "HOME"}):  # fmt: skip
@@ -163,7 +168,7 @@ def test_credential_references_over_http_are_confined_and_sync_errors_generic(
     assert api.post(path, json={"credential_json": {"file": "tx/token"}}).status_code == 200
     # Without a credentials directory no file may be named over HTTP.
     closed = ExchangeAdmin(backend, ExchangeBook(), None)
-    api = TestClient(build_api(backend, exchanges=closed))
+    api = TestClient(build_api(backend, exchanges=closed), base_url=LOCAL)
     assert api.post(path, json={"credential_json": {"file": "x"}}).status_code == 403
 
     # What the status shows of a failed sync: the same for a missing file and a bad one.

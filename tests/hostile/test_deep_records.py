@@ -107,7 +107,8 @@ def test_the_http_api_answers_a_deep_upload_with_400() -> None:
     bank = Bank(controls=controls)
     backend = Backend(bank, controls, None, None, None)  # type: ignore[arg-type]
     gate = Gate(None, RateLimit(rate=100.0, burst=100))
-    api = TestClient(build_api(backend, gate, v1=(Recorder(), RecentDecisions())))
+    app = build_api(backend, gate, v1=(Recorder(), RecentDecisions()))
+    api = TestClient(app, base_url="http://localhost")
     answer = api.post(
         "/v1/uploads", content=deep_event("deep"), headers={"content-type": "application/json"}
     )
