@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from modstream.stream.client import committed_reader, publish, started, topic_partitions
 from modstream.stream.output import key_partitioner
@@ -37,6 +37,9 @@ class Sightings:
         event_id = record.get("event_id") or (key.decode() if key else "")
         self.records.setdefault(event_id, []).append(record)
 
+    def take(self, record: ConsumerRecord) -> None:
+        self.add(record.key, record.value)
+
     def count(self, event_id: str) -> int:
         return len(self.records.get(event_id, ()))
 
@@ -59,7 +62,7 @@ class Sightings:
 async def read_to_committed_end(
     reader: AIOKafkaConsumer,
     partitions: list[TopicPartition],
-    take: Callable[[bytes | None, bytes | None], None],
+    take: Callable[[ConsumerRecord], None],
     drain_s: float = DRAIN_S,
     timeout: float = 60.0,
 ) -> None:
@@ -79,7 +82,7 @@ async def read_to_committed_end(
         batches = await reader.getmany(*partitions, timeout_ms=200)
         for records in batches.values():
             for record in records:
-                take(record.key, record.value)
+                take(record)
         if any(batches.values()):
             quiet_since = time.monotonic()
 
@@ -112,8 +115,8 @@ async def read_all(
         while not seen.complete(want, copies) and time.monotonic() < deadline:
             for records in (await reader.getmany(*partitions, timeout_ms=200)).values():
                 for record in records:
-                    seen.add(record.key, record.value)
-        await read_to_committed_end(reader, partitions, seen.add, drain_s)
+                    seen.take(record)
+        await read_to_committed_end(reader, partitions, seen.take, drain_s)
     finally:
         await reader.stop()
     return seen
@@ -143,14 +146,14 @@ async def dead_letters(workers, count: int, timeout: float = 30.0) -> list[dict]
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
 
-        def take(_key: bytes | None, value: bytes | None) -> None:
-            letters.append(orjson.loads(value or b"{}"))
+        def take(record: ConsumerRecord) -> None:
+            letters.append(orjson.loads(record.value or b"{}"))
 
         deadline = time.monotonic() + timeout
         while len(letters) < count and time.monotonic() < deadline:
             for records in (await reader.getmany(*partitions, timeout_ms=200)).values():
                 for record in records:
-                    take(record.key, record.value)
+                    take(record)
         await read_to_committed_end(reader, partitions, take)
     finally:
         await reader.stop()

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from streaming import read_to_committed_end, send, upload
 
 from modstream.stream.client import committed_reader, started, topic_partitions
@@ -51,6 +51,8 @@ class Decisions:
         self.topic = workers.settings.topic(topic)
         self.arrivals: dict[str, list[float]] = {}
         self.records: dict[str, list[dict]] = {}
+        self.offsets: dict[str, list[tuple[int, int]]] = {}
+        self.settling_since = float("inf")
         self._client: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self._changed = asyncio.Event()
@@ -76,15 +78,16 @@ class Decisions:
             batches = await self._client.getmany(timeout_ms=100)
             for records in batches.values():
                 for record in records:
-                    self._take(record.key, record.value)
+                    self._take(record)
             if batches:
                 self._changed.set()
 
-    def _take(self, key: bytes | None, value: bytes | None) -> None:
-        body = orjson.loads(value or b"{}")
-        event_id = body.get("event_id") or (key.decode() if key else "")
+    def _take(self, record: ConsumerRecord) -> None:
+        body = orjson.loads(record.value or b"{}")
+        event_id = body.get("event_id") or (record.key.decode() if record.key else "")
         self.arrivals.setdefault(event_id, []).append(time.monotonic())
         self.records.setdefault(event_id, []).append(body)
+        self.offsets.setdefault(event_id, []).append((record.partition, record.offset))
 
     async def settle(self) -> None:
         """Stop following the topic and read it to its committed end as of now, plus a drain:
@@ -94,6 +97,7 @@ class Decisions:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        self.settling_since = time.monotonic()
         await read_to_committed_end(self._client, list(self._client.assignment()), self._take)
         self.settled = True
 
@@ -124,6 +128,17 @@ class Decisions:
             unexpected_ids=len(set(self.arrivals) - set(ids) - set(others)),
             settled=self.settled,
         )
+
+    def doubled(self, limit: int = 5) -> dict[str, list]:
+        """Some ids seen more than once, with where each copy was (partition, offset), its
+        ``decision_id`` and whether the settling read found it: what a duplicate is."""
+        found = {}
+        for event_id, where in self.offsets.items():
+            if len(where) > 1 and len(found) < limit:
+                ids = [r.get("decision_id") for r in self.records[event_id]]
+                late = [t >= self.settling_since for t in self.arrivals[event_id]]
+                found[event_id] = list(zip(where, ids, late, strict=True))
+        return found
 
     def longest_pause(self, since: float, until: float) -> float:
         """The longest time in [since, until] with no new decision."""

@@ -48,7 +48,9 @@ def assert_once_each(seen: Decisions, ids: list[str], others: Sequence[str] = ()
     figures = seen.figures("check", ids, others)
     assert figures.settled, "read to the committed end before counting"
     assert figures.lost == 0, f"{figures.lost} events without a decision"
-    assert figures.duplicate_records == 0, f"{figures.duplicate_records} duplicate decisions"
+    assert figures.duplicate_records == 0, (
+        f"{figures.duplicate_records} duplicate decisions, e.g. {seen.doubled()}"
+    )
     assert figures.unexpected_ids == 0, f"{figures.unexpected_ids} decisions of unknown events"
 
 
