@@ -21,6 +21,8 @@ from modstream.stream.pipeline import (
     PipelineOutput,
     ProduceFailed,
     Route,
+    WorkerTransactions,
+    _Waiting,
 )
 from modstream.stream.progress import PartitionProgress
 
@@ -220,3 +222,25 @@ async def test_a_batch_that_fails_on_one_record_commits_its_neighbours_once():
     assert letter["offset"] == 2 and "RecursionError" in letter["error"]
     assert committer.commits[-1][1].offset == 5
     await lane.close()
+
+
+async def test_revoked_partitions_wait_for_the_transaction_in_flight_and_leave_the_queue():
+    """No transaction holding a revoked partition's offsets may straddle the rejoin: it
+    would commit them under the next generation while another worker owns the partition."""
+    transactions = WorkerTransactions(Settings(), "group", None)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    revoked, kept = TopicPartition("uploads", 0), TopicPartition("uploads", 1)
+    queued = [
+        _Waiting(tp, [], OffsetAndMetadata(1, ""), loop.create_future()) for tp in (revoked, kept)
+    ]
+    transactions._waiting.extend(queued)  # noqa: SLF001
+    in_flight = transactions._busy  # noqa: SLF001 - held while a transaction runs
+    await in_flight.acquire()
+    withdrawing = asyncio.ensure_future(transactions.withdraw([revoked]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not withdrawing.done()  # the transaction in flight ends first
+    in_flight.release()
+    await asyncio.wait_for(withdrawing, 5)
+    assert transactions._waiting == [queued[1]]  # noqa: SLF001
+    assert queued[0].committed.cancelled() and not queued[1].committed.done()

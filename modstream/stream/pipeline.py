@@ -363,6 +363,19 @@ class WorkerTransactions:
         committed = (await compat.committed_offsets(self.consumer, [tp])).get(tp)
         return committed is not None and committed.offset >= offset.offset
 
+    async def withdraw(self, partitions: Sequence[TopicPartition]) -> None:
+        """Called as ``partitions`` are revoked, before the consumer joins the next
+        generation: waits for the transaction in flight to end and drops what still waits
+        for them. The offsets of a transaction that straddled the rebalance would be sent
+        under the generation the worker has joined by then, which the broker accepts (it
+        checks the member, not what it owns), while the partition's next owner may have
+        read the older offset already: its batch would then be decided twice."""
+        gone = set(partitions)
+        async with self._busy:
+            for waiting in [w for w in self._waiting if w.tp in gone]:
+                self._waiting.remove(waiting)
+                waiting.committed.cancel()
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -840,6 +853,8 @@ class StagePipeline:
         await self._close_lanes(
             [tp for tp in partitions if tp in self.lanes], drain_s=self.settings.drain_timeout_s
         )
+        if self._transactions is not None:  # nothing of theirs may commit after the rejoin
+            await self._transactions.withdraw(partitions)
 
     async def _close_lanes(self, partitions: list[TopicPartition], drain_s: float) -> None:
         lanes = [self.lanes.pop(tp) for tp in partitions]
