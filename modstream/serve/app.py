@@ -52,7 +52,7 @@ class MergeSlashes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "//" in scope["path"]:
             path = REPEATED_SLASHES.sub("/", scope["path"])
-            raw = REPEATED_SLASHES.sub("/", scope.get("raw_path", b"").decode("latin-1"))
+            raw = REPEATED_SLASHES.sub("/", (scope.get("raw_path") or b"").decode("latin-1"))
             scope = dict(scope, path=path, raw_path=raw.encode("latin-1"))
         await self.app(scope, receive, send)
 
