@@ -2,6 +2,12 @@
 processes, in one run (ratios), on the local broker.
 
     .venv/bin/python bench/http_api.py [--seconds 10] [--bank 100000] [--concurrency 32]
+                                       [--hma http://127.0.0.1:5100]
+
+Then ROOST's Coop's batch (issue 25, tests/coop_client.py: a ``getBank``, a ``/h/hash`` and
+one ``/m/lookup`` per signal type per item, 40 items at once, a trailing-slash base URL, no
+key) against a server at default settings, and against the HMA at ``--hma`` if one is given:
+items matched of 40, lookups made, errors.
 
 HMA's field report: ~450-500 hash+match requests/s on 10 pods (about 45-50 a pod). Each
 server here runs one hashing process (``MODSTREAM_HASH_WORKERS=1``), and the client runs in
@@ -22,9 +28,11 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from modstream.contracts import BankEntry, dumps
 from modstream.demo import encode, sample
@@ -33,12 +41,17 @@ from modstream.settings import Settings
 from modstream.stream.client import publish
 from modstream.stream.topics import delete_topics, ensure_topics
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from coop_client import HmaService, matched  # Coop's calls, shared with the tests
+from streaming import http_server
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--bank", type=int, default=100_000, help="random PDQ entries banked")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--hma", help="an HMA's base URL: Coop's batch against it too")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     env = {**os.environ, "MODSTREAM_TOPIC_PREFIX": f"hb{run}.", "MODSTREAM_APP_ID": f"hb{run}",
@@ -72,6 +85,15 @@ def main() -> None:
             print(f"{count:>7}  {lrate:7,.0f}/s {lrate / base_lookup:4.2f}x "
                   f"p50 {lp50:5.1f} p99 {lp99:6.1f} ms   {hrate:6,.0f}/s {hrate / base_hash:4.2f}x "
                   f"p50 {hp50:6.1f} p99 {hp99:6.1f} ms")  # fmt: skip
+        defaults = {k: v for k, v in env.items() if not k.startswith("MODSTREAM_API_")}
+        servers.append(start(defaults | {"MODSTREAM_FETCH_ALLOW": "127.0.0.1/32"}, tmp, 5189,
+                             hash_jobs=None))  # fmt: skip
+        targets = [("modstream (defaults)", "http://127.0.0.1:5189")]
+        targets += [("HMA", args.hma.rstrip("/"))] if args.hma else []
+        print("Coop batch (40 items at once)   matched  lookups  errors  deleteBank after")
+        for name, url in targets:
+            found, lookups, errors, deleted = asyncio.run(coop_batch(url, photo, run))
+            print(f"{name:<30}  {found:>4}/40  {lookups:>7}  {dict(errors)!s:<6}  {deleted}")
     finally:
         for server in servers:
             server.terminate()
@@ -80,11 +102,35 @@ def main() -> None:
         asyncio.run(delete_topics(settings))
 
 
-def start(env: dict[str, str], tmp: Path, port: int) -> subprocess.Popen:
+async def coop_batch(base: str, photo: bytes, run: str) -> tuple[int, int, Counter, int]:
+    """Coop's flow on ``base``: a bank with ``photo``, then 40 near-copies by URL at once;
+    items matched, lookups made, errors by status, and ``deleteBank``'s status after."""
+    copies = [encode(sample("rocket"), quality=q) for q in range(55, 95)]
+
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=copies[int(request.match_info["n"])], content_type="image/jpeg")
+
+    bank = f"COOP_{run.upper()}"
+    async with http_server({"/i/{n}.jpg": image}) as media, aiohttp.ClientSession() as session:
+        hma = HmaService(session, f"{base}/")  # Coop's default form: a trailing slash
+        await hma.create_bank(bank)
+        await hma.add_content(bank, photo)
+        results = await hma.match_batch([bank], [f"{media}/i/{n}.jpg" for n in range(40)])
+        async with session.delete(f"{base}/c/bank/{bank}") as deleted:
+            status = deleted.status
+    errors = Counter(code for r in results for code in r.errors)
+    lookups = sum(len(r.matches) for r in results)
+    return sum(matched(r, bank) for r in results), lookups, errors, status
+
+
+def start(
+    env: dict[str, str], tmp: Path, port: int, hash_jobs: str | None = "64"
+) -> subprocess.Popen:
     log = open(tmp / f"serve-{port}.log", "ab")  # noqa: SIM115 - lives with the process
     # The benchmark's clients share one address: let them all hash at once (one caller's
     # share of the pool is otherwise MODSTREAM_API_HASH_JOBS_PER_CALLER, 2).
-    env = {**env, "MODSTREAM_API_HASH_JOBS_PER_CALLER": "64"}
+    if hash_jobs is not None:
+        env = {**env, "MODSTREAM_API_HASH_JOBS_PER_CALLER": hash_jobs}
     proc = subprocess.Popen([sys.executable, "-m", "modstream.cli", "serve", "--port", str(port)],
                             env=env, stdout=log, stderr=log)  # fmt: skip
     deadline = time.monotonic() + 300

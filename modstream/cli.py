@@ -252,6 +252,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="a platform the key acts for: submits, reviews, curates the "
                              "banks of (repeat)")  # fmt: skip
     create.add_argument("--file", type=Path, help="keys file (default: MODSTREAM_API_KEYS_FILE)")
+    create.add_argument(
+        "--rate",
+        type=float,
+        help="this key's requests per second (default: MODSTREAM_API_RATE_PER_S)",
+    )
+    create.add_argument("--burst", type=float,
+                        help="this key's burst (default: MODSTREAM_API_BURST)")  # fmt: skip
     create.set_defaults(run=cmd_api_key_create)
 
     review = commands.add_parser("review", help="human review: outcomes in, platforms' policy")
@@ -802,7 +809,7 @@ def cmd_api_key_create(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError("--file FILE or MODSTREAM_API_KEYS_FILE names the keys file")
     key = new_key()
     try:
-        record = key_record(args.name, key, args.role, args.platform)
+        record = key_record(args.name, key, args.role, args.platform, args.rate, args.burst)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

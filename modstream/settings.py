@@ -105,9 +105,12 @@ class Settings:
     exchange_page_timeout_s: float = 300.0
     exchange_concurrency: int = 2
     # HTTP API (modstream serve): API keys (hashed, one JSON object a line), rate per key
+    # (per address without keys): a trusted backend's; before a key is found, per address
     api_keys_file: Path | None = None
-    api_rate_per_s: float = 50.0
-    api_burst: int = 100
+    api_rate_per_s: float = 1000.0
+    api_burst: int = 2000
+    api_prekey_rate_per_s: float = 50.0
+    api_prekey_burst: int = 100
     api_exchange_files_dir: Path | None = None  # where local_file exchanges made over HTTP live
     api_credentials_dir: Path | None = None  # where credential files named over HTTP live
     api_tls_certfile: Path | None = None  # HTTPS with this certificate chain (PEM) and key
@@ -116,6 +119,7 @@ class Settings:
         str, ...
     ] = ()  # host names served besides loopback and the bind address
     api_hash_jobs_per_caller: int = 2  # fetch-and-hash jobs one key (or address) runs at once
+    api_hash_types: str = "banked"  # what /h/hash answers: banked, hma or all (serve.backend)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -166,6 +170,11 @@ class Settings:
             raise ValueError(
                 "MODSTREAM_EXCHANGE_RETRY_S and _PAGE_TIMEOUT_S must be > 0, _CONCURRENCY 1..16"
             )
+        if min(self.api_rate_per_s, self.api_burst, self.api_prekey_rate_per_s,
+               self.api_prekey_burst) <= 0:  # fmt: skip
+            raise ValueError("MODSTREAM_API_RATE_PER_S, _BURST, _PREKEY_* must be > 0")
+        if self.api_hash_types not in ("banked", "hma", "all"):
+            raise ValueError("MODSTREAM_API_HASH_TYPES must be banked, hma or all")
         if not 1 <= self.api_hash_jobs_per_caller <= 64:
             raise ValueError("MODSTREAM_API_HASH_JOBS_PER_CALLER must be 1..64")
         if (self.api_tls_certfile is None) != (self.api_tls_keyfile is None):

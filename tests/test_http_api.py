@@ -112,11 +112,14 @@ def test_banks_signals_lookup_disable_and_delete_as_hma_answers(api: TestClient)
 
 
 def test_hash_upload_lookup_upload_and_content(api: TestClient) -> None:
-    hashed = api.post("/h/hash", files={"photo": ("r.jpg", ROCKET, "image/jpeg")}).json()
-    assert hashed["pdq"] == PDQ and len(hashed["md5"]) == 32
+    photo = {"photo": ("r.jpg", ROCKET, "image/jpeg")}
+    assert api.post("/h/hash", files=photo).json() == {"pdq": PDQ}  # HMA's, no bank yet
+    every = api.post("/h/hash", files=photo, params={"types": "pdq,md5,phash"}).json()
+    assert every["pdq"] == PDQ and len(every["md5"]) == 32 and set(every) == {"pdq", "md5", "phash"}
     api.post("/c/banks", json={"name": "PHOTOS"})
     added = api.post("/c/bank/PHOTOS/content", files={"photo": ("r.jpg", ROCKET, "image/jpeg")})
     assert added.status_code == 200 and added.json()["signals"]["pdq"] == PDQ
+    assert set(api.post("/h/hash", files=photo).json()) == {"pdq", "md5", "sha256"}  # banked
     copy = encode(sample("rocket"), quality=60)
     found = api.post("/m/lookup", files={"photo": ("c.jpg", copy, "image/jpeg")}).json()
     assert list(found["pdq"]) == ["PHOTOS"]

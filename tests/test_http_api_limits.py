@@ -257,7 +257,7 @@ async def test_each_caller_has_a_bounded_share_of_hashing(tmp_path) -> None:
     keys = tmp_path / "keys.jsonl"
     keys.write_bytes(key_record("a", "k-a", ["lookup"], []) + b"\n"
                      + key_record("b", "k-b", ["lookup"], []) + b"\n")  # fmt: skip
-    backend = memory_backend(slow_hasher, fetch, hash_jobs_per_caller=1)
+    backend = memory_backend(slow_hasher, fetch, hash_jobs_per_caller=1, hash_waiting_per_caller=1)
     gate = Gate(KeyRing(keys), RateLimit(rate=100.0, burst=100))
     async with client(build_api(backend, gate)) as api:
         photo = {"photo": ("r.jpg", ROCKET, "image/jpeg")}
@@ -265,17 +265,34 @@ async def test_each_caller_has_a_bounded_share_of_hashing(tmp_path) -> None:
         other = asyncio.create_task(api.post("/h/hash", files=photo, headers={"x-api-key": "k-b"}))
         while started < 2:
             await asyncio.sleep(0.01)
-        async with asyncio.timeout(30):  # (unbounded, it would wait for the first)
+        queued = asyncio.create_task(api.post("/h/hash", files=photo, headers={"x-api-key": "k-a"}))
+        async with asyncio.timeout(30):
+            while backend.shares.held("key:a") < 2:  # one running, one waiting its turn
+                await asyncio.sleep(0.01)
             again = await api.post("/h/hash", files=photo, headers={"x-api-key": "k-a"})
         assert again.status_code == 429 and again.headers["retry-after"] == "1"
         by_url = await api.get("/h/hash", params={"url": "http://x/r.jpg"},
                                headers={"x-api-key": "k-a"})  # fmt: skip
         assert by_url.status_code == 429
+        assert started == 2  # the waiting one has not started
         release.set()
-        assert [(await t).status_code for t in (first, other)] == [200, 200]
+        assert [(await t).status_code for t in (first, other, queued)] == [200, 200, 200]
         assert (await api.get("/h/hash", params={"url": "http://x/r.jpg"},
                               headers={"x-api-key": "k-a"})).json()["pdq"] == PDQ  # fmt: skip
         assert backend.shares.callers() == 0  # nothing held once the jobs are done
+
+
+async def test_a_burst_of_one_callers_hashes_waits_its_turn_instead_of_429() -> None:
+    """Coop sends a batch's 40 images at once as one caller: with the default share (2
+    running) they wait their turn and all are hashed; none is refused (a refused hash is
+    a lost match in Coop)."""
+    backend = memory_backend()
+    async with client(build_api(backend)) as api:
+        photo = {"photo": ("r.jpg", ROCKET, "image/jpeg")}
+        answers = await asyncio.gather(*(api.post("/h/hash", files=photo) for _ in range(40)))
+    assert [a.status_code for a in answers] == [200] * 40
+    assert all(a.json()["pdq"] == PDQ for a in answers)
+    assert backend.shares.callers() == 0
 
 
 async def test_a_failed_publish_leaves_no_wait_behind() -> None:

@@ -150,7 +150,8 @@ def test_a_real_server_keeps_keys_to_their_platforms_banks_and_limits_wrong_keys
         + key_record("victim", "k-victim", ["bank_admin"], ["victim"]) + b"\n"
     )  # fmt: skip
     url, proc = start_server(workers, tmp_path, MODSTREAM_API_KEYS_FILE=str(keys),
-                             MODSTREAM_API_RATE_PER_S="5", MODSTREAM_API_BURST="20")  # fmt: skip
+                             MODSTREAM_API_PREKEY_RATE_PER_S="5",
+                             MODSTREAM_API_PREKEY_BURST="20")  # fmt: skip
     try:
         bank = f"{url}/c/bank/fp-victim"
         assert _call(bank, "k-alpha", "PUT", {"enabled_ratio": 0}) == 403

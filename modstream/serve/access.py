@@ -3,8 +3,9 @@ file that is re-read when it changes (keys rotate without a restart); and a rate
 client address and per key.
 
 The file holds one JSON object a line: ``{"name": "coop", "sha256": "<hex of the key>",
-"roles": ["lookup", "bank_admin"], "platforms": ["forum"]}``. ``modstream api-key create``
-writes them and prints the key once. A bank belongs to platforms (``bank_owners``) or is
+"roles": ["lookup", "bank_admin"], "platforms": ["forum"]}``, optionally with its own rate
+limit (``"rate_per_s": 2000, "burst": 4000``). ``modstream api-key create`` writes them and
+prints the key once. A bank belongs to platforms (``bank_owners``) or is
 shared: ``bank_admin`` curates its platforms' banks, ``shared_bank_admin`` the shared ones.
 A request presents its key as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
 """
@@ -44,9 +45,13 @@ MAX_KEYS_FILE_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class ApiKey:
+    """``rate_per_s``/``burst`` None: the server's default for a key."""
+
     name: str
     roles: frozenset[str]
     platforms: frozenset[str] = frozenset()
+    rate_per_s: float | None = None
+    burst: float | None = None
 
 
 class AccessError(Exception):
@@ -120,7 +125,14 @@ def new_key() -> str:
     return "msk_" + secrets.token_urlsafe(32)
 
 
-def key_record(name: str, key: str, roles: Iterable[str], platforms: Iterable[str]) -> bytes:
+def key_record(
+    name: str,
+    key: str,
+    roles: Iterable[str],
+    platforms: Iterable[str],
+    rate_per_s: float | None = None,
+    burst: float | None = None,
+) -> bytes:
     roles, platforms = set(roles), set(platforms)
     unknown = roles - set(ROLES)
     if unknown or not roles:
@@ -130,9 +142,23 @@ def key_record(name: str, key: str, roles: Iterable[str], platforms: Iterable[st
             "bank_admin curates its platforms' banks: give --platform, or use "
             "shared_bank_admin for the shared banks"
         )
-    record = {"name": name, "sha256": digest(key), "roles": sorted(set(roles)),
-              "platforms": sorted(set(platforms))}  # fmt: skip
+    record: dict[str, object] = {"name": name, "sha256": digest(key),
+                                 "roles": sorted(set(roles)),
+                                 "platforms": sorted(set(platforms))}  # fmt: skip
+    if rate_per_s is not None:
+        record["rate_per_s"] = _positive("rate_per_s", rate_per_s)
+    if burst is not None:
+        record["burst"] = _positive("burst", burst)
     return orjson.dumps(record)
+
+
+def _positive(name: str, value: object) -> float:
+    """A key's own rate or burst: a finite number above zero (bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number")
+    if not math.isfinite(value) or value <= 0 or value > 1_000_000:
+        raise ValueError(f"{name} must be above 0 and at most 1000000")
+    return float(value)
 
 
 class KeyRing:
@@ -185,8 +211,12 @@ class KeyRing:
                     if not roles or not roles <= set(ROLES):
                         raise ValueError(f"line {number}: roles must be some of {ROLES}")
                     platforms = frozenset(row.get("platforms") or ())
+                    rate, burst = (
+                        None if row.get(f) is None else _positive(f, row[f])
+                        for f in ("rate_per_s", "burst")
+                    )
                     keys[str(row["sha256"])] = ApiKey(
-                        str(row["name"]), legacy_roles(roles, platforms), platforms
+                        str(row["name"]), legacy_roles(roles, platforms), platforms, rate, burst
                     )
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 self.error = f"API keys file {self.path}: {exc}"
@@ -218,20 +248,24 @@ class RateLimit:
     max_callers: int = 10_000
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
-    def take(self, caller: str) -> float | None:
-        """None if the request may go; else the seconds to wait (``Retry-After``)."""
+    def take(
+        self, caller: str, rate: float | None = None, burst: float | None = None
+    ) -> float | None:
+        """None if the request may go; else the seconds to wait (``Retry-After``).
+        ``rate``/``burst``: this caller's own (a key's), else the limit's."""
+        rate, burst = rate or self.rate, burst or self.burst
         now = time.monotonic()
         bucket = self._buckets.get(caller)
         if bucket is None:
             if len(self._buckets) >= self.max_callers:  # bounded: forget the idlest
                 del self._buckets[min(self._buckets, key=lambda k: self._buckets[k].at)]
-            bucket = self._buckets[caller] = _Bucket(self.burst, now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+            bucket = self._buckets[caller] = _Bucket(burst, now)
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)
         bucket.at = now
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return None
-        return (1.0 - bucket.tokens) / self.rate
+        return (1.0 - bucket.tokens) / rate
 
     def give_back(self, caller: str) -> None:
         """Return the token ``take`` just took (the request turned out to be counted
@@ -245,21 +279,30 @@ class Gate:
     """The decision for one request: which key, whether its role allows the path, whether
     its rate allows it now.
 
-    Every request first takes a token from its client address's bucket, before any key is
-    looked up: requests with no key, a wrong key or for an open route (``/status``) are
-    limited like any other, so guessing keys costs time. A request whose key is found
-    gives that token back and is counted against its key instead (many keys may share one
-    address, a proxy's)."""
+    With keys, every request first takes a token from its client address's ``pre_key``
+    bucket (a low limit), before any key is looked up: requests with no key, a wrong key or
+    for an open route (``/status``) are limited so, and guessing keys costs time. A request
+    whose key is found gives that token back and is counted against its key instead, at
+    ``limit`` or the key's own rate (a platform's backend, Coop, is one trusted caller
+    making several calls per item; many keys may share one address, a proxy's). Without
+    keys (loopback, ``--allow-anonymous``: a trusted deployment) each address has
+    ``limit``."""
 
-    def __init__(self, keys: KeyRing | None, limit: RateLimit) -> None:
+    def __init__(
+        self, keys: KeyRing | None, limit: RateLimit, pre_key: RateLimit | None = None
+    ) -> None:
         self.keys = keys
         self.limit = limit
+        self.pre_key = pre_key or RateLimit(limit.rate, limit.burst)
 
     def check(self, path: str, headers: dict[str, str], client: str) -> ApiKey | None:
         by_client = f"ip:{client}"
-        _admit(self.limit.take(by_client))
+        if self.keys is None:
+            _admit(self.limit.take(by_client))
+            return None
+        _admit(self.pre_key.take(by_client))
         roles = roles_for(path)
-        if roles is None or self.keys is None:
+        if roles is None:
             return None
         presented = _presented(headers)
         if not presented:
@@ -267,16 +310,16 @@ class Gate:
         key = self.keys.find(presented)
         if key is None:
             raise AccessError(401, "unknown API key")
-        self.limit.give_back(by_client)
+        self.pre_key.give_back(by_client)
         if not roles & key.roles:
             raise AccessError(403, f"this API key lacks the role {min(roles)!r}")
-        _admit(self.limit.take(key.name))
+        _admit(self.limit.take(f"key:{key.name}", key.rate_per_s, key.burst))
         return key
 
 
 def _admit(wait: float | None) -> None:
     if wait is not None:
-        raise AccessError(429, "too many requests", retry_after=math.ceil(wait))
+        raise AccessError(429, "too many requests", retry_after=max(1, math.ceil(wait)))
 
 
 def _presented(headers: dict[str, str]) -> str:

@@ -8,6 +8,7 @@ models that validate a call are the OpenAPI document, and a call that does not f
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -24,9 +25,10 @@ from prometheus_client import (
 )
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modstream.serve.access import AccessError, Gate, RateLimit
-from modstream.serve.backend import ApiError, Backend
+from modstream.serve.backend import LOADING_RETRY_AFTER_S, ApiError, Backend, needs_index
 from modstream.serve.exchanges import ExchangeAdmin, add_exchange_routes
 from modstream.serve.hma import add_hma_routes
 from modstream.serve.limits import BodyLimit, declared_too_large
@@ -34,6 +36,32 @@ from modstream.serve.sites import SitePolicy
 from modstream.serve.v1 import RecentDecisions, Submitter, add_v1_routes
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Statuses a client should come back after: each answer carries ``Retry-After``.
+RETRY_STATUSES = frozenset({429, 503})
+REPEATED_SLASHES = re.compile(r"//+")
+
+
+class MergeSlashes:
+    """``//c/bank/X`` is ``/c/bank/X``, as HMA (werkzeug) answers it: Coop's default base URL
+    ends in ``/`` and it takes a 404 from ``getBank`` for "deleted". Outermost, so the
+    site, size, key and role checks and the router all see the one same path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "//" in scope["path"]:
+            path = REPEATED_SLASHES.sub("/", scope["path"])
+            raw = REPEATED_SLASHES.sub("/", (scope.get("raw_path") or b"").decode("latin-1"))
+            scope = dict(scope, path=path, raw_path=raw.encode("latin-1"))
+        await self.app(scope, receive, send)
+
+
+def retry_headers(status: int, retry_after: float | None) -> dict[str, str]:
+    """``Retry-After`` for a refusal that passes (429, 503), at least one second."""
+    if retry_after or status in RETRY_STATUSES:
+        return {"Retry-After": str(max(1, int(retry_after or 1)))}
+    return {}
 
 
 class HttpMetrics:
@@ -85,7 +113,7 @@ def build_api(
 
     @api.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        extra = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        extra = retry_headers(exc.status, exc.retry_after)
         return JSONResponse({"message": exc.message}, status_code=exc.status, headers=extra)
 
     @api.exception_handler(RequestValidationError)
@@ -99,9 +127,8 @@ def build_api(
 
     @api.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-        )
+        extra = retry_headers(exc.status_code, None) | dict(exc.headers or {})
+        return JSONResponse({"message": str(exc.detail)}, exc.status_code, headers=extra)
 
     api.add_middleware(BodyLimit)  # inside the guard: its refusals are counted too
 
@@ -125,9 +152,13 @@ def build_api(
             key = gate.check(request.url.path, headers, client)
             request.state.api_key = key
             request.state.caller = f"key:{key.name}" if key else f"ip:{client}"
+            if needs_index(request.url.path) and not backend.ready():
+                raise AccessError(
+                    503, "index not yet ready: the bank is loading", LOADING_RETRY_AFTER_S
+                )
             response = await call_next(request)
         except AccessError as exc:
-            extra = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+            extra = retry_headers(exc.status, exc.retry_after)
             if exc.status == 413:  # the body is left unread: the connection cannot go on
                 extra["Connection"] = "close"
             response = JSONResponse({"message": exc.message}, exc.status, headers=extra)
@@ -150,13 +181,17 @@ def build_api(
         each named, so a 503 says which."""
         found = {"bank": backend.ready()} | {name: check() for name, check in checks.items()}
         is_ready = all(found.values())
-        return JSONResponse({"ready": is_ready, **found}, status_code=200 if is_ready else 503)
+        extra = {} if is_ready else {"Retry-After": str(LOADING_RETRY_AFTER_S)}
+        return JSONResponse(
+            {"ready": is_ready, **found}, status_code=200 if is_ready else 503, headers=extra
+        )
 
     add_hma_routes(api, backend)
     if exchanges is not None:
         add_exchange_routes(api, exchanges)
     if v1 is not None:
         add_v1_routes(api, *v1)
+    api.add_middleware(MergeSlashes)  # the last added is the outermost: before the guard
     return api
 
 

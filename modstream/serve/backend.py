@@ -14,8 +14,8 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -43,6 +43,19 @@ CONTENT_TYPES = {"photo": "image", "video": "video"}
 BANKED = {"image": ("pdq", "md5", "sha256"), "video": ("md5", "sha256", "vpdq")}
 #: HMA's names for modstream's signal types where they differ, by media kind.
 HMA_NAMES = {("video", "md5"): "video_md5"}
+#: What HMA's ``/h/hash`` answers, by media kind.
+HMA_TYPES = {"image": frozenset({"pdq"}), "video": frozenset({"video_md5"})}
+#: What ``/h/hash`` answers (``MODSTREAM_API_HASH_TYPES``): ``hma`` as HMA; ``banked``
+#: HMA's and any other type some bank holds (one lookup per type a client like Coop makes,
+#: and each of them could match); ``all`` every type modstream computes.
+HASH_TYPE_POLICIES = ("banked", "hma", "all")
+#: Routes that answer from the bank or its controls: while it loads they answer 503, never
+#: a false "no match" or a 404 that a client takes for "deleted" (Coop drops its bank).
+INDEX_PREFIXES = ("/m/", "/c/")
+OPEN_WHILE_LOADING = frozenset({"/m/compare", "/m/index/status", "/c/signal_type",
+                                "/c/content_type"})  # fmt: skip
+#: Seconds a client is told to wait while the bank loads.
+LOADING_RETRY_AFTER_S = 2
 BANK_NAME = re.compile(r"^[A-Z0-9_]+$")
 #: Most frames a vPDQ signal given to the API may have: over an hour at HMA's one frame a
 #: second. Comparing two videos costs the product of their frames (8k x 8k: 1.5 s of CPU).
@@ -63,35 +76,66 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
+def needs_index(path: str) -> bool:
+    """Whether the route at ``path`` answers from the bank (so not while it loads)."""
+    return path.startswith(INDEX_PREFIXES) and path.rstrip("/") not in OPEN_WHILE_LOADING
+
+
+@dataclass
+class _Share:
+    running: asyncio.Semaphore
+    users: int = 0  # running and waiting
+
+
 class HashingShares:
     """Each caller's share of the hashing pool: at most ``per_caller`` fetch-and-hash jobs
     at once, so one key (or one anonymous address) cannot queue the pool up for everyone.
-    Holds only callers with a job running."""
+    Up to ``waiting_per_caller`` more wait their turn, at most ``wait_s`` (a backend such
+    as Coop sends a batch's items at once, and a refused hash is a lost match); beyond
+    either, 429. Holds only callers with a job running or waiting."""
 
-    def __init__(self, per_caller: int) -> None:
+    def __init__(self, per_caller: int, waiting_per_caller: int = 64, wait_s: float = 30.0):
         self.per_caller = per_caller
-        self._running: dict[str, int] = {}
+        self.waiting_per_caller = waiting_per_caller
+        self.wait_s = wait_s
+        self._shares: dict[str, _Share] = {}
 
     def callers(self) -> int:
-        """How many callers have a job running."""
-        return len(self._running)
+        """How many callers have a job running or waiting."""
+        return len(self._shares)
 
-    @contextmanager
-    def slot(self, caller: str) -> Iterator[None]:
-        running = self._running.get(caller, 0)
-        if running >= self.per_caller:
+    def held(self, caller: str) -> int:
+        """How many of ``caller``'s jobs are running or waiting."""
+        share = self._shares.get(caller)
+        return share.users if share else 0
+
+    @asynccontextmanager
+    async def slot(self, caller: str) -> AsyncIterator[None]:
+        share = self._shares.get(caller)
+        if share is None:
+            share = self._shares[caller] = _Share(asyncio.Semaphore(self.per_caller))
+        if share.users >= self.per_caller + self.waiting_per_caller:
             raise ApiError(
-                429, f"{running} hashing jobs of this caller are running already", retry_after=1
-            )
-        self._running[caller] = running + 1
+                429, f"{share.users} hashing jobs of this caller are running or waiting",
+                retry_after=1,
+            )  # fmt: skip
+        share.users += 1
         try:
-            yield
+            try:
+                async with asyncio.timeout(self.wait_s):
+                    await share.running.acquire()
+            except TimeoutError:
+                raise ApiError(
+                    429, "this caller's hashing jobs are taking long: retry", retry_after=1
+                ) from None
+            try:
+                yield
+            finally:
+                share.running.release()
         finally:
-            left = self._running[caller] - 1
-            if left:
-                self._running[caller] = left
-            else:
-                del self._running[caller]
+            share.users -= 1
+            if not share.users:
+                del self._shares[caller]
 
 
 class Publisher(Protocol):
@@ -121,14 +165,19 @@ class Backend:
         fetch: Callable[[str], Awaitable[bytes]],
         ready: Callable[[], bool] = lambda: True,
         hash_jobs_per_caller: int = 2,
+        hash_waiting_per_caller: int = 64,
+        hash_types: str = "banked",
     ) -> None:
+        if hash_types not in HASH_TYPE_POLICIES:
+            raise ValueError(f"hash_types: one of {', '.join(HASH_TYPE_POLICIES)}")
         self.bank = bank
         self.controls = controls
         self.publisher = publisher
         self.hasher = hasher
         self.fetch = fetch
         self.ready = ready
-        self.shares = HashingShares(hash_jobs_per_caller)
+        self.shares = HashingShares(hash_jobs_per_caller, hash_waiting_per_caller)
+        self.hash_types = hash_types
         self._comparing = asyncio.Semaphore(MAX_COMPARES)
         self.comparing = 0  # video compares running now (a metric)
 
@@ -138,7 +187,7 @@ class Backend:
         """The signals HMA would give (``pdq`` of a photo, ``video_md5`` of a video) and
         modstream's others (``md5``/``sha256``/``phash``, ``vpdq`` in its JSON form), in
         one of ``caller``'s hashing slots."""
-        with self.shares.slot(caller):
+        async with self.shares.slot(caller):
             return await self._hash(content_type, data)
 
     async def _hash(self, content_type: str, data: bytes) -> dict[str, str]:
@@ -166,10 +215,22 @@ class Backend:
     ) -> tuple[str, dict[str, str]]:
         """The content type and signals of the media at ``url``, fetched and hashed in one
         of ``caller``'s slots."""
-        with self.shares.slot(caller):
+        async with self.shares.slot(caller):
             data = await self.fetch(url)
             kind = content_type or sniff(data)
             return kind, await self._hash(kind, data)
+
+    def answered(self, content_type: str, hashes: dict[str, str]) -> dict[str, str]:
+        """The signals ``/h/hash`` answers with, by ``hash_types``: a client looks each one
+        up (Coop: one ``/m/lookup`` per type), so types no bank holds are only cost."""
+        if self.hash_types == "all":
+            return hashes
+        kind = CONTENT_TYPES[content_type]
+        wanted = set(HMA_TYPES[kind])
+        if self.hash_types == "banked":
+            held = {signal_type for _, signal_type in self.bank.sizes()}
+            wanted.update(HMA_NAMES.get((kind, name), name) for name in held)
+        return {name: value for name, value in hashes.items() if name in wanted}
 
     # ---- matching --------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
 from modstream.serve.access import bank_owners, may_see, request_key, require_bank_access
-from modstream.serve.backend import CONTENT_TYPES, ApiError, Backend
+from modstream.serve.backend import CONTENT_TYPES, LOADING_RETRY_AFTER_S, ApiError, Backend
 from modstream.serve.limits import MAX_UPLOAD_BYTES, bounded_form
 from modstream.signals import registry
 
@@ -27,7 +27,10 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
     async def status() -> PlainTextResponse:
         """``I-AM-ALIVE`` once the bank is loaded, ``INDEX-NOT-LOADED`` (503) before."""
         if not backend.ready():
-            return PlainTextResponse("INDEX-NOT-LOADED", status_code=503)
+            return PlainTextResponse(
+                "INDEX-NOT-LOADED", status_code=503,
+                headers={"Retry-After": str(LOADING_RETRY_AFTER_S)},
+            )  # fmt: skip
         return PlainTextResponse("I-AM-ALIVE")
 
     @api.get("/status/live", response_class=PlainTextResponse, tags=["hma"])
@@ -44,15 +47,17 @@ def add_hma_routes(api: FastAPI, backend: Backend) -> None:
     async def hash_url(
         request: Request, url: str, content_type: str | None = None, types: str | None = None
     ) -> dict[str, str]:
-        """The signals of the media at ``url`` (fetched SSRF-safely)."""
-        _, hashes = await backend.fetch_and_hash(url, content_type, _caller(request))
-        return _only(hashes, types)
+        """The signals of the media at ``url`` (fetched SSRF-safely): HMA's and those some
+        bank holds (``MODSTREAM_API_HASH_TYPES``), or the ``types`` asked for."""
+        kind, hashes = await backend.fetch_and_hash(url, content_type, _caller(request))
+        return _only(hashes, types) if types else backend.answered(kind, hashes)
 
     @api.post("/h/hash", tags=["hma"])
     async def hash_upload(request: Request, types: str | None = None) -> dict[str, str]:
         """The signals of an uploaded ``photo`` or ``video`` (multipart)."""
         content_type, data = await _one_upload(request)
-        return _only(await backend.hash(content_type, data, _caller(request)), types)
+        hashes = await backend.hash(content_type, data, _caller(request))
+        return _only(hashes, types) if types else backend.answered(content_type, hashes)
 
     # ---- matching ------------------------------------------------------------------------
 

@@ -74,12 +74,12 @@ class KafkaPublisher:
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """One record, acknowledged by the brokers (no replica to wait for)."""
         if self.producer is None:
-            raise ApiError(503, "not connected to Kafka yet")
+            raise ApiError(503, "not connected to Kafka yet", retry_after=1)
         await (await self.producer.send(self.settings.topic(topic), key=key, value=value))
 
     async def publish(self, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
         if self.producer is None:
-            raise ApiError(503, "not connected to Kafka yet")
+            raise ApiError(503, "not connected to Kafka yet", retry_after=1)
         producer = self.producer
         futures = [
             await producer.send(self.settings.topic(topic), key=key, value=value)
@@ -92,7 +92,9 @@ class KafkaPublisher:
         replica = self.replicas[topic]
         for partition, offset in last.items():
             if not await replica.reached(partition, offset, APPLY_TIMEOUT_S):
-                raise ApiError(503, "written, but not yet applied here: retry the read")
+                raise ApiError(
+                    503, "written, but not yet applied here: retry the read", retry_after=1
+                )
 
 
 class KafkaSubmitter:
@@ -220,8 +222,9 @@ def build_server_app(settings: Settings, host: str = "127.0.0.1") -> FastAPI:
 
     publisher = KafkaPublisher(settings, replicas)
     backend = Backend(
-        bank, controls, publisher, hasher, fetch, ready, settings.api_hash_jobs_per_caller
-    )
+        bank, controls, publisher, hasher, fetch, ready, settings.api_hash_jobs_per_caller,
+        hash_types=settings.api_hash_types,
+    )  # fmt: skip
     exchanges = ExchangeBook()
 
     @contextlib.asynccontextmanager
@@ -258,7 +261,11 @@ def build_server_app(settings: Settings, host: str = "127.0.0.1") -> FastAPI:
     keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
     if keys is not None and keys.error:
         raise ValueError(keys.error)
-    gate = Gate(keys, RateLimit(settings.api_rate_per_s, settings.api_burst))
+    gate = Gate(
+        keys,
+        RateLimit(settings.api_rate_per_s, settings.api_burst),
+        RateLimit(settings.api_prekey_rate_per_s, settings.api_prekey_burst),
+    )
     recent = RecentDecisions()
     decisions_tail = DecisionTail(
         lambda: client.started(client.committed_reader(settings.kafka)),
