@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from modstream.stream.client import committed_reader, publish, started, topic_partitions
+from modstream.stream.client import assign_from, committed_reader, publish, started
 from modstream.stream.output import key_partitioner
 
 T = TypeVar("T")
@@ -102,24 +102,34 @@ async def read_all(
     first sighting is counted too. Gives up waiting for ``want`` after ``timeout``."""
     copies = copies or {}
     seen = Sightings()
+    await _read_drained(
+        workers, topic, start, lambda: seen.complete(want, copies), seen.take, timeout, drain_s
+    )
+    return seen
+
+
+async def _read_drained(
+    workers,
+    topic: str,
+    start: dict[int, int] | None,
+    enough: Callable[[], bool],
+    take: Callable[[ConsumerRecord], None],
+    timeout: float,
+    drain_s: float = DRAIN_S,
+) -> None:
+    """Every committed record of ``topic`` to ``take``, until ``enough`` (or ``timeout``),
+    then on to the committed end (``read_to_committed_end``)."""
     reader = await started(committed_reader(workers.settings.kafka))
     try:
-        partitions = await topic_partitions(reader, workers.settings.topic(topic))
-        reader.assign(partitions)
-        for tp in partitions:
-            if start and tp.partition in start:
-                reader.seek(tp, start[tp.partition])
-            else:
-                await reader.seek_to_beginning(tp)
+        partitions = await assign_from(reader, workers.settings.topic(topic), start)
         deadline = time.monotonic() + timeout
-        while not seen.complete(want, copies) and time.monotonic() < deadline:
+        while not enough() and time.monotonic() < deadline:
             for records in (await reader.getmany(*partitions, timeout_ms=200)).values():
                 for record in records:
-                    seen.take(record)
-        await read_to_committed_end(reader, partitions, seen.take, drain_s)
+                    take(record)
+        await read_to_committed_end(reader, partitions, take, drain_s)
     finally:
         await reader.stop()
-    return seen
 
 
 async def collect(
@@ -140,23 +150,11 @@ async def dead_letters(workers, count: int, timeout: float = 30.0) -> list[dict]
     """Every record of the dead-letter topic, once at least ``count`` are there (waiting up
     to ``timeout``), read to its committed end: more than ``count`` shows as more."""
     letters: list[dict] = []
-    reader = await started(committed_reader(workers.settings.kafka))
-    try:
-        partitions = await topic_partitions(reader, workers.settings.topic("uploads.dlq"))
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
 
-        def take(record: ConsumerRecord) -> None:
-            letters.append(orjson.loads(record.value or b"{}"))
+    def take(record: ConsumerRecord) -> None:
+        letters.append(orjson.loads(record.value or b"{}"))
 
-        deadline = time.monotonic() + timeout
-        while len(letters) < count and time.monotonic() < deadline:
-            for records in (await reader.getmany(*partitions, timeout_ms=200)).values():
-                for record in records:
-                    take(record)
-        await read_to_committed_end(reader, partitions, take)
-    finally:
-        await reader.stop()
+    await _read_drained(workers, "uploads.dlq", None, lambda: len(letters) >= count, take, timeout)
     return letters
 
 

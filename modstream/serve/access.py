@@ -142,9 +142,12 @@ def key_record(
             "bank_admin curates its platforms' banks: give --platform, or use "
             "shared_bank_admin for the shared banks"
         )
-    record: dict[str, object] = {"name": name, "sha256": digest(key),
-                                 "roles": sorted(set(roles)),
-                                 "platforms": sorted(set(platforms))}  # fmt: skip
+    record: dict[str, object] = {
+        "name": name,
+        "sha256": digest(key),
+        "roles": sorted(roles),
+        "platforms": sorted(platforms),
+    }
     if rate_per_s is not None:
         record["rate_per_s"] = _positive("rate_per_s", rate_per_s)
     if burst is not None:

@@ -1,6 +1,7 @@
-"""Bounds on what one request may cost the server: its body's bytes (counted as they
-arrive, whatever ``Content-Length`` says or whether there is one), each part of a multipart
-body while it streams, and each caller's share of the hashing pool."""
+"""Bounds on what one request's body may cost the server: its bytes (counted as they
+arrive, whatever ``Content-Length`` says or whether there is one) and each part of a
+multipart body while it streams. (Each caller's share of the hashing pool is
+``backend.HashingShares``.)"""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ class BodyTooLarge(HTTPException):
 
 class BodyLimit:
     """ASGI middleware: counts the body's bytes as the application reads them and stops
-    at the request's limit (``body_limit``); a declared ``Content-Length`` over it is
-    refused before anything is read."""
+    at the request's limit (``body_limit``). A declared ``Content-Length`` over it is
+    refused before anything is read by the app's guard (``declared_too_large``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

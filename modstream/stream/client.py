@@ -164,11 +164,8 @@ async def scan_table(
     larger than a table in memory is rebuilt from a compacted topic."""
     client = await started(committed_reader(kafka))
     try:
-        partitions = await topic_partitions(client, topic)
-        client.assign(partitions)
+        partitions = await assign_from(client, topic)
         ends = await client.end_offsets(partitions)
-        for tp in partitions:
-            await client.seek_to_beginning(tp)
         deadline = time.monotonic() + timeout_s
         pending = {tp for tp, end in ends.items() if end > 0}
         while pending:
@@ -193,6 +190,21 @@ async def end_offsets(kafka: KafkaAccess, topic: str) -> dict[int, int]:
         await client.stop()
 
 
+async def assign_from(
+    consumer: AIOKafkaConsumer, topic: str, start: dict[int, int] | None = None
+) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` to ``consumer``, each at its ``start`` offset (by
+    partition number), else at its beginning."""
+    partitions = await topic_partitions(consumer, topic)
+    consumer.assign(partitions)
+    for tp in partitions:
+        if start and tp.partition in start:
+            consumer.seek(tp, start[tp.partition])
+        else:
+            await consumer.seek_to_beginning(tp)
+    return partitions
+
+
 async def read_topic(
     kafka: KafkaAccess,
     topic: str,
@@ -209,13 +221,7 @@ async def read_topic(
     """
     client = await started(committed_reader(kafka))
     try:
-        partitions = await topic_partitions(client, topic)
-        client.assign(partitions)
-        for tp in partitions:
-            if start and tp.partition in start:
-                client.seek(tp, start[tp.partition])
-            else:
-                await client.seek_to_beginning(tp)
+        await assign_from(client, topic, start)
         seen, last = 0, time.monotonic()
         while True:
             batches = await client.getmany(timeout_ms=200)

@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from streaming import read_to_committed_end, send, upload
 
-from modstream.stream.client import committed_reader, started, topic_partitions
+from modstream.stream.client import assign_from, committed_reader, started
 
 #: Where the figures of every scenario are appended (one JSON line each), if set.
 REPORT = os.environ.get("MODSTREAM_FAULT_REPORT")
@@ -59,9 +59,7 @@ class Decisions:
 
     async def __aenter__(self) -> Decisions:
         self._client = await started(committed_reader(self.workers.settings.kafka))
-        tps = await topic_partitions(self._client, self.topic)
-        self._client.assign(tps)
-        await self._client.seek_to_beginning(*tps)
+        await assign_from(self._client, self.topic)
         self._task = asyncio.ensure_future(self._read())
         return self
 
