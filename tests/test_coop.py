@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import orjson
 from fastapi.testclient import TestClient
-from test_http_api import PDQ, ROCKET, AppliedAtOnce
-from test_http_api_limits import memory_backend
+from test_http_api import PDQ, ROCKET, AppliedAtOnce, memory_backend
 
 from modstream.bank.bank import Bank
 from modstream.bank.controls import BankControls

@@ -52,19 +52,26 @@ class AppliedAtOnce:
                 self.bank.apply(key.decode(), None if value is None else BankEntry.parse(value))
 
 
-@pytest.fixture
-def api() -> TestClient:
+def memory_backend(hasher=None, fetch=None, **options) -> Backend:
+    """A backend over an in-memory bank that applies every write at once, hashing in a
+    thread and fetching nothing (unless given ``hasher``/``fetch``)."""
     controls = BankControls()
     bank = Bank(controls=controls)
 
-    async def hasher(kind: str, data: bytes):
+    async def hash_in_thread(kind: str, data: bytes):
         return await asyncio.to_thread(hash_media, "m", kind, data, 10**8)
 
-    async def fetch(url: str) -> bytes:
+    async def no_fetch(url: str) -> bytes:
         raise AssertionError("no fetching in memory")
 
-    backend = Backend(bank, controls, AppliedAtOnce(bank, controls), hasher, fetch)
-    return TestClient(build_api(backend), base_url="http://localhost")
+    publisher = AppliedAtOnce(bank, controls)
+    hasher, fetch = hasher or hash_in_thread, fetch or no_fetch
+    return Backend(bank, controls, publisher, hasher, fetch, **options)
+
+
+@pytest.fixture
+def api() -> TestClient:
+    return TestClient(build_api(memory_backend()), base_url="http://localhost")
 
 
 def test_banks_signals_lookup_disable_and_delete_as_hma_answers(api: TestClient) -> None:

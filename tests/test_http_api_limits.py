@@ -15,15 +15,13 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from test_http_api import PDQ, ROCKET, AppliedAtOnce
+from test_http_api import PDQ, ROCKET, memory_backend
 
-from modstream.bank.bank import Bank
-from modstream.bank.controls import BankControls
 from modstream.engine import hash_media
 from modstream.serve import backend as backend_module
 from modstream.serve.access import Gate, KeyRing, RateLimit, key_record
 from modstream.serve.app import build_api
-from modstream.serve.backend import MAX_VPDQ_FRAMES, ApiError, Backend
+from modstream.serve.backend import MAX_VPDQ_FRAMES, ApiError
 from modstream.serve.limits import MAX_BODY_BYTES, MAX_UPLOAD_BODY_BYTES
 from modstream.serve.server import DecisionTail, decision_of
 from modstream.serve.sites import SitePolicy
@@ -38,21 +36,6 @@ def vpdq(frames: int, seed: int = 1) -> str:
     return orjson.dumps(
         [f"{rng.getrandbits(256):064x},100,{n:.3f}" for n in range(frames)]
     ).decode()
-
-
-def memory_backend(hasher=None, fetch=None, **options) -> Backend:
-    controls = BankControls()
-    bank = Bank(controls=controls)
-
-    async def hash_in_thread(kind: str, data: bytes):
-        return await asyncio.to_thread(hash_media, "m", kind, data, 10**8)
-
-    async def no_fetch(url: str) -> bytes:
-        raise AssertionError("no fetching in memory")
-
-    publisher = AppliedAtOnce(bank, controls)
-    hasher, fetch = hasher or hash_in_thread, fetch or no_fetch
-    return Backend(bank, controls, publisher, hasher, fetch, **options)
 
 
 def client(app) -> httpx.AsyncClient:
